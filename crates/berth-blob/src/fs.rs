@@ -1,0 +1,197 @@
+//! The filesystem backend: `blobs/<alg>/<hex[..2]>/<hex>` for published blobs,
+//! `uploads/<id>` for staging.
+//!
+//! Publishing is staging file → fsync → rename → fsync directory, so after a crash a
+//! blob path holds either nothing or the complete, verified bytes.
+
+use std::io::{self, SeekFrom};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use berth_core::Digest;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use crate::{BlobBody, BlobStore, UploadWriter};
+
+/// Read buffer for serving blobs: large enough that a GiB costs few syscalls.
+const READ_CHUNK: usize = 256 * 1024;
+/// How much an upload buffers in memory before handing bytes to the OS.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`. Does not scan anything.
+    pub async fn open(root: impl Into<PathBuf>) -> io::Result<FsBlobStore> {
+        let root = root.into();
+        tokio::fs::create_dir_all(root.join("blobs")).await?;
+        tokio::fs::create_dir_all(root.join("uploads")).await?;
+        Ok(FsBlobStore { root })
+    }
+
+    /// Where the bytes of `digest` live once published.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        // Upload ids are validated by berth-core (alphanumerics, '-', '_'); never a path.
+        self.root.join("uploads").join(id)
+    }
+}
+
+fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn read_file(path: &Path, range: Range<u64>) -> io::Result<BlobBody> {
+    let mut file = tokio::fs::File::open(path).await?;
+    if range.start > 0 {
+        file.seek(SeekFrom::Start(range.start)).await?;
+    }
+    let len = range.end - range.start;
+    let stream = ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed();
+    Ok(BlobBody { len, stream })
+}
+
+struct FsUploadWriter {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+}
+
+#[async_trait]
+impl UploadWriter for FsUploadWriter {
+    async fn write(&mut self, bytes: Bytes) -> io::Result<()> {
+        self.file.write_all(&bytes).await
+    }
+
+    async fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.file.flush().await
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        let meta = not_found_as_none(tokio::fs::metadata(self.blob_path(digest)).await)?;
+        Ok(meta.map(|m| m.len()))
+    }
+
+    async fn open(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> io::Result<Option<BlobBody>> {
+        let path = self.blob_path(digest);
+        let range = match range {
+            Some(r) => r,
+            None => match not_found_as_none(tokio::fs::metadata(&path).await)? {
+                Some(m) => 0..m.len(),
+                None => return Ok(None),
+            },
+        };
+        not_found_as_none(read_file(&path, range).await)
+    }
+
+    async fn delete(&self, digest: &Digest) -> io::Result<bool> {
+        Ok(not_found_as_none(tokio::fs::remove_file(self.blob_path(digest)).await)?.is_some())
+    }
+
+    async fn create_upload(&self, id: &str) -> io::Result<()> {
+        tokio::fs::File::create(self.upload_path(id)).await?;
+        Ok(())
+    }
+
+    async fn append_upload(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(self.upload_path(id))
+            .await?;
+        let len = file.metadata().await?.len();
+        if len < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("upload {id} holds {len} bytes, fewer than the {offset} recorded"),
+            ));
+        }
+        if len > offset {
+            file.set_len(offset).await?;
+        }
+        file.seek(SeekFrom::Start(offset)).await?;
+        let file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        Ok(Box::new(FsUploadWriter { file }))
+    }
+
+    async fn read_upload(&self, id: &str, len: u64) -> io::Result<BlobBody> {
+        read_file(&self.upload_path(id), 0..len).await
+    }
+
+    async fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()> {
+        let staging = self.upload_path(id);
+        let target = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let dir = target
+                .parent()
+                .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+            if target.exists() {
+                // Same digest, same bytes: someone published it first.
+                return std::fs::remove_file(&staging);
+            }
+            std::fs::File::open(&staging)?.sync_all()?;
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&staging, &target)?;
+            sync_dir(dir)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn abort_upload(&self, id: &str) -> io::Result<()> {
+        not_found_as_none(tokio::fs::remove_file(self.upload_path(id)).await)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fs_store_passes_the_blob_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        crate::testsuite::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn published_blob_lives_at_its_digest_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let digest = crate::testsuite::put(&store, "u1", b"hello").await;
+        let path = store.blob_path(&digest);
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+        assert!(path.to_string_lossy().contains("/blobs/sha256/"));
+        assert!(
+            !dir.path().join("uploads/u1").exists(),
+            "staging file must be gone"
+        );
+    }
+}

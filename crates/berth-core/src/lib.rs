@@ -1,0 +1,16 @@
+//! The OCI Distribution vocabulary berth speaks: validated names, tags, digests and
+//! references, manifest parsing, the spec's error codes, and the pure routing of a request
+//! line into an [`Endpoint`].
+//!
+//! This crate does no IO: no tokio, no axum, no sqlx. Everything here is table-testable.
+
+pub mod digest;
+pub mod endpoint;
+pub mod error;
+pub mod manifest;
+pub mod name;
+
+pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use endpoint::{Endpoint, EndpointError};
+pub use error::ErrorCode;
+pub use name::{NameError, Reference, RepoName, Tag};

@@ -1,0 +1,141 @@
+//! The metadata store: everything about the registry that is not blob bytes.
+//!
+//! Repositories, which blobs each repository may serve, manifests (stored whole: they
+//! are small and read on every pull), tags, the subject index behind referrers, and
+//! upload sessions, so that a session survives a restart and can later be shared by
+//! several nodes. One trait method is one transaction; lookups return `Option`, absence
+//! is not an error; no backend type (sqlx) crosses the trait.
+
+use async_trait::async_trait;
+use berth_core::{Algorithm, Digest, RepoName, Tag};
+
+pub mod sqlite;
+pub mod testsuite;
+
+pub use sqlite::SqliteMetaStore;
+
+#[derive(Debug, thiserror::Error)]
+#[error("metadata store: {0}")]
+pub struct MetaError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// An upload in progress. Its bytes live in the blob store under `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: String,
+    pub repository: RepoName,
+    /// The algorithm the bytes are hashed with while they stream in.
+    pub algorithm: Algorithm,
+    /// Bytes received and recorded so far; the next chunk must start here.
+    pub offset: u64,
+    /// Unix seconds of the last change, for expiring idle sessions.
+    pub updated_at: i64,
+}
+
+/// A manifest as stored: the exact pushed bytes and what indexes need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Vec<u8>,
+    pub subject: Option<Digest>,
+    pub artifact_type: Option<String>,
+    /// The manifest's `annotations` as JSON text, served in referrers.
+    pub annotations: Option<String>,
+}
+
+/// One entry of a referrers listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// A page of names in lexical order, and whether more follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+/// Why a manifest could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PutManifestError {
+    #[error("blob {0} is not in the repository")]
+    MissingBlob(Digest),
+    #[error("manifest {0} is not in the repository")]
+    MissingManifest(Digest),
+    #[error(transparent)]
+    Store(#[from] MetaError),
+}
+
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    // ---- blobs ----
+    /// Size of `digest` if `repository` may serve it (pushed, mounted or linked there).
+    async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// Size of `digest` if any repository holds it.
+    async fn blob(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Records that the blob store holds `digest` and links it into `repository`
+    /// (creating the repository on first push).
+    async fn link_blob(&self, repository: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Removes `digest` from `repository` (the bytes stay for other repositories).
+    async fn unlink_blob(&self, repository: &RepoName, digest: &Digest) -> Result<bool>;
+
+    // ---- upload sessions ----
+    async fn create_upload(&self, session: &UploadSession) -> Result<()>;
+    async fn upload(&self, id: &str) -> Result<Option<UploadSession>>;
+    /// Moves a session's offset from `from` to `to`; `false` if it was no longer at
+    /// `from` (another request got there first) or is gone.
+    async fn advance_upload(&self, id: &str, from: u64, to: u64, now: i64) -> Result<bool>;
+    async fn delete_upload(&self, id: &str) -> Result<bool>;
+    /// Sessions not touched since `idle_since` (unix seconds).
+    async fn stale_uploads(&self, idle_since: i64) -> Result<Vec<String>>;
+
+    // ---- manifests and tags ----
+    /// Stores a manifest and points `tags` at it, in one transaction, after checking that
+    /// every blob in `blobs` and manifest in `children` is in the repository.
+    async fn put_manifest(
+        &self,
+        repository: &RepoName,
+        manifest: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+        tags: &[Tag],
+    ) -> std::result::Result<(), PutManifestError>;
+    async fn manifest_by_digest(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>>;
+    async fn manifest_by_tag(
+        &self,
+        repository: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>>;
+    /// Deletes a manifest and every tag pointing at it.
+    async fn delete_manifest(&self, repository: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes one tag; the manifest stays.
+    async fn delete_tag(&self, repository: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Tags after `last`, at most `limit`; `None` if the repository does not exist.
+    async fn list_tags(
+        &self,
+        repository: &RepoName,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<Page>>;
+    /// Manifests whose `subject` is `digest`, optionally only of one artifact type.
+    async fn referrers(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
+
+    // ---- repositories ----
+    async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Page>;
+}

@@ -1,0 +1,545 @@
+//! SQLite backend (the embedded default): one file, WAL, `synchronous=FULL`.
+//!
+//! SQLite allows one writer at a time, so writes go through a single-connection pool
+//! (no lock upgrades, no `SQLITE_BUSY` storms) and reads through a pool of their own.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_core::{Digest, RepoName, Tag};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::{
+    ManifestRecord, MetaError, MetaStore, Page, PutManifestError, Referrer, Result, UploadSession,
+};
+
+/// Schema changes in order; `PRAGMA user_version` records how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE repositories (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE blobs (
+    digest     TEXT PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE repository_blobs (
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    digest        TEXT NOT NULL REFERENCES blobs(digest),
+    PRIMARY KEY (repository_id, digest)
+) WITHOUT ROWID;
+CREATE TABLE manifests (
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    digest        TEXT NOT NULL,
+    media_type    TEXT NOT NULL,
+    body          BLOB NOT NULL,
+    subject       TEXT,
+    artifact_type TEXT,
+    annotations   TEXT,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (repository_id, digest)
+);
+CREATE INDEX manifests_by_subject ON manifests(repository_id, subject) WHERE subject IS NOT NULL;
+CREATE TABLE tags (
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    name          TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (repository_id, name)
+) WITHOUT ROWID;
+CREATE INDEX tags_by_digest ON tags(repository_id, digest);
+CREATE TABLE uploads (
+    id         TEXT PRIMARY KEY,
+    repository TEXT NOT NULL,
+    algorithm  TEXT NOT NULL,
+    "offset"   INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX uploads_by_age ON uploads(updated_at);
+"#];
+
+pub struct SqliteMetaStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> MetaError {
+    MetaError(Box::new(e))
+}
+
+fn corrupt(what: String) -> MetaError {
+    MetaError(what.into())
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    Digest::from_str(s).map_err(|e| corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl SqliteMetaStore {
+    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and brings its
+    /// schema up to date.
+    pub async fn open(url: &str) -> Result<SqliteMetaStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(backend)?;
+        let store = SqliteMetaStore { writer, reader };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            sqlx::raw_sql(*sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let bump = format!("PRAGMA user_version = {}", i + 1);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(bump))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+}
+
+fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
+    let digest: String = row.try_get("digest").map_err(backend)?;
+    let subject: Option<String> = row.try_get("subject").map_err(backend)?;
+    Ok(ManifestRecord {
+        digest: parse_digest(&digest)?,
+        media_type: row.try_get("media_type").map_err(backend)?,
+        body: row.try_get("body").map_err(backend)?,
+        subject: subject.as_deref().map(parse_digest).transpose()?,
+        artifact_type: row.try_get("artifact_type").map_err(backend)?,
+        annotations: row.try_get("annotations").map_err(backend)?,
+    })
+}
+
+/// Fetches `limit + 1` rows to learn whether another page follows.
+fn into_page(mut items: Vec<String>, limit: u32) -> Page {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    Page { items, more }
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repository_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ? AND rb.digest = ?",
+        )
+        .bind(repository.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn blob(&self, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            .bind(digest.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn link_blob(&self, repository: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let t = now();
+        let repo_id = ensure_repository(&mut tx, repository, t).await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(digest.to_string())
+        .bind(size as i64)
+        .bind(t)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("INSERT INTO repository_blobs (repository_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn unlink_blob(&self, repository: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repository_blobs WHERE digest = ?
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repository.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_upload(&self, session: &UploadSession) -> Result<()> {
+        sqlx::query(
+            r#"INSERT INTO uploads (id, repository, algorithm, "offset", created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?)"#,
+        )
+        .bind(&session.id)
+        .bind(session.repository.as_str())
+        .bind(session.algorithm.as_str())
+        .bind(session.offset as i64)
+        .bind(session.updated_at)
+        .bind(session.updated_at)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
+        let row = sqlx::query(
+            r#"SELECT id, repository, algorithm, "offset", updated_at FROM uploads WHERE id = ?"#,
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let repository: String = row.try_get("repository").map_err(backend)?;
+        let algorithm: String = row.try_get("algorithm").map_err(backend)?;
+        let offset: i64 = row.try_get("offset").map_err(backend)?;
+        Ok(Some(UploadSession {
+            id: row.try_get("id").map_err(backend)?,
+            repository: repository
+                .parse()
+                .map_err(|e| corrupt(format!("upload repository: {e}")))?,
+            algorithm: algorithm
+                .parse()
+                .map_err(|e| corrupt(format!("upload algorithm: {e}")))?,
+            offset: offset as u64,
+            updated_at: row.try_get("updated_at").map_err(backend)?,
+        }))
+    }
+
+    async fn advance_upload(&self, id: &str, from: u64, to: u64, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            r#"UPDATE uploads SET "offset" = ?, updated_at = ? WHERE id = ? AND "offset" = ?"#,
+        )
+        .bind(to as i64)
+        .bind(now)
+        .bind(id)
+        .bind(from as i64)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn stale_uploads(&self, idle_since: i64) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < ?")
+            .bind(idle_since)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
+    async fn put_manifest(
+        &self,
+        repository: &RepoName,
+        manifest: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+        tags: &[Tag],
+    ) -> std::result::Result<(), PutManifestError> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let t = now();
+        let repo_id = ensure_repository(&mut tx, repository, t).await?;
+        for digest in blobs {
+            let linked: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if linked.is_none() {
+                return Err(PutManifestError::MissingBlob(digest.clone()));
+            }
+        }
+        for digest in children {
+            let present: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if present.is_none() {
+                return Err(PutManifestError::MissingManifest(digest.clone()));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO manifests
+               (repository_id, digest, media_type, body, subject, artifact_type, annotations, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type",
+        )
+        .bind(repo_id)
+        .bind(manifest.digest.to_string())
+        .bind(&manifest.media_type)
+        .bind(&manifest.body)
+        .bind(manifest.subject.as_ref().map(Digest::to_string))
+        .bind(&manifest.artifact_type)
+        .bind(&manifest.annotations)
+        .bind(t)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        for tag in tags {
+            sqlx::query(
+                "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (repository_id, name) DO UPDATE
+                 SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .bind(manifest.digest.to_string())
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.body, m.subject, m.artifact_type, m.annotations
+             FROM manifests m JOIN repositories r ON r.id = m.repository_id
+             WHERE r.name = ? AND m.digest = ?",
+        )
+        .bind(repository.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(manifest_from_row).transpose()
+    }
+
+    async fn manifest_by_tag(
+        &self,
+        repository: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.body, m.subject, m.artifact_type, m.annotations
+             FROM tags t
+             JOIN repositories r ON r.id = t.repository_id
+             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+             WHERE r.name = ? AND t.name = ?",
+        )
+        .bind(repository.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(manifest_from_row).transpose()
+    }
+
+    async fn delete_manifest(&self, repository: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repository.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(repo_id) = repo_id else {
+            return Ok(false);
+        };
+        let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM tags WHERE repository_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repository: &RepoName, tag: &Tag) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE name = ?
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(tag.as_str())
+        .bind(repository.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_tags(
+        &self,
+        repository: &RepoName,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<Page>> {
+        let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repository.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        let Some(repo_id) = repo_id else {
+            return Ok(None);
+        };
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo_id)
+        .bind(last.unwrap_or(""))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(Some(into_page(names, limit)))
+    }
+
+    async fn referrers(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, length(m.body) AS size, m.artifact_type, m.annotations
+             FROM manifests m JOIN repositories r ON r.id = m.repository_id
+             WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?)
+             ORDER BY m.digest",
+        )
+        .bind(repository.as_str())
+        .bind(digest.to_string())
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let digest: String = row.try_get("digest").map_err(backend)?;
+                let size: i64 = row.try_get("size").map_err(backend)?;
+                Ok(Referrer {
+                    digest: parse_digest(&digest)?,
+                    media_type: row.try_get("media_type").map_err(backend)?,
+                    size: size as u64,
+                    artifact_type: row.try_get("artifact_type").map_err(backend)?,
+                    annotations: row.try_get("annotations").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(into_page(names, limit))
+    }
+}
+
+async fn ensure_repository(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    repository: &RepoName,
+    now: i64,
+) -> Result<i64> {
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(repository.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+        .bind(repository.as_str())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_meta_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+        let store = SqliteMetaStore::open(&url).await.unwrap();
+        crate::testsuite::run_all(&store).await;
+        // Reopening an existing database applies no migration twice.
+        drop(store);
+        SqliteMetaStore::open(&url).await.unwrap();
+    }
+}

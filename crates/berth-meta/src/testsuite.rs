@@ -1,0 +1,239 @@
+//! The contract every [`MetaStore`] backend must keep, run against a real instance of
+//! each (SQLite always; PostgreSQL against a real server).
+
+// Test support: panicking on a broken contract is the point.
+#![allow(clippy::unwrap_used)]
+
+use berth_core::{Algorithm, Digest, RepoName, Tag};
+
+use crate::{ManifestRecord, MetaStore, PutManifestError, UploadSession};
+
+fn repo(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+
+fn tag(s: &str) -> Tag {
+    s.parse().unwrap()
+}
+
+fn digest(seed: &str) -> Digest {
+    Algorithm::Sha256.digest_of(seed.as_bytes())
+}
+
+fn manifest(seed: &str, subject: Option<Digest>, artifact_type: Option<&str>) -> ManifestRecord {
+    let body = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
+    ManifestRecord {
+        digest: Algorithm::Sha256.digest_of(&body),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        body,
+        subject,
+        artifact_type: artifact_type.map(str::to_owned),
+        annotations: None,
+    }
+}
+
+pub async fn run_all(store: &dyn MetaStore) {
+    blobs_are_scoped_to_repositories(store).await;
+    upload_sessions_advance_by_compare_and_set(store).await;
+    manifests_need_their_references(store).await;
+    tags_move_and_delete(store).await;
+    tag_and_repository_pages(store).await;
+    referrers_follow_subjects(store).await;
+}
+
+async fn blobs_are_scoped_to_repositories(store: &dyn MetaStore) {
+    let (a, b, d) = (repo("ns/a"), repo("ns/b"), digest("layer"));
+    assert_eq!(store.blob(&d).await.unwrap(), None);
+    store.link_blob(&a, &d, 42).await.unwrap();
+    store.link_blob(&a, &d, 42).await.unwrap(); // idempotent
+    assert_eq!(store.repository_blob(&a, &d).await.unwrap(), Some(42));
+    assert_eq!(store.repository_blob(&b, &d).await.unwrap(), None);
+    assert_eq!(store.blob(&d).await.unwrap(), Some(42));
+    assert!(store.unlink_blob(&a, &d).await.unwrap());
+    assert!(!store.unlink_blob(&a, &d).await.unwrap());
+    assert_eq!(store.repository_blob(&a, &d).await.unwrap(), None);
+    assert_eq!(
+        store.blob(&d).await.unwrap(),
+        Some(42),
+        "bytes stay known registry-wide"
+    );
+}
+
+async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
+    let s = UploadSession {
+        id: "u-1".into(),
+        repository: repo("ns/up"),
+        algorithm: Algorithm::Sha512,
+        offset: 0,
+        updated_at: 100,
+    };
+    store.create_upload(&s).await.unwrap();
+    assert_eq!(store.upload("u-1").await.unwrap(), Some(s.clone()));
+    assert!(store.advance_upload("u-1", 0, 10, 200).await.unwrap());
+    assert!(
+        !store.advance_upload("u-1", 0, 20, 200).await.unwrap(),
+        "stale offset loses"
+    );
+    assert_eq!(store.upload("u-1").await.unwrap().unwrap().offset, 10);
+    assert_eq!(
+        store.stale_uploads(150).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.stale_uploads(201).await.unwrap(),
+        vec!["u-1".to_string()]
+    );
+    assert!(store.delete_upload("u-1").await.unwrap());
+    assert_eq!(store.upload("u-1").await.unwrap(), None);
+}
+
+async fn manifests_need_their_references(store: &dyn MetaStore) {
+    let r = repo("ns/m");
+    let (config, layer) = (digest("config"), digest("layer-m"));
+    let m = manifest("m1", None, None);
+    let err = store
+        .put_manifest(&r, &m, std::slice::from_ref(&config), &[], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PutManifestError::MissingBlob(d) if d == config));
+    store.link_blob(&r, &config, 1).await.unwrap();
+    store.link_blob(&r, &layer, 1).await.unwrap();
+    store
+        .put_manifest(&r, &m, &[config, layer], &[], &[tag("v1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.manifest_by_digest(&r, &m.digest).await.unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(
+        store.manifest_by_tag(&r, &tag("v1")).await.unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(
+        store
+            .manifest_by_digest(&repo("ns/other"), &m.digest)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let index = manifest("index", None, None);
+    let missing = digest("missing child");
+    let err = store
+        .put_manifest(&r, &index, &[], std::slice::from_ref(&missing), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PutManifestError::MissingManifest(d) if d == missing));
+    store
+        .put_manifest(&r, &index, &[], std::slice::from_ref(&m.digest), &[])
+        .await
+        .unwrap();
+
+    assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
+    assert_eq!(
+        store.manifest_by_tag(&r, &tag("v1")).await.unwrap(),
+        None,
+        "its tags go too"
+    );
+    assert!(!store.delete_manifest(&r, &m.digest).await.unwrap());
+}
+
+async fn tags_move_and_delete(store: &dyn MetaStore) {
+    let r = repo("ns/t");
+    let (m1, m2) = (manifest("t1", None, None), manifest("t2", None, None));
+    store
+        .put_manifest(&r, &m1, &[], &[], &[tag("latest"), tag("1")])
+        .await
+        .unwrap();
+    store
+        .put_manifest(&r, &m2, &[], &[], &[tag("latest")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .manifest_by_tag(&r, &tag("latest"))
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        m2.digest
+    );
+    assert_eq!(
+        store
+            .manifest_by_tag(&r, &tag("1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .digest,
+        m1.digest
+    );
+    assert!(store.delete_tag(&r, &tag("1")).await.unwrap());
+    assert!(!store.delete_tag(&r, &tag("1")).await.unwrap());
+    assert!(
+        store
+            .manifest_by_digest(&r, &m1.digest)
+            .await
+            .unwrap()
+            .is_some(),
+        "manifest stays"
+    );
+}
+
+async fn tag_and_repository_pages(store: &dyn MetaStore) {
+    let r = repo("ns/pages");
+    let m = manifest("pages", None, None);
+    let tags: Vec<Tag> = ["c", "a", "b", "e", "d"].into_iter().map(tag).collect();
+    store.put_manifest(&r, &m, &[], &[], &tags).await.unwrap();
+    let first = store.list_tags(&r, None, 2).await.unwrap().unwrap();
+    assert_eq!(
+        (first.items.clone(), first.more),
+        (vec!["a".into(), "b".into()], true)
+    );
+    let last = store.list_tags(&r, Some("c"), 2).await.unwrap().unwrap();
+    assert_eq!(
+        (last.items, last.more),
+        (vec!["d".into(), "e".into()], false)
+    );
+    assert_eq!(
+        store.list_tags(&repo("ns/nope"), None, 10).await.unwrap(),
+        None
+    );
+
+    let all = store.list_repositories(None, 1000).await.unwrap();
+    assert!(all.items.windows(2).all(|w| w[0] < w[1]), "sorted");
+    assert!(all.items.contains(&"ns/pages".to_string()));
+    let after = store
+        .list_repositories(Some("ns/pages"), 1000)
+        .await
+        .unwrap();
+    assert!(after.items.iter().all(|n| n.as_str() > "ns/pages"));
+}
+
+async fn referrers_follow_subjects(store: &dyn MetaStore) {
+    let r = repo("ns/refs");
+    let subject = digest("subject");
+    let sig = manifest("sig", Some(subject.clone()), Some("application/x.sig"));
+    let sbom = manifest("sbom", Some(subject.clone()), Some("application/x.sbom"));
+    store.put_manifest(&r, &sig, &[], &[], &[]).await.unwrap();
+    store.put_manifest(&r, &sbom, &[], &[], &[]).await.unwrap();
+    let all = store.referrers(&r, &subject, None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all.iter().map(|x| x.size).sum::<u64>(),
+        (sig.body.len() + sbom.body.len()) as u64
+    );
+    let only = store
+        .referrers(&r, &subject, Some("application/x.sbom"))
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].digest, sbom.digest);
+    assert!(
+        store
+            .referrers(&r, &digest("nothing"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,90 @@
+//! The validated, typed configuration `berth serve` runs with. Reading files and the
+//! environment is the binary's job; this module only says what a valid config is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where blob bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// `file://PATH`: a directory on the local filesystem.
+    Filesystem(PathBuf),
+}
+
+/// Where metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// `sqlite://PATH`: an embedded SQLite file.
+    Sqlite(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    /// Accept anonymous pushes (a trusted network). Until accounts exist, the only mode.
+    pub open: bool,
+    /// Upload sessions idle longer than this are removed with their bytes.
+    pub upload_idle_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unsupported storage URL {0:?}: use file://PATH (s3:// is not available yet)")]
+    Storage(String),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH (postgres:// is not available yet)")]
+    Database(String),
+}
+
+impl StorageConfig {
+    pub fn parse(url: &str) -> Result<StorageConfig, ConfigError> {
+        match url.strip_prefix("file://") {
+            Some(path) if !path.is_empty() => Ok(StorageConfig::Filesystem(PathBuf::from(path))),
+            _ => Err(ConfigError::Storage(url.to_owned())),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn parse(url: &str) -> Result<DatabaseConfig, ConfigError> {
+        match url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Ok(DatabaseConfig::Sqlite(url.to_owned())),
+            _ => Err(ConfigError::Database(url.to_owned())),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default: everything under `data_dir`.
+    pub fn embedded(addr: SocketAddr, data_dir: impl Into<PathBuf>) -> Config {
+        let data_dir = data_dir.into();
+        Config {
+            addr,
+            storage: StorageConfig::Filesystem(data_dir.clone()),
+            database: DatabaseConfig::Sqlite(format!(
+                "sqlite://{}",
+                data_dir.join("berth.db").display()
+            )),
+            open: true,
+            upload_idle_timeout: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_supported_urls_and_names_the_rest() {
+        assert_eq!(
+            StorageConfig::parse("file:///var/lib/berth").unwrap(),
+            StorageConfig::Filesystem("/var/lib/berth".into())
+        );
+        assert!(StorageConfig::parse("s3://bucket").is_err());
+        assert!(DatabaseConfig::parse("sqlite://x.db").is_ok());
+        assert!(DatabaseConfig::parse("postgres://h/db").is_err());
+    }
+}

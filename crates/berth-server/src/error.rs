@@ -1,0 +1,58 @@
+//! What can go wrong in the registry service, in terms a client can act on.
+//! The HTTP layer turns each variant into a status and an OCI error code
+//! (`http::error`), by an exhaustive match.
+
+use berth_core::{Digest, RepoName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob {0} is not in this repository")]
+    BlobUnknown(Digest),
+    #[error("upload session unknown")]
+    UploadUnknown,
+    #[error("chunk starts at {got}, but the upload holds {offset} bytes")]
+    UploadOutOfOrder { offset: u64, got: u64 },
+    #[error("{0}")]
+    UploadInvalid(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest is larger than {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("repository {0} is not known")]
+    NameUnknown(RepoName),
+    #[error("range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    /// A fault of the server or its stores: logged with its cause, sent as `UNKNOWN`.
+    #[error("internal error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl RegistryError {
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> RegistryError {
+        RegistryError::Internal(Box::new(e))
+    }
+}
+
+impl From<berth_meta::MetaError> for RegistryError {
+    fn from(e: berth_meta::MetaError) -> Self {
+        RegistryError::internal(e)
+    }
+}
+
+impl From<std::io::Error> for RegistryError {
+    fn from(e: std::io::Error) -> Self {
+        RegistryError::internal(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;

