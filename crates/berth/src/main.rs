@@ -168,3 +168,72 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from([&["berth", "serve"], argv].concat()).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_registry_on_port_5000() {
+        let config = resolve(serve_args(&[])).unwrap();
+        assert_eq!(config.addr, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(
+            config.storage,
+            StorageConfig::Filesystem("berth-data".into())
+        );
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite("sqlite://berth-data/berth.db".into())
+        );
+        assert!(config.open);
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(
+            &file,
+            "addr = \"127.0.0.1:6000\"\ndata_dir = \"/srv/berth\"\nupload_timeout = \"2h\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let config = resolve(serve_args(&["--config", path])).unwrap();
+        assert_eq!(config.addr, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(
+            config.storage,
+            StorageConfig::Filesystem("/srv/berth".into())
+        );
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(7200));
+        let config = resolve(serve_args(&[
+            "--config",
+            path,
+            "--addr",
+            "127.0.0.1:7000",
+            "--upload-timeout",
+            "5m",
+        ]))
+        .unwrap();
+        assert_eq!(config.addr, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.upload_idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(&file, "adress = \"typo\"\n").unwrap();
+        let err = resolve(serve_args(&["--config", file.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{err:#}").contains("adress"), "{err:#}");
+        let err = resolve(serve_args(&["--storage", "s3://bucket"])).unwrap_err();
+        assert!(err.to_string().contains("s3://bucket"));
+    }
+}

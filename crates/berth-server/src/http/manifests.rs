@@ -39,6 +39,10 @@ pub async fn get(
     Ok(response(StatusCode::OK, headers, body))
 }
 
+/// How much of an oversized manifest body is read and discarded before answering 413, so
+/// that an ordinary client, still sending, reads the answer instead of a broken pipe.
+const OVERSIZED_DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// Reads a manifest body, refusing more than the limit without buffering it all
 /// (bodies may come chunked, with no `Content-Length`).
 async fn read_manifest_body(req: Req) -> Result<bytes::Bytes, ApiError> {
@@ -47,14 +51,14 @@ async fn read_manifest_body(req: Req) -> Result<bytes::Bytes, ApiError> {
             limit: MAX_MANIFEST_BYTES,
         })
     };
-    if let Some(len) = req
+    let declared = req
         .header(&header::CONTENT_LENGTH)
-        .and_then(|l| l.parse::<usize>().ok())
-        && len > MAX_MANIFEST_BYTES
-    {
+        .and_then(|l| l.parse::<u64>().ok());
+    let mut stream = req.into_stream();
+    if declared.is_some_and(|len| len > MAX_MANIFEST_BYTES as u64) {
+        drain(stream, declared.unwrap_or(0)).await;
         return Err(too_large());
     }
-    let mut stream = req.into_stream();
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -64,11 +68,26 @@ async fn read_manifest_body(req: Req) -> Result<bytes::Bytes, ApiError> {
             )
         })?;
         if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            drain(stream, 0).await;
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// Discards what is left of a body, unless it is (or turns out) larger than the drain limit.
+async fn drain(mut stream: crate::registry::ByteStream, declared: u64) {
+    if declared > OVERSIZED_DRAIN_LIMIT {
+        return;
+    }
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > OVERSIZED_DRAIN_LIMIT {
+            return;
+        }
+    }
 }
 
 pub async fn put(

@@ -11,10 +11,10 @@ use sha2::Digest as _;
 
 mod blobs;
 mod clients;
-// mod crash;
+mod crash;
 mod errors;
 mod manifests;
-// mod oci_client;
+mod oci_client;
 mod real_clients;
 mod uploads;
 

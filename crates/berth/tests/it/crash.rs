@@ -1,0 +1,804 @@
+//! Crash safety: the real `berth` binary, killed with SIGKILL (no graceful shutdown,
+//! no destructors, no flush) at awkward moments, then restarted on the same data
+//! directory and port. What was acknowledged must still be there, byte for byte;
+//! what was interrupted must either be absent or resumable, never half-published.
+
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{http, image_manifest, push_blob, sha256};
+
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+// ---------------------------------------------------------------------------
+// The berth process
+// ---------------------------------------------------------------------------
+
+/// `berth serve` as a child process on a fixed port and data directory, so it can be
+/// killed and started again on the same state. Killed (SIGKILL) when dropped.
+struct BerthProcess {
+    child: Option<Child>,
+    port: u16,
+    base: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    /// Length of the log file when the current process was spawned: what it wrote
+    /// starts there.
+    log_start: u64,
+    _dir: tempfile::TempDir,
+}
+
+/// A port that was free a moment ago: bind port 0, read the port, let it go.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+impl BerthProcess {
+    /// Starts berth on a free port with a new, empty data directory.
+    async fn start() -> BerthProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-crash-")
+            .tempdir()
+            .unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let log = dir.path().join("berth.log");
+        let port = free_port();
+        let mut process = BerthProcess {
+            child: None,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir,
+            log,
+            log_start: 0,
+            _dir: dir,
+        };
+        process.launch().await;
+        process
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Spawns `berth serve --addr 127.0.0.1:PORT --data-dir DIR`, stdout and stderr
+    /// appended to the log file. Settings from the environment (`BERTH_*`) are removed
+    /// so only the command line counts.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "berth is already running");
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        writeln!(log, "==== berth serve --addr 127.0.0.1:{} ====", self.port).unwrap();
+        self.log_start = log.metadata().unwrap().len();
+        let stderr = log.try_clone().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .arg("serve")
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr));
+        self.child = Some(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start the berth binary: {e}")),
+        );
+    }
+
+    /// What the current process has logged so far.
+    fn log_since_spawn(&self) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        let start = (self.log_start as usize).min(text.len());
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
+    fn log_tail(&self) -> String {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Waits (10 s at most) until this process answers `GET /v2/` with 200. The answer
+    /// only counts while the process is alive and has logged its own address, so a
+    /// server that took the port in the meantime is not mistaken for it.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = http();
+        let own_addr = format!("127.0.0.1:{}", self.port);
+        loop {
+            let child = self.child.as_mut().ok_or("berth is not running")?;
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("berth exited before it was ready ({status})"));
+            }
+            let answered = client
+                .get(self.url("/v2/"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(r) = answered
+                && r.status() == 200
+                && self.log_since_spawn().contains(&own_addr)
+            {
+                let child = self.child.as_mut().ok_or("berth is not running")?;
+                if child.try_wait().unwrap().is_none() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("berth did not answer GET /v2/ with 200 within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Spawns berth and waits until it is ready. A restart right after a kill may find
+    /// the port still held for a moment: berth then fails to bind, and is started again.
+    async fn launch(&mut self) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.spawn();
+            match self.wait_ready().await {
+                Ok(()) => return,
+                Err(e)
+                    if attempt < 20
+                        && self.child.is_none()
+                        && self.log_since_spawn().contains("binding") =>
+                {
+                    eprintln!("berth could not bind yet (attempt {attempt}): {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("{e}\n--- berth log (tail) ---\n{}", self.log_tail()),
+            }
+        }
+    }
+
+    /// `kill -9`: no shutdown, no flush. Asserts the process was alive until then.
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("berth is not running");
+        child.kill().unwrap(); // SIGKILL on Unix
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "berth should have run until SIGKILL, but ended with {status}\n--- log ---\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Starts berth again on the same port and data directory.
+    async fn restart(&mut self) {
+        self.launch().await;
+    }
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Deterministic, incompressible bytes (xorshift64).
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn header_of(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {name} header (status {})", r.status()))
+        .to_owned()
+}
+
+/// `errors[0].code` of an OCI error body.
+async fn error_code_of(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no errors[0].code in {body}"))
+        .to_owned()
+}
+
+/// The end of an upload `Range: 0-<end>` header.
+fn range_end(r: &reqwest::Response) -> u64 {
+    let range = header_of(r, "range");
+    let end = range
+        .strip_prefix("0-")
+        .unwrap_or_else(|| panic!("Range {range:?} does not start with 0-"));
+    end.parse()
+        .unwrap_or_else(|_| panic!("Range {range:?} does not end in a number"))
+}
+
+/// A Location header made absolute against `base`.
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+/// Every file under `dir` (recursively) whose name is `name`.
+fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_named(&path, name));
+        } else if entry.file_name().to_string_lossy() == name {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Opens an upload session: `POST /v2/<repo>/blobs/uploads/` → 202; returns the
+/// absolute Location.
+async fn start_upload(base: &str, repo: &str) -> String {
+    let r = http()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "POST /v2/{repo}/blobs/uploads/");
+    absolute(base, &header_of(&r, "location"))
+}
+
+/// Closes a session: `PUT <location>?digest=` with no body → 201.
+async fn finish_upload(location: &str, digest: &str) {
+    let r = http()
+        .put(with_digest(location, digest))
+        .header("content-length", "0")
+        .header("content-type", "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 201 {
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        panic!("PUT ?digest={digest}: expected 201, got {status}: {body}");
+    }
+    assert_eq!(header_of(&r, "docker-content-digest"), digest);
+}
+
+/// GET the blob: 200, the right digest header, and exactly `data`.
+async fn assert_blob(base: &str, repo: &str, digest: &str, data: &[u8]) {
+    let r = http()
+        .get(format!("{base}/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET blob {digest} in {repo}");
+    assert_eq!(header_of(&r, "docker-content-digest"), digest);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(
+        sha256(&body),
+        digest,
+        "the bytes served for {digest} hash to something else"
+    );
+    assert_eq!(body.len(), data.len());
+    assert!(
+        body[..] == data[..],
+        "the bytes served for {digest} differ from those pushed"
+    );
+}
+
+/// PUT a manifest, returning the status or the transport error (the server may die
+/// under the request).
+async fn try_put_manifest(
+    client: &reqwest::Client,
+    url: String,
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    client
+        .put(url)
+        .header("content-type", MANIFEST_TYPE)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// The tags of `GET /v2/<repo>/tags/list`, or `None` when the repository is unknown (404).
+async fn listed_tags(base: &str, repo: &str) -> Option<BTreeSet<String>> {
+    let r = http()
+        .get(format!("{base}/v2/{repo}/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 404 {
+        assert_eq!(error_code_of(r).await, "NAME_UNKNOWN");
+        return None;
+    }
+    assert_eq!(r.status(), 200, "GET /v2/{repo}/tags/list");
+    let body: serde_json::Value = r.json().await.unwrap();
+    let tags = body["tags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tags array in {body}"));
+    Some(
+        tags.iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// a. A push that was acknowledged (blobs 201, manifest 201) survives SIGKILL right
+/// after the last response: same manifest bytes and digest, every blob intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn completed_push_survives_sigkill() {
+    let mut berth = BerthProcess::start().await;
+    let base = berth.base.clone();
+    let repo = "crash/done";
+
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let layer1 = pseudo_random(300 * 1024 + 3, 1);
+    let layer2 = pseudo_random(2 * 1024 * 1024 + 1, 2);
+    let blobs: [(String, &[u8]); 3] = [
+        (push_blob(&base, repo, &config).await, &config[..]),
+        (push_blob(&base, repo, &layer1).await, &layer1[..]),
+        (push_blob(&base, repo, &layer2).await, &layer2[..]),
+    ];
+    let manifest = image_manifest(&config, &[&layer1, &layer2]);
+    let r = http()
+        .put(berth.url(&format!("/v2/{repo}/manifests/v1")))
+        .header("content-type", MANIFEST_TYPE)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "manifest PUT");
+    let pushed_digest = header_of(&r, "docker-content-digest");
+    assert_eq!(pushed_digest, sha256(&manifest));
+
+    berth.kill9();
+    berth.restart().await;
+
+    for reference in ["v1", pushed_digest.as_str()] {
+        let r = http()
+            .get(berth.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET manifest {reference} after restart");
+        assert_eq!(header_of(&r, "docker-content-digest"), pushed_digest);
+        assert_eq!(header_of(&r, "content-type"), MANIFEST_TYPE);
+        let body = r.bytes().await.unwrap();
+        assert_eq!(sha256(&body), pushed_digest);
+        assert!(
+            body[..] == manifest[..],
+            "manifest {reference} came back with other bytes"
+        );
+    }
+    for (digest, data) in &blobs {
+        assert_blob(&base, repo, digest, data).await;
+    }
+    assert_eq!(
+        listed_tags(&base, repo).await,
+        Some(BTreeSet::from(["v1".to_owned()]))
+    );
+}
+
+/// b. SIGKILL while a streamed PATCH is half-way through its body. After the restart
+/// the blob is not served and no published file carries its digest; the interrupted
+/// session is either still there (with no more bytes than were sent) or unknown; and
+/// the same content uploads cleanly from scratch.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_streamed_upload_publishes_nothing() {
+    const TOTAL: usize = 12 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    // The body stalls here until the server has been killed, so the kill always lands
+    // in the middle of the request, whatever the machine's speed.
+    const STALL_AT: usize = 3 * 1024 * 1024;
+
+    let mut berth = BerthProcess::start().await;
+    let base = berth.base.clone();
+    let repo = "crash/stream";
+    let data = Arc::new(pseudo_random(TOTAL, 3));
+    let digest = sha256(&data);
+    let hex = digest.strip_prefix("sha256:").unwrap().to_owned();
+
+    let location = start_upload(&base, repo).await;
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let released = Arc::new(AtomicBool::new(false));
+    let body = futures::stream::unfold(0usize, {
+        let data = data.clone();
+        let sent = sent.clone();
+        let released = released.clone();
+        move |pos| {
+            let data = data.clone();
+            let sent = sent.clone();
+            let released = released.clone();
+            async move {
+                if pos >= data.len() {
+                    return None;
+                }
+                if pos >= STALL_AT {
+                    while !released.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let end = (pos + CHUNK).min(data.len());
+                sent.store(end, Ordering::SeqCst);
+                Some((Ok::<Vec<u8>, std::io::Error>(data[pos..end].to_vec()), end))
+            }
+        }
+    });
+    let patch = tokio::spawn({
+        let location = location.clone();
+        async move {
+            http()
+                .patch(location)
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+        }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::SeqCst) < STALL_AT {
+        assert!(
+            !patch.is_finished(),
+            "the PATCH ended before its body was sent"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the PATCH body did not get to {STALL_AT} bytes in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the server take in (and write out) what was sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !patch.is_finished(),
+        "the PATCH must still be in flight when berth is killed"
+    );
+    let sent_at_kill = sent.load(Ordering::SeqCst) as u64;
+
+    berth.kill9();
+    released.store(true, Ordering::SeqCst);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), patch)
+        .await
+        .unwrap_or_else(|_| panic!("the interrupted PATCH did not end within 30 s of the kill"))
+        .unwrap();
+    if let Ok(r) = outcome {
+        panic!(
+            "the PATCH cannot have been answered by a killed server, yet got {}",
+            r.status()
+        );
+    }
+
+    berth.restart().await;
+
+    // Not served, not published.
+    let r = http()
+        .head(berth.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an interrupted upload must not be served");
+    let published = files_named(&berth.data_dir.join("blobs"), &hex);
+    assert!(
+        published.is_empty(),
+        "an interrupted upload was published: {published:?}"
+    );
+
+    // The interrupted session: still known (with at most what was sent), or forgotten.
+    let r = http().get(location.as_str()).send().await.unwrap();
+    match r.status().as_u16() {
+        204 => {
+            let end = range_end(&r);
+            assert!(
+                end < sent_at_kill,
+                "the session claims bytes 0-{end}, but only {sent_at_kill} were sent"
+            );
+            assert!(!header_of(&r, "location").is_empty());
+            let r = http()
+                .delete(location.as_str())
+                .header("content-length", "0")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 204, "cancelling the interrupted session");
+        }
+        404 => assert_eq!(error_code_of(r).await, "BLOB_UPLOAD_UNKNOWN"),
+        other => panic!("GET on the interrupted session: expected 204 or 404, got {other}"),
+    }
+
+    // A fresh upload of the same content: POST, PATCH, PUT ?digest=.
+    let location = start_upload(&base, repo).await;
+    let r = http()
+        .patch(location.as_str())
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "PATCH of the whole blob");
+    assert_eq!(range_end(&r), TOTAL as u64 - 1);
+    let location = absolute(&base, &header_of(&r, "location"));
+    finish_upload(&location, &digest).await;
+    assert_blob(&base, repo, &digest, &data).await;
+    assert_eq!(
+        files_named(&berth.data_dir.join("blobs"), &hex).len(),
+        1,
+        "the blob is now published once"
+    );
+}
+
+/// c. SIGKILL while 50 manifest PUTs are in flight. Afterwards each tag either resolves
+/// to exactly what was pushed for it or is unknown — never a torn or mismatched manifest
+/// — every PUT answered 201 before the kill resolves, and the tag list names exactly
+/// the tags that resolve. Pushing all 50 again then works.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_concurrent_manifest_pushes() {
+    const N: usize = 50;
+    let mut berth = BerthProcess::start().await;
+    let base = berth.base.clone();
+    let repo = "crash/tags";
+
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = pseudo_random(4096, 4);
+    push_blob(&base, repo, &config).await;
+    push_blob(&base, repo, &layer).await;
+    // One distinct manifest per tag, so a tag pointing at another tag's manifest shows.
+    let manifests: Vec<Vec<u8>> = (0..N)
+        .map(|i| {
+            let mut m: serde_json::Value =
+                serde_json::from_slice(&image_manifest(&config, &[&layer])).unwrap();
+            m["annotations"] = serde_json::json!({ "org.example.tag": format!("t{i}") });
+            serde_json::to_vec(&m).unwrap()
+        })
+        .collect();
+
+    let client = http();
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let mut puts = Vec::new();
+    for (i, body) in manifests.iter().enumerate() {
+        let client = client.clone();
+        let url = berth.url(&format!("/v2/{repo}/manifests/t{i}"));
+        let body = body.clone();
+        let answered = answered.clone();
+        puts.push(tokio::spawn(async move {
+            let outcome = try_put_manifest(&client, url, body).await;
+            if outcome.is_ok() {
+                answered.notify_one();
+            }
+            outcome
+        }));
+    }
+    // Kill as soon as the first PUT has been answered: the rest are still under way.
+    tokio::time::timeout(Duration::from_secs(30), answered.notified())
+        .await
+        .unwrap_or_else(|_| panic!("no manifest PUT was answered within 30 s"));
+    berth.kill9();
+
+    let mut acknowledged = BTreeSet::new();
+    for (i, put) in puts.into_iter().enumerate() {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), put)
+            .await
+            .unwrap_or_else(|_| panic!("PUT t{i} did not end within 30 s of the kill"))
+            .unwrap();
+        match outcome {
+            Ok(201) => {
+                acknowledged.insert(i);
+            }
+            Ok(status) => panic!("PUT t{i} was answered {status} before the kill; expected 201"),
+            Err(_) => {} // cut off by the kill
+        }
+    }
+    assert!(!acknowledged.is_empty());
+
+    berth.restart().await;
+    // A new client: the old one's pooled connections died with the server.
+    let client = http();
+
+    let mut resolving = BTreeSet::new();
+    for (i, manifest) in manifests.iter().enumerate() {
+        let r = http()
+            .get(berth.url(&format!("/v2/{repo}/manifests/t{i}")))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => {
+                let digest = header_of(&r, "docker-content-digest");
+                let body = r.bytes().await.unwrap();
+                assert_eq!(
+                    sha256(&body),
+                    digest,
+                    "t{i}: the body does not hash to its Docker-Content-Digest"
+                );
+                assert!(
+                    body[..] == manifest[..],
+                    "t{i} resolves to a manifest other than the one pushed for it"
+                );
+                resolving.insert(format!("t{i}"));
+            }
+            404 => {
+                assert_eq!(error_code_of(r).await, "MANIFEST_UNKNOWN", "t{i}");
+                assert!(
+                    !acknowledged.contains(&i),
+                    "t{i} was acknowledged with 201 before the kill but is gone"
+                );
+            }
+            other => panic!("GET t{i} after restart: expected 200 or 404, got {other}"),
+        }
+    }
+    eprintln!(
+        "{} of {N} PUTs acknowledged before the kill, {} tags resolve after the restart",
+        acknowledged.len(),
+        resolving.len()
+    );
+    match listed_tags(&base, repo).await {
+        Some(listed) => assert_eq!(
+            listed, resolving,
+            "the tag list must name exactly the tags that resolve"
+        ),
+        None => assert!(
+            resolving.is_empty(),
+            "tags resolve, yet the repository is unknown to tags/list"
+        ),
+    }
+
+    // Push them all again.
+    let mut puts = Vec::new();
+    for (i, body) in manifests.iter().enumerate() {
+        let client = client.clone();
+        let url = berth.url(&format!("/v2/{repo}/manifests/t{i}"));
+        let body = body.clone();
+        puts.push(tokio::spawn(async move {
+            try_put_manifest(&client, url, body).await
+        }));
+    }
+    for (i, put) in puts.into_iter().enumerate() {
+        assert_eq!(put.await.unwrap(), Ok(201), "re-PUT of t{i}");
+    }
+    for (i, manifest) in manifests.iter().enumerate() {
+        for reference in [format!("t{i}"), sha256(manifest)] {
+            let r = http()
+                .get(berth.url(&format!("/v2/{repo}/manifests/{reference}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "GET {reference} after the re-push");
+            assert_eq!(header_of(&r, "docker-content-digest"), sha256(manifest));
+            assert!(
+                r.bytes().await.unwrap()[..] == manifest[..],
+                "{reference} after the re-push"
+            );
+        }
+    }
+    let all: BTreeSet<String> = (0..N).map(|i| format!("t{i}")).collect();
+    assert_eq!(listed_tags(&base, repo).await, Some(all));
+}
+
+/// d. A chunked upload killed between chunks resumes after the restart: the session
+/// reports the bytes it holds, rejects an out-of-order chunk, takes the next one, and
+/// the digest (rebuilt from the staged bytes, the in-memory hash being gone) matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_upload_resumes_after_sigkill() {
+    let mut berth = BerthProcess::start().await;
+    let base = berth.base.clone();
+    let repo = "crash/resume";
+    let data = pseudo_random(3 * 1024 * 1024 + 17, 5);
+    let digest = sha256(&data);
+    let split = 1024 * 1024 + 5;
+    let (chunk1, chunk2) = data.split_at(split);
+    let last = data.len() - 1;
+
+    let location = start_upload(&base, repo).await;
+    let r = http()
+        .patch(location.as_str())
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", split - 1))
+        .body(chunk1.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "first chunk");
+    assert_eq!(range_end(&r), split as u64 - 1);
+    let location = absolute(&base, &header_of(&r, "location"));
+
+    berth.kill9();
+    berth.restart().await;
+
+    let r = http().get(location.as_str()).send().await.unwrap();
+    assert_eq!(r.status(), 204, "upload status after the restart");
+    assert_eq!(header_of(&r, "range"), format!("0-{}", split - 1));
+    let location = absolute(&base, &header_of(&r, "location"));
+
+    // A chunk starting at 0 again is out of order, and changes nothing. (Small, so the
+    // 416 that answers it before its body is read cannot race a reset connection.)
+    let r = http()
+        .patch(location.as_str())
+        .header("content-type", "application/octet-stream")
+        .header("content-range", "0-15")
+        .body(chunk1[..16].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        416,
+        "a chunk that does not start at the session's offset"
+    );
+
+    let r = http()
+        .patch(location.as_str())
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{split}-{last}"))
+        .body(chunk2.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "second chunk after the restart");
+    assert_eq!(range_end(&r), last as u64);
+    let location = absolute(&base, &header_of(&r, "location"));
+
+    finish_upload(&location, &digest).await;
+    assert_blob(&base, repo, &digest, &data).await;
+}
