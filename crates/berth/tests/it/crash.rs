@@ -802,3 +802,86 @@ async fn chunked_upload_resumes_after_sigkill() {
     finish_upload(&location, &digest).await;
     assert_blob(&base, repo, &digest, &data).await;
 }
+
+/// SIGTERM lets requests in flight finish, then berth exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_requests_then_exits() {
+    const TOTAL: usize = 2 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    let mut berth = BerthProcess::start().await;
+    let base = berth.base.clone();
+    let data = Arc::new(pseudo_random(TOTAL, 11));
+    let digest = sha256(&data);
+    let location = start_upload(&base, "graceful/app").await;
+
+    // A body that stalls halfway until the server has been told to stop.
+    let released = Arc::new(AtomicBool::new(false));
+    let halfway = Arc::new(AtomicBool::new(false));
+    let body = futures::stream::unfold(0usize, {
+        let (data, released, halfway) = (data.clone(), released.clone(), halfway.clone());
+        move |pos| {
+            let (data, released, halfway) = (data.clone(), released.clone(), halfway.clone());
+            async move {
+                if pos >= data.len() {
+                    return None;
+                }
+                if pos >= TOTAL / 2 {
+                    halfway.store(true, Ordering::SeqCst);
+                    while !released.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                let end = (pos + CHUNK).min(data.len());
+                Some((Ok::<Vec<u8>, std::io::Error>(data[pos..end].to_vec()), end))
+            }
+        }
+    });
+    let patch = tokio::spawn({
+        let location = location.clone();
+        async move {
+            http()
+                .patch(location)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !halfway.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the upload never got halfway");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let pid = berth.child.as_ref().unwrap().id();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        berth.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "berth exited with a request in flight"
+    );
+    released.store(true, Ordering::SeqCst);
+
+    let r = patch.await.unwrap().unwrap();
+    assert_eq!(r.status(), 202, "the in-flight PATCH completes");
+    assert_eq!(range_end(&r), TOTAL as u64 - 1);
+    let mut child = berth.child.take().unwrap();
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = exited.expect("berth did not exit within 5 s of SIGTERM");
+    assert!(exited.success(), "berth exited with {exited}");
+
+    // Nothing was lost: the session finishes after a restart.
+    berth.restart().await;
+    finish_upload(&location, &digest).await;
+    assert_blob(&base, "graceful/app", &digest, &data).await;
+}

@@ -413,3 +413,40 @@ async fn concurrent_uploads_of_the_same_blob_are_safe() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_empty_blob_and_empty_json_can_be_pushed_and_served() {
+    let s = TestServer::start().await;
+    let empty = sha256(b"");
+    assert_eq!(
+        empty,
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    let loc = start(&s, "empty").await;
+    let r = http()
+        .put(s.url(&format!("{loc}?digest={empty}")))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http()
+        .head(s.url(&format!("/v2/empty/blobs/{empty}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-length"), "0");
+    let r = http()
+        .get(s.url(&format!("/v2/empty/blobs/{empty}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let json = push_blob(&s.base, "empty", b"{}").await;
+    assert_eq!(
+        json,
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    );
+    assert_served(&s, "empty", &json, b"{}").await;
+}
