@@ -170,7 +170,12 @@ impl Registry {
     async fn session(&self, repo: &RepoName, id: &str) -> Result<UploadSession> {
         match self.meta.upload(id).await? {
             Some(s) if &s.repository == repo => Ok(s),
-            _ => Err(RegistryError::UploadUnknown),
+            Some(_) => Err(RegistryError::UploadUnknown),
+            None => {
+                // Requests for ids that never existed must not grow the slot map.
+                self.forget_slot(id);
+                Err(RegistryError::UploadUnknown)
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{http, image_manifest, push_blob, sha256};
+use crate::{http, image_manifest, pseudo_random, push_blob, sha256};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -212,18 +212,33 @@ impl Drop for BerthProcess {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// Deterministic, incompressible bytes (xorshift64).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+/// A streamed request body: `data` in 64 KiB chunks, paced, that stalls once `stall_at`
+/// bytes are out until `release` is set. `sent` counts the bytes handed to the client.
+fn stalling_body(
+    data: Arc<Vec<u8>>,
+    stall_at: usize,
+    sent: Arc<AtomicUsize>,
+    release: Arc<AtomicBool>,
+) -> reqwest::Body {
+    const CHUNK: usize = 64 * 1024;
+    let stream = futures::stream::unfold(0usize, move |pos| {
+        let (data, sent, release) = (data.clone(), sent.clone(), release.clone());
+        async move {
+            if pos >= data.len() {
+                return None;
+            }
+            if pos >= stall_at {
+                while !release.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let end = (pos + CHUNK).min(data.len());
+            sent.store(end, Ordering::SeqCst);
+            Some((Ok::<Vec<u8>, std::io::Error>(data[pos..end].to_vec()), end))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
 }
 
 fn header_of(r: &reqwest::Response, name: &str) -> String {
@@ -446,7 +461,6 @@ async fn completed_push_survives_sigkill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_streamed_upload_publishes_nothing() {
     const TOTAL: usize = 12 * 1024 * 1024;
-    const CHUNK: usize = 64 * 1024;
     // The body stalls here until the server has been killed, so the kill always lands
     // in the middle of the request, whatever the machine's speed.
     const STALL_AT: usize = 3 * 1024 * 1024;
@@ -462,37 +476,14 @@ async fn sigkill_during_streamed_upload_publishes_nothing() {
 
     let sent = Arc::new(AtomicUsize::new(0));
     let released = Arc::new(AtomicBool::new(false));
-    let body = futures::stream::unfold(0usize, {
-        let data = data.clone();
-        let sent = sent.clone();
-        let released = released.clone();
-        move |pos| {
-            let data = data.clone();
-            let sent = sent.clone();
-            let released = released.clone();
-            async move {
-                if pos >= data.len() {
-                    return None;
-                }
-                if pos >= STALL_AT {
-                    while !released.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                let end = (pos + CHUNK).min(data.len());
-                sent.store(end, Ordering::SeqCst);
-                Some((Ok::<Vec<u8>, std::io::Error>(data[pos..end].to_vec()), end))
-            }
-        }
-    });
+    let body = stalling_body(data.clone(), STALL_AT, sent.clone(), released.clone());
     let patch = tokio::spawn({
         let location = location.clone();
         async move {
             http()
                 .patch(location)
                 .header("content-type", "application/octet-stream")
-                .body(reqwest::Body::wrap_stream(body))
+                .body(body)
                 .send()
                 .await
         }
@@ -807,7 +798,6 @@ async fn chunked_upload_resumes_after_sigkill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_requests_then_exits() {
     const TOTAL: usize = 2 * 1024 * 1024;
-    const CHUNK: usize = 64 * 1024;
     let mut berth = BerthProcess::start().await;
     let base = berth.base.clone();
     let data = Arc::new(pseudo_random(TOTAL, 11));
@@ -816,38 +806,14 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
 
     // A body that stalls halfway until the server has been told to stop.
     let released = Arc::new(AtomicBool::new(false));
-    let halfway = Arc::new(AtomicBool::new(false));
-    let body = futures::stream::unfold(0usize, {
-        let (data, released, halfway) = (data.clone(), released.clone(), halfway.clone());
-        move |pos| {
-            let (data, released, halfway) = (data.clone(), released.clone(), halfway.clone());
-            async move {
-                if pos >= data.len() {
-                    return None;
-                }
-                if pos >= TOTAL / 2 {
-                    halfway.store(true, Ordering::SeqCst);
-                    while !released.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-                let end = (pos + CHUNK).min(data.len());
-                Some((Ok::<Vec<u8>, std::io::Error>(data[pos..end].to_vec()), end))
-            }
-        }
-    });
+    let sent = Arc::new(AtomicUsize::new(0));
+    let body = stalling_body(data.clone(), TOTAL / 2, sent.clone(), released.clone());
     let patch = tokio::spawn({
         let location = location.clone();
-        async move {
-            http()
-                .patch(location)
-                .body(reqwest::Body::wrap_stream(body))
-                .send()
-                .await
-        }
+        async move { http().patch(location).body(body).send().await }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !halfway.load(Ordering::SeqCst) {
+    while sent.load(Ordering::SeqCst) < TOTAL / 2 {
         assert!(Instant::now() < deadline, "the upload never got halfway");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

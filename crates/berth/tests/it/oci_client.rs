@@ -14,7 +14,7 @@ use oci_client::manifest::{
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::{TestServer, http, sha256};
+use crate::{TestServer, http, pseudo_random, sha256};
 
 fn client() -> Client {
     Client::new(ClientConfig {
@@ -25,20 +25,6 @@ fn client() -> Client {
 
 fn reference(server: &TestServer, repo: &str, tag: &str) -> Reference {
     Reference::with_tag(server.host.clone(), repo.to_owned(), tag.to_owned())
-}
-
-/// Deterministic, incompressible bytes (xorshift64).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 struct TestImage {
