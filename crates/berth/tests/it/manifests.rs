@@ -564,3 +564,150 @@ async fn catalog_lists_repositories_in_pages() {
     let page: serde_json::Value = r.json().await.unwrap();
     assert_eq!(page["repositories"], serde_json::json!(["c/three"]));
 }
+
+/// The conformance suite's data sets that the tests above do not already cover: nested
+/// indexes, an artifact index, an index as a subject, descriptors with `data`, custom
+/// top-level fields, an empty index, and an image addressed only by sha512.
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_data_sets_round_trip() {
+    let s = TestServer::start().await;
+    let repo = "conformance/repo1";
+    push_blob(&s.base, repo, EMPTY_CONFIG).await;
+    let put = |reference: String, media_type: &'static str, body: Vec<u8>| {
+        let url = s.url(&format!("/v2/{repo}/manifests/{reference}"));
+        async move {
+            let r = http()
+                .put(url)
+                .header("content-type", media_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{reference}");
+            r
+        }
+    };
+    let image = |note: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(EMPTY_CONFIG),
+                       "size": 2, "data": "e30="},
+            "layers": [],
+            format!("org.custom{note}"): {"anything": [note]},
+        }))
+        .unwrap()
+    };
+    let index = |children: &[&Vec<u8>], media_type: &str, extra: serde_json::Value| {
+        let mut doc = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": children.iter().map(|c| serde_json::json!({
+                "mediaType": media_type, "digest": sha256(c), "size": c.len()})).collect::<Vec<_>>(),
+        });
+        if let serde_json::Value::Object(extra) = extra {
+            doc.as_object_mut().unwrap().extend(extra);
+        }
+        serde_json::to_vec(&doc).unwrap()
+    };
+
+    let (amd, arm) = (image("amd64"), image("arm64"));
+    for m in [&amd, &arm] {
+        put(sha256(m), OCI_MANIFEST, m.clone()).await;
+    }
+    let inner = index(&[&amd, &arm], OCI_MANIFEST, serde_json::json!({}));
+    put(sha256(&inner), OCI_INDEX, inner.clone()).await;
+    let nested = index(&[&inner], OCI_INDEX, serde_json::json!({}));
+    put("index-of-index".into(), OCI_INDEX, nested.clone()).await;
+    let empty = index(&[], OCI_MANIFEST, serde_json::json!({}));
+    put("empty-index".into(), OCI_INDEX, empty.clone()).await;
+
+    // An artifact index whose subject is the inner index: listed as a referrer, with its
+    // artifactType; an index without artifactType would list none.
+    let artifact_index = index(
+        &[&amd],
+        OCI_MANIFEST,
+        serde_json::json!({
+            "artifactType": "application/vnd.example.oci.conformance.v1",
+            "subject": {"mediaType": OCI_INDEX, "digest": sha256(&inner), "size": inner.len()},
+        }),
+    );
+    let r = put("tagged-artifact".into(), OCI_INDEX, artifact_index.clone()).await;
+    assert_eq!(header(&r, "oci-subject"), sha256(&inner));
+    let r = http()
+        .get(s.url(&format!("/v2/{repo}/referrers/{}", sha256(&inner))))
+        .send()
+        .await
+        .unwrap();
+    let referrers: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        referrers["manifests"],
+        serde_json::json!([{"mediaType": OCI_INDEX, "digest": sha256(&artifact_index), "size": artifact_index.len(),
+                            "artifactType": "application/vnd.example.oci.conformance.v1"}])
+    );
+
+    for (reference, body, media_type) in [
+        ("index-of-index".to_string(), &nested, OCI_INDEX),
+        ("empty-index".to_string(), &empty, OCI_INDEX),
+        (sha256(&amd), &amd, OCI_MANIFEST),
+    ] {
+        let r = http()
+            .get(s.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("accept", OCI_INDEX)
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), media_type);
+        assert_eq!(&r.bytes().await.unwrap(), body, "{reference}");
+    }
+
+    // sha512 all the way down: pushed, read, deleted by sha512 digest only.
+    let layer = b"sha512 layer".to_vec();
+    let r = http()
+        .post(s.url(&format!(
+            "/v2/{repo}/blobs/uploads/?digest={}",
+            sha512(&layer)
+        )))
+        .body(layer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let m512 = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(EMPTY_CONFIG), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha512(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let d512 = sha512(&m512);
+    put(d512.clone(), OCI_MANIFEST, m512.clone()).await;
+    let r = http()
+        .head(s.url(&format!("/v2/{repo}/manifests/{d512}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "docker-content-digest"), d512);
+    let r = http()
+        .delete(s.url(&format!("/v2/{repo}/manifests/{d512}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        http()
+            .head(s.url(&format!("/v2/{repo}/manifests/{d512}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Deleting a child that an index still references is allowed (the suite deletes
+    // parents first, but registries must not refuse either order).
+    let r = http()
+        .delete(s.url(&format!("/v2/{repo}/manifests/{}", sha256(&amd))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
