@@ -43,7 +43,10 @@ pub async fn get(
     if head {
         return Ok(response(status, headers, Body::empty()));
     }
-    let blob = registry.open_blob(repo, digest, range).await?;
+    // The size is known from metadata: no second stat of the file.
+    let blob = registry
+        .open_blob(repo, digest, Some(range.unwrap_or(0..size)))
+        .await?;
     Ok(response(status, headers, Body::from_stream(blob.stream)))
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{http, image_manifest, pseudo_random, push_blob, sha256};
+use crate::{error_code, header, http, image_manifest, pseudo_random, push_blob, sha256};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -241,26 +241,9 @@ fn stalling_body(
     reqwest::Body::wrap_stream(stream)
 }
 
-fn header_of(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no {name} header (status {})", r.status()))
-        .to_owned()
-}
-
-/// `errors[0].code` of an OCI error body.
-async fn error_code_of(r: reqwest::Response) -> String {
-    let body: serde_json::Value = r.json().await.unwrap();
-    body["errors"][0]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no errors[0].code in {body}"))
-        .to_owned()
-}
-
 /// The end of an upload `Range: 0-<end>` header.
 fn range_end(r: &reqwest::Response) -> u64 {
-    let range = header_of(r, "range");
+    let range = header(r, "range");
     let end = range
         .strip_prefix("0-")
         .unwrap_or_else(|| panic!("Range {range:?} does not start with 0-"));
@@ -310,7 +293,7 @@ async fn start_upload(base: &str, repo: &str) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "POST /v2/{repo}/blobs/uploads/");
-    absolute(base, &header_of(&r, "location"))
+    absolute(base, header(&r, "location"))
 }
 
 /// Closes a session: `PUT <location>?digest=` with no body → 201.
@@ -327,7 +310,7 @@ async fn finish_upload(location: &str, digest: &str) {
         let body = r.text().await.unwrap_or_default();
         panic!("PUT ?digest={digest}: expected 201, got {status}: {body}");
     }
-    assert_eq!(header_of(&r, "docker-content-digest"), digest);
+    assert_eq!(header(&r, "docker-content-digest"), digest);
 }
 
 /// GET the blob: 200, the right digest header, and exactly `data`.
@@ -338,7 +321,7 @@ async fn assert_blob(base: &str, repo: &str, digest: &str, data: &[u8]) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "GET blob {digest} in {repo}");
-    assert_eq!(header_of(&r, "docker-content-digest"), digest);
+    assert_eq!(header(&r, "docker-content-digest"), digest);
     let body = r.bytes().await.unwrap();
     assert_eq!(
         sha256(&body),
@@ -377,7 +360,7 @@ async fn listed_tags(base: &str, repo: &str) -> Option<BTreeSet<String>> {
         .await
         .unwrap();
     if r.status() == 404 {
-        assert_eq!(error_code_of(r).await, "NAME_UNKNOWN");
+        assert_eq!(error_code(r).await, "NAME_UNKNOWN");
         return None;
     }
     assert_eq!(r.status(), 200, "GET /v2/{repo}/tags/list");
@@ -423,7 +406,7 @@ async fn completed_push_survives_sigkill() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "manifest PUT");
-    let pushed_digest = header_of(&r, "docker-content-digest");
+    let pushed_digest = header(&r, "docker-content-digest").to_owned();
     assert_eq!(pushed_digest, sha256(&manifest));
 
     berth.kill9();
@@ -436,8 +419,8 @@ async fn completed_push_survives_sigkill() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "GET manifest {reference} after restart");
-        assert_eq!(header_of(&r, "docker-content-digest"), pushed_digest);
-        assert_eq!(header_of(&r, "content-type"), MANIFEST_TYPE);
+        assert_eq!(header(&r, "docker-content-digest"), pushed_digest);
+        assert_eq!(header(&r, "content-type"), MANIFEST_TYPE);
         let body = r.bytes().await.unwrap();
         assert_eq!(sha256(&body), pushed_digest);
         assert!(
@@ -546,7 +529,7 @@ async fn sigkill_during_streamed_upload_publishes_nothing() {
                 end < sent_at_kill,
                 "the session claims bytes 0-{end}, but only {sent_at_kill} were sent"
             );
-            assert!(!header_of(&r, "location").is_empty());
+            assert!(!header(&r, "location").is_empty());
             let r = http()
                 .delete(location.as_str())
                 .header("content-length", "0")
@@ -555,7 +538,7 @@ async fn sigkill_during_streamed_upload_publishes_nothing() {
                 .unwrap();
             assert_eq!(r.status(), 204, "cancelling the interrupted session");
         }
-        404 => assert_eq!(error_code_of(r).await, "BLOB_UPLOAD_UNKNOWN"),
+        404 => assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN"),
         other => panic!("GET on the interrupted session: expected 204 or 404, got {other}"),
     }
 
@@ -570,7 +553,7 @@ async fn sigkill_during_streamed_upload_publishes_nothing() {
         .unwrap();
     assert_eq!(r.status(), 202, "PATCH of the whole blob");
     assert_eq!(range_end(&r), TOTAL as u64 - 1);
-    let location = absolute(&base, &header_of(&r, "location"));
+    let location = absolute(&base, header(&r, "location"));
     finish_upload(&location, &digest).await;
     assert_blob(&base, repo, &digest, &data).await;
     assert_eq!(
@@ -656,7 +639,7 @@ async fn sigkill_during_concurrent_manifest_pushes() {
             .unwrap();
         match r.status().as_u16() {
             200 => {
-                let digest = header_of(&r, "docker-content-digest");
+                let digest = header(&r, "docker-content-digest").to_owned();
                 let body = r.bytes().await.unwrap();
                 assert_eq!(
                     sha256(&body),
@@ -670,7 +653,7 @@ async fn sigkill_during_concurrent_manifest_pushes() {
                 resolving.insert(format!("t{i}"));
             }
             404 => {
-                assert_eq!(error_code_of(r).await, "MANIFEST_UNKNOWN", "t{i}");
+                assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN", "t{i}");
                 assert!(
                     !acknowledged.contains(&i),
                     "t{i} was acknowledged with 201 before the kill but is gone"
@@ -716,7 +699,7 @@ async fn sigkill_during_concurrent_manifest_pushes() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200, "GET {reference} after the re-push");
-            assert_eq!(header_of(&r, "docker-content-digest"), sha256(manifest));
+            assert_eq!(header(&r, "docker-content-digest"), sha256(manifest));
             assert!(
                 r.bytes().await.unwrap()[..] == manifest[..],
                 "{reference} after the re-push"
@@ -752,15 +735,15 @@ async fn chunked_upload_resumes_after_sigkill() {
         .unwrap();
     assert_eq!(r.status(), 202, "first chunk");
     assert_eq!(range_end(&r), split as u64 - 1);
-    let location = absolute(&base, &header_of(&r, "location"));
+    let location = absolute(&base, header(&r, "location"));
 
     berth.kill9();
     berth.restart().await;
 
     let r = http().get(location.as_str()).send().await.unwrap();
     assert_eq!(r.status(), 204, "upload status after the restart");
-    assert_eq!(header_of(&r, "range"), format!("0-{}", split - 1));
-    let location = absolute(&base, &header_of(&r, "location"));
+    assert_eq!(header(&r, "range"), format!("0-{}", split - 1));
+    let location = absolute(&base, header(&r, "location"));
 
     // A chunk starting at 0 again is out of order, and changes nothing. (Small, so the
     // 416 that answers it before its body is read cannot race a reset connection.)
@@ -788,7 +771,7 @@ async fn chunked_upload_resumes_after_sigkill() {
         .unwrap();
     assert_eq!(r.status(), 202, "second chunk after the restart");
     assert_eq!(range_end(&r), last as u64);
-    let location = absolute(&base, &header_of(&r, "location"));
+    let location = absolute(&base, header(&r, "location"));
 
     finish_upload(&location, &digest).await;
     assert_blob(&base, repo, &digest, &data).await;

@@ -171,7 +171,7 @@ pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
     r.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no {name} header"))
+        .unwrap_or_else(|| panic!("no {name} header (status {})", r.status()))
 }
 
 /// Deterministic, incompressible bytes (xorshift64).

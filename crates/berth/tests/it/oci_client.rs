@@ -14,7 +14,7 @@ use oci_client::manifest::{
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::{TestServer, http, pseudo_random, sha256};
+use crate::{TestServer, header, http, pseudo_random, sha256};
 
 fn client() -> Client {
     Client::new(ClientConfig {
@@ -68,14 +68,6 @@ async fn head_blob(server: &TestServer, repo: &str, digest: &str) -> reqwest::Re
         .unwrap()
 }
 
-fn header_of(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no {name} header (status {})", r.status()))
-        .to_owned()
-}
-
 /// Push, then everything a client reads back: the same manifest digest by every route,
 /// the same config and layer bytes, the tag listed.
 #[tokio::test(flavor = "multi_thread")]
@@ -124,8 +116,8 @@ async fn oci_client_push_then_pull_roundtrip() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(header_of(&r, "docker-content-digest"), manifest_digest);
-    assert_eq!(header_of(&r, "content-type"), OCI_IMAGE_MEDIA_TYPE);
+    assert_eq!(header(&r, "docker-content-digest"), manifest_digest);
+    assert_eq!(header(&r, "content-type"), OCI_IMAGE_MEDIA_TYPE);
     let body = r.bytes().await.unwrap();
     assert_eq!(sha256(&body), manifest_digest);
     let stored: OciImageManifest = serde_json::from_slice(&body).unwrap();
@@ -217,11 +209,8 @@ async fn oci_client_mount_blob_across_repositories() {
 
     let r = head_blob(&server, "oci/other", &digest).await;
     assert_eq!(r.status(), 200, "the mounted blob is served in oci/other");
-    assert_eq!(header_of(&r, "docker-content-digest"), digest);
-    assert_eq!(
-        header_of(&r, "content-length"),
-        layer.data.len().to_string()
-    );
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+    assert_eq!(header(&r, "content-length"), layer.data.len().to_string());
     assert!(client.blob_exists(&other, &digest).await.unwrap());
     let mut out: Vec<u8> = Vec::new();
     client
