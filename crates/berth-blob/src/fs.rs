@@ -12,15 +12,17 @@ use async_trait::async_trait;
 use berth_core::Digest;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::{Seek, Write};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::{BlobBody, BlobStore, UploadWriter};
 
 /// Read buffer for serving blobs: large enough that a GiB costs few syscalls.
 const READ_CHUNK: usize = 256 * 1024;
-/// How much an upload buffers in memory before handing bytes to the OS.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// How much an upload holds in memory before handing bytes to the OS in one call.
+const WRITE_BUFFER: usize = 2 * 1024 * 1024;
 
 pub struct FsBlobStore {
     root: PathBuf,
@@ -69,18 +71,50 @@ async fn read_file(path: &Path, range: Range<u64>) -> io::Result<BlobBody> {
     Ok(BlobBody { len, stream })
 }
 
+/// Appends to a staging file. Incoming chunks are kept (not copied) until a batch is
+/// large enough, then written by one blocking call: few thread hops, no double copy.
 struct FsUploadWriter {
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    /// `None` only while a batch is being written on the blocking pool.
+    file: Option<std::fs::File>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+}
+
+impl FsUploadWriter {
+    async fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("upload file lost after a failed write"))?;
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = batch.iter().try_for_each(|chunk| file.write_all(chunk));
+            (file, result)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.file = Some(file);
+        result
+    }
 }
 
 #[async_trait]
 impl UploadWriter for FsUploadWriter {
     async fn write(&mut self, bytes: Bytes) -> io::Result<()> {
-        self.file.write_all(&bytes).await
+        self.pending_len += bytes.len();
+        self.pending.push(bytes);
+        if self.pending_len >= WRITE_BUFFER {
+            self.write_pending().await?;
+        }
+        Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> io::Result<()> {
-        self.file.flush().await
+        self.write_pending().await
     }
 }
 
@@ -121,23 +155,30 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn append_upload(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(self.upload_path(id))
-            .await?;
-        let len = file.metadata().await?.len();
-        if len < offset {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("upload {id} holds {len} bytes, fewer than the {offset} recorded"),
-            ));
-        }
-        if len > offset {
-            file.set_len(offset).await?;
-        }
-        file.seek(SeekFrom::Start(offset)).await?;
-        let file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-        Ok(Box::new(FsUploadWriter { file }))
+        let path = self.upload_path(id);
+        let id = id.to_owned();
+        let file = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+            let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+            let len = file.metadata()?.len();
+            if len < offset {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("upload {id} holds {len} bytes, fewer than the {offset} recorded"),
+                ));
+            }
+            if len > offset {
+                file.set_len(offset)?;
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(file)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Box::new(FsUploadWriter {
+            file: Some(file),
+            pending: Vec::new(),
+            pending_len: 0,
+        }))
     }
 
     async fn read_upload(&self, id: &str, len: u64) -> io::Result<BlobBody> {

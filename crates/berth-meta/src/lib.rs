@@ -93,6 +93,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `from` (another request got there first) or is gone.
     async fn advance_upload(&self, id: &str, from: u64, to: u64, now: i64) -> Result<bool>;
     async fn delete_upload(&self, id: &str) -> Result<bool>;
+    /// Finishes upload `id`, whose bytes the blob store now holds as `digest`: records
+    /// the blob, links it into `repository` and forgets the session, in one transaction.
+    async fn complete_upload(
+        &self,
+        id: &str,
+        repository: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()>;
     /// Sessions not touched since `idle_since` (unix seconds).
     async fn stale_uploads(&self, idle_since: i64) -> Result<Vec<String>>;
 

@@ -182,23 +182,7 @@ impl MetaStore for SqliteMetaStore {
 
     async fn link_blob(&self, repository: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let t = now();
-        let repo_id = ensure_repository(&mut tx, repository, t).await?;
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(digest.to_string())
-        .bind(size as i64)
-        .bind(t)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query("INSERT INTO repository_blobs (repository_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        link_blob_in(&mut tx, repository, digest, size).await?;
         tx.commit().await.map_err(backend)
     }
 
@@ -278,6 +262,23 @@ impl MetaStore for SqliteMetaStore {
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn complete_upload(
+        &self,
+        id: &str,
+        repository: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        link_blob_in(&mut tx, repository, digest, size).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn stale_uploads(&self, idle_since: i64) -> Result<Vec<String>> {
@@ -508,6 +509,35 @@ impl MetaStore for SqliteMetaStore {
         .map_err(backend)?;
         Ok(into_page(names, limit))
     }
+}
+
+/// Records blob `digest` registry-wide and links it into `repository`.
+async fn link_blob_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    repository: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    let t = now();
+    let repo_id = ensure_repository(tx, repository, t).await?;
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(digest.to_string())
+    .bind(size as i64)
+    .bind(t)
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    sqlx::query(
+        "INSERT INTO repository_blobs (repository_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(digest.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 async fn ensure_repository(

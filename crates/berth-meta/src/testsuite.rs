@@ -85,6 +85,26 @@ async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
     );
     assert!(store.delete_upload("u-1").await.unwrap());
     assert_eq!(store.upload("u-1").await.unwrap(), None);
+
+    let done = UploadSession {
+        id: "u-2".into(),
+        ..s
+    };
+    store.create_upload(&done).await.unwrap();
+    let d = digest("uploaded");
+    store
+        .complete_upload("u-2", &done.repository, &d, 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.upload("u-2").await.unwrap(),
+        None,
+        "the session is gone"
+    );
+    assert_eq!(
+        store.repository_blob(&done.repository, &d).await.unwrap(),
+        Some(7)
+    );
 }
 
 async fn manifests_need_their_references(store: &dyn MetaStore) {

@@ -206,14 +206,31 @@ impl Registry {
         &self,
         session: &UploadSession,
         state: &mut Option<HashState>,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<u64> {
         let mut hash = self.hash_state(session, state.take()).await?;
+        let failure = self.write_chunk(session, &mut hash, body).await?;
+        let offset = hash.offset;
+        self.record_progress(session, state, hash).await?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(offset),
+        }
+    }
+
+    /// Streams `body` onto the staged bytes, feeding `hash` with exactly what was
+    /// written. Returns the failure that cut the body short, if any: the bytes before
+    /// it are written and counted in `hash.offset`.
+    async fn write_chunk(
+        &self,
+        session: &UploadSession,
+        hash: &mut HashState,
+        mut body: ByteStream,
+    ) -> Result<Option<RegistryError>> {
         let mut writer = self
             .blobs
             .append_upload(&session.id, session.offset)
             .await?;
-        let mut written = 0u64;
         let mut failure = None;
         while let Some(chunk) = body.next().await {
             match chunk {
@@ -224,7 +241,7 @@ impl Registry {
                         break;
                     }
                     hash.hasher.update(&bytes);
-                    written += len;
+                    hash.offset += len;
                 }
                 Err(e) => {
                     failure = Some(RegistryError::UploadInvalid(format!(
@@ -235,22 +252,28 @@ impl Registry {
             }
         }
         writer.finish().await?;
-        let offset = session.offset + written;
+        Ok(failure)
+    }
+
+    /// Records in the metadata store that the session now holds `hash.offset` bytes,
+    /// and keeps the hash for the next chunk.
+    async fn record_progress(
+        &self,
+        session: &UploadSession,
+        state: &mut Option<HashState>,
+        hash: HashState,
+    ) -> Result<()> {
         if !self
             .meta
-            .advance_upload(&session.id, session.offset, offset, now())
+            .advance_upload(&session.id, session.offset, hash.offset, now())
             .await?
         {
             return Err(RegistryError::UploadInvalid(
                 "the upload session changed while this chunk was being written".into(),
             ));
         }
-        hash.offset = offset;
         *state = Some(hash);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(offset),
-        }
+        Ok(())
     }
 
     /// The hash of the session's bytes so far: the one kept in memory, or, after a
@@ -300,14 +323,18 @@ impl Registry {
         let mut state = slot.lock().await;
         let mut session = self.session(repo, id).await?;
         check_chunk_start(&session, start)?;
+        let mut hash = self.hash_state(&session, state.take()).await?;
         if let Some(body) = body {
-            session.offset = self.append_locked(&session, &mut state, body).await?;
+            if let Some(failure) = self.write_chunk(&session, &mut hash, body).await? {
+                // Keep what arrived, so the client can resume from there.
+                self.record_progress(&session, &mut state, hash).await?;
+                return Err(failure);
+            }
+            // The final chunk's offset is never recorded: the session ends here.
+            session.offset = hash.offset;
         }
         let computed = if digest.algorithm() == session.algorithm {
-            self.hash_state(&session, state.take())
-                .await?
-                .hasher
-                .finish()
+            hash.hasher.finish()
         } else {
             // The client announced another algorithm than it finished with: hash again.
             self.hash_staged(id, session.offset, digest.algorithm())
@@ -321,8 +348,9 @@ impl Registry {
             )));
         }
         self.blobs.commit_upload(id, digest).await?;
-        self.meta.link_blob(repo, digest, session.offset).await?;
-        self.meta.delete_upload(id).await?;
+        self.meta
+            .complete_upload(id, repo, digest, session.offset)
+            .await?;
         drop(state);
         self.forget_slot(id);
         Ok(session.offset)
