@@ -1,0 +1,1047 @@
+#!/usr/bin/env python3
+"""berth next to CNCF Distribution, and both next to this machine's ceilings.
+
+One invocation measures, on this machine and in this order:
+
+  1. ceilings: nginx (sendfile) serving a --blob-mib file and a 1 KiB file, pinned like
+     the registries; sha256sum of the same file from the page cache; write+fsync of it;
+     write+fsync+rename of 4 KiB files; nginx cold start and RSS;
+  2. regbench (../shared/bench/regbench.py) against berth, then against Distribution, with
+     the same arguments; each server is started by regbench itself (--start-cmd) pinned to
+     --server-cpu, the client pinned to --client-cpu (oha rows come from regbench too);
+  3. cost as work grows, for each server on fresh storage: a repository with
+     --growth-small tags and one with --growth-tags tags, then --growth-small and
+     --growth-repos repositories (cross-repository mounts); manifest GET by tag,
+     tags/list?n=100&last=<middle> and _catalog?n=100&last=<middle> under oha.
+
+It prints one Markdown report (also written to bench/results/latest.md, with the raw
+figures in latest.json). Python 3 standard library only. Normally run through
+scripts/bench.sh, which installs what is missing and builds berth first.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+SERVERS = ("berth", "distribution")
+NAMES = {"berth": "berth", "distribution": "Distribution"}
+
+
+class Failure(Exception):
+    pass
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def now():
+    return time.perf_counter()
+
+
+def sha256_digest(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fmt(x):
+    if x is None or (isinstance(x, float) and x != x):
+        return "-"
+    if isinstance(x, str):
+        return x
+    if abs(x) >= 1000:
+        return "{:,.0f}".format(x)
+    if abs(x) >= 100:
+        return "%.0f" % x
+    if abs(x) >= 10:
+        return "%.1f" % x
+    return "%.2f" % x
+
+
+def ratio(a, b):
+    if a is None or b is None or a != a or b != b or b == 0:
+        return "-"
+    r = a / b
+    return ("%.0f×" % r) if r >= 100 else ("%.1f×" % r) if r >= 10 else ("%.2f×" % r)
+
+
+def median(xs):
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_out(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (p.stdout + p.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# --------------------------------------------------------------------------
+# small HTTP helpers (one keep-alive connection per thread)
+# --------------------------------------------------------------------------
+
+class Client:
+    def __init__(self, port):
+        self.port = port
+        self.local = threading.local()
+
+    def conn(self):
+        c = getattr(self.local, "c", None)
+        if c is None:
+            c = self.local.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        return c
+
+    def request(self, method, path, body=None, headers=None):
+        """Returns (status, headers as a list of (lower name, value), body)."""
+        for attempt in (0, 1):
+            c = self.conn()
+            try:
+                c.request(method, path, body=body, headers=headers or {})
+                r = c.getresponse()
+                data = r.read()
+                hdrs = [(k.lower(), v) for k, v in r.getheaders()]
+                if r.will_close:
+                    c.close()
+                    self.local.c = None
+                return r.status, hdrs, data
+            except (ConnectionError, http.client.HTTPException):
+                c.close()
+                self.local.c = None
+                if attempt:
+                    raise
+
+
+def header(hdrs, name):
+    for k, v in hdrs:
+        if k == name:
+            return v
+    return None
+
+
+def upload_blob(cl, repo, data):
+    digest = sha256_digest(data)
+    st, h, body = cl.request("POST", "/v2/%s/blobs/uploads/" % repo, headers={"Content-Length": "0"})
+    if st != 202:
+        raise Failure("POST upload to %s: %d %r" % (repo, st, body[:200]))
+    loc = urllib.parse.urlsplit(header(h, "location") or "")
+    pq = loc.path + "?" + (loc.query + "&" if loc.query else "") + "digest=" + digest
+    st, h, body = cl.request("PUT", pq, body=data, headers={"Content-Type": "application/octet-stream"})
+    if st != 201 or header(h, "docker-content-digest") != digest:
+        raise Failure("PUT blob to %s: %d digest %r %r" % (repo, st, header(h, "docker-content-digest"), body[:200]))
+    return digest
+
+
+def pool(n_threads, jobs, fn):
+    """Run fn(job) over jobs on a thread pool; the first exception aborts."""
+    with concurrent.futures.ThreadPoolExecutor(n_threads) as ex:
+        it = iter(jobs)
+        pending = set()
+        for job in it:
+            pending.add(ex.submit(fn, job))
+            if len(pending) >= n_threads * 4:
+                done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for d in done:
+                    d.result()
+        for d in concurrent.futures.as_completed(pending):
+            d.result()
+
+
+# --------------------------------------------------------------------------
+# oha
+# --------------------------------------------------------------------------
+
+def oha(url, conns, duration, method="GET", headers=()):
+    """Closed-loop load with oha; returns (ok req/s, p99 ms, status codes). Raises on any
+    non-2xx status or error other than requests cut off at the deadline."""
+    cmd = ["oha", "-z", "%ds" % duration, "-c", str(conns), "-m", method, "--no-tui",
+           "--output-format", "json"]
+    for k, v in headers:
+        cmd += ["-H", "%s: %s" % (k, v)]
+    cmd.append(url)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    try:
+        j = json.loads(p.stdout)
+    except ValueError:
+        raise Failure("oha output not understood: %s %s" % (p.stdout[:300], p.stderr[:300]))
+    codes = j.get("statusCodeDistribution", {}) or {}
+    bad = {k: v for k, v in codes.items() if not str(k).startswith("2")}
+    errs = {k: v for k, v in (j.get("errorDistribution", {}) or {}).items()
+            if "deadline" not in k.lower() and "abort" not in k.lower()}
+    if bad or errs:
+        raise Failure("oha %s %s: bad statuses %r errors %r" % (method, url, bad, errs))
+    ok = sum(codes.values())
+    p99 = (j.get("latencyPercentiles") or {}).get("p99")
+    return ok / duration, (p99 * 1000.0 if p99 is not None else float("nan")), ok
+
+
+def load(cl, path, conns, duration, headers=(), method="GET"):
+    """oha at `conns` connections; when single requests are too slow for oha to finish
+    enough of them in `duration`, time sequential requests on one connection instead.
+    Returns dict(rps, p99, how)."""
+    t0 = now()
+    st, h, body = cl.request(method, path, headers=dict(headers))
+    one = now() - t0
+    if st != 200:
+        raise Failure("%s %s: status %d" % (method, path, st))
+    if one * conns < duration / 4:
+        rps, p99, ok = oha("http://127.0.0.1:%d%s" % (cl.port, path), conns, duration, method, headers)
+        if ok >= 4 * conns:
+            return {"rps": rps, "p99": p99, "how": "oha -c%d" % conns}
+    lat = []
+    t_end = now() + max(duration, 3 * one)
+    t0 = now()
+    while now() < t_end or len(lat) < 3:
+        s = now()
+        st, _, _ = cl.request(method, path, headers=dict(headers))
+        if st != 200:
+            raise Failure("%s %s: status %d" % (method, path, st))
+        lat.append(now() - s)
+    el = now() - t0
+    lat.sort()
+    return {"rps": len(lat) / el, "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000.0,
+            "how": "1 conn, %d requests (too slow for oha)" % len(lat)}
+
+
+# --------------------------------------------------------------------------
+# servers started by this script (growth part; regbench starts its own)
+# --------------------------------------------------------------------------
+
+def wait_ready(port, proc, timeout=60.0, path="/v2/"):
+    t0 = now()
+    while now() - t0 < timeout:
+        if proc.poll() is not None:
+            raise Failure("server exited with %s during start" % proc.returncode)
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            st = c.getresponse().status
+            c.close()
+            if st == 200:
+                return now() - t0
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise Failure("server on port %d not ready within %ds" % (port, timeout))
+
+
+class Proc:
+    def __init__(self, cmd, logpath, port, ready_path="/v2/"):
+        self.cmd, self.port = cmd, port
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise Failure("port %d already in use" % port)
+        self.logf = open(logpath, "ab")
+        t0 = now()
+        self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            wait_ready(port, self.p, path=ready_path)
+        except Exception:
+            self.stop()
+            raise
+        self.start_s = now() - t0
+
+    def status(self):
+        out = {}
+        with open("/proc/%d/status" % self.p.pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "VmHWM"):
+                    out[k] = int(v.split()[0]) / 1024.0
+        return out
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.logf.close()
+
+
+LIVE = []   # processes to stop on the way out
+
+
+def server_cmd(kind, args, port, data, tmp):
+    pin = ["taskset", "-c", str(args.server_cpu)]
+    if kind == "berth":
+        return pin + [args.berth_bin, "serve", "--addr", "127.0.0.1:%d" % port, "--data-dir", data]
+    cfg = os.path.join(tmp, "dist-%d.yml" % port)
+    with open(cfg, "w") as f:
+        f.write("version: 0.1\n"
+                "log: {level: error, accesslog: {disabled: true}}\n"
+                "storage:\n"
+                "  filesystem: {rootdirectory: %s}\n"
+                "  delete: {enabled: true}\n"
+                "http: {addr: 127.0.0.1:%d}\n" % (data, port))
+    return pin + [args.dist_bin, "serve", cfg]
+
+
+# --------------------------------------------------------------------------
+# 1. ceilings
+# --------------------------------------------------------------------------
+
+def ceilings(args, tmp):
+    res = {}
+    www = os.path.join(tmp, "www")
+    os.makedirs(os.path.join(www, "v2"))
+    os.chmod(tmp, 0o755)
+    size = args.blob_mib * MIB
+    blob = os.path.join(www, "blob.bin")
+    h = hashlib.sha256()
+    with open(blob, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 16 * MIB))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    blob_digest = h.hexdigest()
+    small = os.urandom(1024)
+    with open(os.path.join(www, "1k.bin"), "wb") as f:
+        f.write(small)
+    with open(os.path.join(www, "v2", "index.html"), "w") as f:
+        f.write("{}")
+
+    # sha256sum of the file from the page cache
+    with open(blob, "rb") as f:
+        while f.read(16 * MIB):
+            pass
+    runs = []
+    for _ in range(args.runs):
+        t0 = now()
+        out = subprocess.run(["sha256sum", blob], capture_output=True, text=True, check=True).stdout
+        runs.append(size / (now() - t0) / 1e6)
+        if out.split()[0] != blob_digest:
+            raise Failure("sha256sum disagrees with hashlib")
+    res["sha256sum"] = {"runs": runs, "median": median(runs)}
+    log("ceiling sha256sum %d MiB from page cache: %s MB/s" % (args.blob_mib, fmt(median(runs))))
+
+    # write + fsync of a blob-sized file
+    runs = []
+    chunk = os.urandom(16 * MIB)
+    for i in range(args.runs):
+        path = os.path.join(tmp, "write-%d.bin" % i)
+        t0 = now()
+        with open(path, "wb") as f:
+            left = size
+            while left:
+                n = min(left, len(chunk))
+                f.write(chunk[:n])
+                left -= n
+            f.flush()
+            os.fsync(f.fileno())
+        runs.append(size / (now() - t0) / 1e6)
+        os.unlink(path)
+    res["write_fsync"] = {"runs": runs, "median": median(runs)}
+    log("ceiling write+fsync %d MiB: %s MB/s" % (args.blob_mib, fmt(median(runs))))
+
+    # write + fsync + rename of small files, as many threads as regbench's (d)
+    runs = []
+    sdir = os.path.join(tmp, "small")
+    for i in range(args.runs):
+        os.makedirs(sdir)
+        payload = os.urandom(args.small_kib * 1024)
+
+        def one(k):
+            p = os.path.join(sdir, "%d.tmp" % k)
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, payload)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(p, os.path.join(sdir, "%d" % k))
+        t0 = now()
+        pool(16, range(args.small_count), one)
+        runs.append(args.small_count / (now() - t0))
+        shutil.rmtree(sdir)
+    res["small_files"] = {"runs": runs, "median": median(runs)}
+    log("ceiling %d x %d KiB write+fsync+rename, 16 threads: %s /s"
+        % (args.small_count, args.small_kib, fmt(median(runs))))
+
+    # nginx, pinned like the registries
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    os.makedirs(os.path.join(tmp, "nginx-tmp"))
+    with open(conf, "w") as f:
+        f.write("""
+worker_processes 1;
+master_process off;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/nginx-tmp/body;
+    proxy_temp_path {tmp}/nginx-tmp/proxy;
+    fastcgi_temp_path {tmp}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {tmp}/nginx-tmp/uwsgi;
+    scgi_temp_path {tmp}/nginx-tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        location = /v2/ {{ default_type application/json; try_files /v2/index.html =404; }}
+    }}
+}}
+""".format(tmp=tmp, port=port, www=www))
+    cmd = ["taskset", "-c", str(args.server_cpu), args.nginx_bin, "-e", os.path.join(tmp, "nginx-error.log"),
+           "-p", tmp, "-c", conf]
+    nlog = os.path.join(tmp, "nginx.log")
+    cold = []
+    for _ in range(args.runs):
+        pr = Proc(cmd, nlog, port)
+        cold.append(pr.start_s * 1000.0)
+        pr.stop()
+        time.sleep(0.3)
+    res["nginx_cold_ms"] = {"runs": cold, "median": median(cold)}
+    pr = Proc(cmd, nlog, port)
+    LIVE.append(pr)
+    try:
+        time.sleep(0.5)
+        res["nginx_rss_idle"] = pr.status().get("VmRSS")
+        # blob GET, same client method as regbench (c): read into a preallocated buffer,
+        # then hash and compare
+        buf = bytearray(size)
+        runs = []
+        for _ in range(args.runs):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            t0 = now()
+            c.request("GET", "/blob.bin")
+            r = c.getresponse()
+            if r.status != 200:
+                raise Failure("nginx GET blob: %d" % r.status)
+            mv = memoryview(buf)
+            got = 0
+            while got < size:
+                n = r.readinto(mv[got:])
+                if not n:
+                    break
+                got += n
+            el = now() - t0
+            c.close()
+            if got != size or hashlib.sha256(buf).hexdigest() != blob_digest:
+                raise Failure("nginx GET blob: wrong body")
+            runs.append(size / el / 1e6)
+        del buf
+        res["nginx_blob_get"] = {"runs": runs, "median": median(runs)}
+        log("ceiling nginx sendfile GET %d MiB: %s MB/s" % (args.blob_mib, fmt(median(runs))))
+
+        cl = Client(port)
+        st, _, body = cl.request("GET", "/1k.bin")
+        if st != 200 or body != small:
+            raise Failure("nginx GET 1k.bin: %d" % st)
+        for key, method in (("nginx_get_1k", "GET"), ("nginx_head_1k", "HEAD")):
+            rr, pp = [], []
+            for _ in range(args.runs):
+                rps, p99, _ok = oha("http://127.0.0.1:%d/1k.bin" % port, args.conns, args.duration, method)
+                rr.append(rps)
+                pp.append(p99)
+            res[key] = {"runs": rr, "median": median(rr), "p99": median(pp)}
+            log("ceiling nginx %s 1 KiB, oha -c%d: %s req/s, p99 %s ms"
+                % (method, args.conns, fmt(median(rr)), fmt(median(pp))))
+        # the Python client of regbench (e)/(f) against the same file: its own ceiling
+        rb = subprocess.run([sys.executable, args.regbench, "ceiling", "http://127.0.0.1:%d/1k.bin" % port,
+                             "--conns", str(args.conns), "--duration", str(args.duration),
+                             "--runs", str(args.runs), "--client-cpus", str(args.client_cpu)],
+                            capture_output=True, text=True)
+        m = re.search(r"median ([\d.]+) req/s", rb.stdout)
+        if rb.returncode != 0 or not m:
+            raise Failure("regbench ceiling failed: %s %s" % (rb.stdout[-300:], rb.stderr[-300:]))
+        res["pyclient_get_1k"] = {"median": float(m.group(1))}
+        log("ceiling regbench's Python client vs nginx 1 KiB: %s req/s" % fmt(float(m.group(1))))
+        res["nginx_rss_peak"] = pr.status().get("VmHWM")
+    finally:
+        pr.stop()
+        LIVE.remove(pr)
+    os.unlink(blob)
+    return res
+
+
+# --------------------------------------------------------------------------
+# 2. regbench
+# --------------------------------------------------------------------------
+
+def regbench(kind, args, tmp):
+    port = free_port()
+    data = os.path.join(tmp, "%s-data" % kind)
+    os.makedirs(data)
+    work = os.path.join(tmp, "regbench-work")
+    os.makedirs(work, exist_ok=True)
+    jpath = os.path.join(tmp, "%s.json" % kind)
+    cmd = [sys.executable, args.regbench, "http://127.0.0.1:%d" % port,
+           "--start-cmd", shlex.join(server_cmd(kind, args, port, data, tmp)),
+           "--client-cpus", str(args.client_cpu), "--runs", str(args.runs),
+           "--blob-mib", str(args.blob_mib), "--small-count", str(args.small_count),
+           "--small-kib", str(args.small_kib), "--tags", str(args.tags),
+           "--conns", str(args.conns), "--duration", str(args.duration),
+           "--tests", args.tests, "--workdir", work, "--json", jpath]
+    if args.prewarm_mib:
+        cmd += ["--prewarm-mib", str(args.prewarm_mib)]
+    log("regbench against %s: %s" % (NAMES[kind], shlex.join(cmd)))
+    t0 = now()
+    with open(os.path.join(tmp, "%s-regbench.log" % kind), "w") as lf:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in p.stdout:
+            lf.write(line)
+            print("  [%s] %s" % (kind, line.rstrip()), flush=True)
+        p.wait()
+    shutil.rmtree(data, ignore_errors=True)
+    os.sync()
+    if p.returncode != 0 or not os.path.exists(jpath):
+        raise Failure("regbench against %s exited %d" % (NAMES[kind], p.returncode))
+    with open(jpath) as f:
+        out = json.load(f)
+    out["seconds"] = now() - t0
+    return out
+
+
+# --------------------------------------------------------------------------
+# 3. cost as work grows
+# --------------------------------------------------------------------------
+
+def growth(kind, args, tmp):
+    small_n = args.growth_small
+    tags_n = args.growth_tags if kind == "berth" else min(args.growth_tags, args.dist_growth_tags)
+    repos_n = args.growth_repos
+    port = free_port()
+    data = os.path.join(tmp, "%s-growth" % kind)
+    os.makedirs(data)
+    pr = Proc(server_cmd(kind, args, port, data, tmp), os.path.join(tmp, "%s-growth.log" % kind), port)
+    LIVE.append(pr)
+    cl = Client(port)
+    out = {"sizes": {"tags": [small_n, tags_n], "repos": [small_n, repos_n]}, "seed": {}, "rows": {}}
+    try:
+        cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                          "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        layer = os.urandom(1024)
+        trepo = {small_n: "growth/tags-small", tags_n: "growth/tags-large"}
+        for repo in ["growth/src"] + list(trepo.values()):
+            cfg_d = upload_blob(cl, repo, cfg)
+            layer_d = upload_blob(cl, repo, layer)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": cfg_d, "size": len(cfg)},
+            "layers": [{"mediaType": OCI_LAYER, "digest": layer_d, "size": len(layer)}],
+        }, separators=(",", ":")).encode()
+        mdig = sha256_digest(manifest)
+        mhdr = {"Content-Type": OCI_MANIFEST}
+        width = max(6, len(str(max(tags_n, repos_n) - 1)))
+
+        def tag(i):
+            return "t%0*d" % (width, i)
+
+        def repo_name(i):
+            return "r%0*d" % (width, i)
+
+        # tags
+        for n, repo in trepo.items():
+            t0 = now()
+            if kind == "berth":
+                def put_batch(start, repo=repo, n=n):
+                    q = "&".join("tag=" + tag(i) for i in range(start, min(n, start + 100)))
+                    st, h, body = cl.request("PUT", "/v2/%s/manifests/%s?%s" % (repo, mdig, q), manifest, mhdr)
+                    if st != 201 or header(h, "docker-content-digest") != mdig:
+                        raise Failure("PUT manifest with tags: %d %r" % (st, body[:200]))
+                    got = sum(1 for k, _ in h if k == "oci-tag")
+                    if got != min(n, start + 100) - start:
+                        raise Failure("PUT manifest with %d tags: %d OCI-Tag headers"
+                                      % (min(n, start + 100) - start, got))
+                pool(4, range(0, n, 100), put_batch)
+                how = "PUT by digest with 100 ?tag= each, 4 clients"
+            else:
+                def put_tag(i, repo=repo):
+                    st, h, body = cl.request("PUT", "/v2/%s/manifests/%s" % (repo, tag(i)), manifest, mhdr)
+                    if st != 201 or header(h, "docker-content-digest") != mdig:
+                        raise Failure("PUT manifest by tag: %d %r" % (st, body[:200]))
+                pool(16, range(n), put_tag)
+                how = "one PUT per tag, 16 clients"
+            el = now() - t0
+            out["seed"]["tags %d" % n] = {"seconds": el, "rate": n / el, "how": how}
+            log("%s: seeded %s tags into %s in %.1f s (%s tags/s, %s)"
+                % (NAMES[kind], "{:,}".format(n), repo, el, fmt(n / el), how))
+
+        acc = (("Accept", OCI_MANIFEST),)
+        for n, repo in trepo.items():
+            mid = tag(n // 2)
+            path = "/v2/%s/manifests/%s" % (repo, mid)
+            st, h, body = cl.request("GET", path, headers=dict(acc))
+            if st != 200 or body != manifest or header(h, "docker-content-digest") != mdig:
+                raise Failure("GET manifest %s: %d, digest %r" % (path, st, header(h, "docker-content-digest")))
+            st, h, body = cl.request("GET", "/v2/%s/manifests/%s" % (repo, tag(n - 1)), headers=dict(acc))
+            if st != 200 or header(h, "docker-content-digest") != mdig:
+                raise Failure("GET manifest of the last tag %s: %d" % (tag(n - 1), st))
+            r = load(cl, path, args.conns, args.growth_duration, acc)
+            out["rows"].setdefault("manifest GET by tag", {})[n] = r
+            log("%s: manifest GET by tag, %s tags: %s req/s p99 %s ms (%s)"
+                % (NAMES[kind], "{:,}".format(n), fmt(r["rps"]), fmt(r["p99"]), r["how"]))
+
+            path = "/v2/%s/tags/list?n=100&last=%s" % (repo, mid)
+            st, h, body = cl.request("GET", path)
+            if st != 200:
+                raise Failure("GET %s: %d" % (path, st))
+            got = json.loads(body).get("tags") or []
+            want = [tag(i) for i in range(n // 2 + 1, min(n, n // 2 + 101))]
+            if got != want:
+                # Distribution 2.8 ignores n and last on tags/list and returns every tag
+                if sorted(got) != [tag(i) for i in range(n)]:
+                    raise Failure("GET %s: unexpected tags (%d returned)" % (path, len(got)))
+            r = load(cl, path, args.conns, args.growth_duration)
+            r["entries"] = len(got)
+            r["bytes"] = len(body)
+            out["rows"].setdefault("tags/list?n=100&last=<middle>", {})[n] = r
+            log("%s: tags/list, %s tags: %s req/s p99 %s ms, %d entries returned (%s)"
+                % (NAMES[kind], "{:,}".format(n), fmt(r["rps"]), fmt(r["p99"]), len(got), r["how"]))
+
+        # repositories: mount the layer into r000000... then list the catalog
+        done = 0
+        for n in (small_n, repos_n):
+            def mount(i):
+                st, h, body = cl.request("POST", "/v2/%s/blobs/uploads/?mount=%s&from=growth/src"
+                                         % (repo_name(i), layer_d), headers={"Content-Length": "0"})
+                if st != 201 or header(h, "docker-content-digest") != layer_d:
+                    raise Failure("mount into %s: %d %r" % (repo_name(i), st, body[:200]))
+            t0 = now()
+            pool(16, range(done, n), mount)
+            el = now() - t0
+            out["seed"]["repos %d" % n] = {"seconds": el, "rate": (n - done) / el if el else 0,
+                                           "how": "cross-repository mount, 16 clients"}
+            log("%s: mounted into %s new repositories in %.1f s (%s/s)"
+                % (NAMES[kind], "{:,}".format(n - done), el, fmt((n - done) / el if el else 0)))
+            done = n
+            mid = repo_name(n // 2)
+            path = "/v2/_catalog?n=100&last=%s" % mid
+            st, h, body = cl.request("GET", path)
+            got = json.loads(body).get("repositories") if st == 200 else None
+            want = [repo_name(i) for i in range(n // 2 + 1, min(n, n // 2 + 101))]
+            if got != want:
+                raise Failure("GET %s: %d, %r..." % (path, st, (got or [])[:3]))
+            r = load(cl, path, args.conns, args.growth_duration)
+            r["entries"] = len(got)
+            r["bytes"] = len(body)
+            out["rows"].setdefault("_catalog?n=100&last=<middle>", {})[n] = r
+            log("%s: _catalog, %s repositories: %s req/s p99 %s ms (%s)"
+                % (NAMES[kind], "{:,}".format(n), fmt(r["rps"]), fmt(r["p99"]), r["how"]))
+        try:
+            out["rss_mib"] = pr.status().get("VmRSS")
+        except OSError:
+            pass
+    finally:
+        pr.stop()
+        LIVE.remove(pr)
+        out["disk_mib"] = du_mib(data)
+        shutil.rmtree(data, ignore_errors=True)
+        os.sync()
+    return out
+
+
+def du_mib(path):
+    total = 0
+    for dp, dn, fn in os.walk(path):
+        for name in fn:
+            try:
+                total += os.lstat(os.path.join(dp, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total / MIB
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+
+def p99_of(row):
+    m = re.search(r"p99 ([\d.]+) ms", row.get("note") or "")
+    return float(m.group(1)) if m else None
+
+
+def ceiling_for(row, c, args):
+    if not c:
+        return ""
+    key, label = row["key"], row["label"]
+    g = lambda k: fmt(c[k]["median"]) if k in c else "-"
+    if key in ("a", "b"):
+        return "sha256sum (1 core) %s MB/s; write+fsync %s MB/s" % (g("sha256sum"), g("write_fsync"))
+    if key == "c":
+        return "nginx sendfile GET, same client: %s MB/s" % g("nginx_blob_get")
+    if key == "d" or label.startswith("manifest PUT"):
+        return "%d KiB write+fsync+rename, 16 threads: %s /s" % (args.small_kib, g("small_files"))
+    if key in ("e", "f") and "(regbench)" in label:
+        return "regbench's Python client vs nginx 1 KiB GET: %s req/s" % (
+            fmt(c["pyclient_get_1k"]["median"]) if "pyclient_get_1k" in c else "-")
+    if key == "e" and "oha" in label:
+        return "nginx 1 KiB GET, oha: %s req/s" % g("nginx_get_1k")
+    if key == "f" and "oha" in label:
+        return "nginx HEAD, oha: %s req/s" % g("nginx_head_1k")
+    if key == "g":
+        return "nginx: %s MiB idle, %s MiB peak" % (fmt(c.get("nginx_rss_idle")), fmt(c.get("nginx_rss_peak")))
+    if key == "h":
+        return "nginx: %s ms" % g("nginx_cold_ms")
+    return ""
+
+
+def p99_ceiling(row, c):
+    if not c:
+        return ""
+    if row["key"] == "e" and "oha" in row["label"] and "nginx_get_1k" in c:
+        return "nginx 1 KiB GET, oha: %s ms" % fmt(c["nginx_get_1k"]["p99"])
+    if row["key"] == "f" and "oha" in row["label"] and "nginx_head_1k" in c:
+        return "nginx HEAD, oha: %s ms" % fmt(c["nginx_head_1k"]["p99"])
+    return ""
+
+
+def main_table(results, c, args):
+    rows, seen = [], set()
+    for kind in SERVERS:
+        for r in (results.get(kind) or {}).get("rows", []):
+            k = (r["key"], r["label"])
+            if k not in seen:
+                seen.add(k)
+                rows.append(r)
+    by = {kind: {(r["key"], r["label"]): r for r in (results.get(kind) or {}).get("rows", [])}
+          for kind in SERVERS}
+    out = ["| figure | berth | Distribution | berth/Distribution | ceiling |",
+           "|---|---:|---:|---:|---|"]
+    better = {"MB/s": "↑", "uploads/s": "↑", "PUT/s": "↑", "req/s": "↑", "ms": "↓", "MiB": "↓"}
+    for r in rows:
+        k = (r["key"], r["label"])
+        b, d = by["berth"].get(k), by["distribution"].get(k)
+        bv = b["median"] if b else None
+        dv = d["median"] if d else None
+        out.append("| %s %s, %s %s | %s | %s | %s | %s |" % (
+            r["key"], r["label"], r["unit"], better.get(r["unit"], ""), fmt(bv), fmt(dv),
+            ratio(bv, dv), ceiling_for(r, c, args)))
+        if p99_of(r) is not None:
+            bp = p99_of(b) if b else None
+            dp = p99_of(d) if d else None
+            out.append("| %s %s, p99 latency ms ↓ | %s | %s | %s | %s |" % (
+                r["key"], r["label"], fmt(bp), fmt(dp), ratio(bp, dp), p99_ceiling(r, c)))
+    return "\n".join(out)
+
+
+def growth_table(g):
+    have = [k for k in SERVERS if g.get(k)]
+    if not have:
+        return ""
+    head = "| figure | " + " | ".join("%s small | %s large | large/small" % (NAMES[k], NAMES[k]) for k in have) + " |"
+    out = [head, "|---|" + "---:|---:|---:|" * len(have)]
+    labels = []
+    for k in have:
+        for lab in g[k]["rows"]:
+            if lab not in labels:
+                labels.append(lab)
+    for lab in labels:
+        unit = "repositories" if "catalog" in lab else "tags"
+        for metric, name, arrow in (("rps", "req/s", "↑"), ("p99", "p99 ms", "↓")):
+            cells = []
+            for k in have:
+                row = g[k]["rows"].get(lab, {})
+                sizes = sorted(row)
+                if len(sizes) != 2:
+                    cells += ["-", "-", "-"]
+                    continue
+                s, l = row[sizes[0]], row[sizes[1]]
+
+                def cell(x, n):
+                    v = fmt(x[metric]) + " (%s %s" % ("{:,}".format(n), unit)
+                    if metric == "rps" and "entries" in x:
+                        v += ", %s returned" % "{:,}".format(x["entries"])
+                    if metric == "rps" and x["how"].startswith("1 conn"):
+                        v += ", 1 conn"
+                    return v + ")"
+                cells += [cell(s, sizes[0]), cell(l, sizes[1]), ratio(l[metric], s[metric])]
+            out.append("| %s, %s %s | %s |" % (lab, name, arrow, " | ".join(cells)))
+    return "\n".join(out)
+
+
+def seeding_lines(g):
+    out = []
+    for k in SERVERS:
+        if not g.get(k):
+            continue
+        for what, s in g[k]["seed"].items():
+            kind, n = what.split()
+            out.append("- %s: %s %s seeded in %.1f s (%s/s; %s)" % (
+                NAMES[k], "{:,}".format(int(n)), kind, s["seconds"], fmt(s["rate"]), s["how"]))
+        if g[k].get("rss_mib") is not None:
+            out.append("- %s: RSS after the growth test %s MiB; storage on disk %s MiB"
+                       % (NAMES[k], fmt(g[k]["rss_mib"]), fmt(g[k].get("disk_mib"))))
+    return "\n".join(out)
+
+
+def machine_info(args):
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = "%.1f GiB" % (int(f.readline().split()[1]) / 1024 / 1024)
+    except OSError:
+        pass
+    commit = run_out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    if run_out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
+        commit += " (with uncommitted changes)"
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "berth": "%s, commit %s" % (run_out([args.berth_bin, "--version"]) or "berth", commit or "?"),
+        "distribution": run_out([args.dist_bin, "--version"]),
+        "nginx": run_out([args.nginx_bin, "-v"]).replace("nginx version: ", ""),
+        "oha": run_out(["oha", "--version"]),
+        "python": platform.python_version(),
+    }
+
+
+def report(args, info, c, results, g, errors, started, command):
+    L = []
+    L.append("# berth vs CNCF Distribution, side by side")
+    L.append("")
+    L.append("- date: %s; took %.1f min" % (info["date"], (now() - started) / 60))
+    L.append("- machine: `nproc` %s, %s, %s RAM, kernel %s"
+             % (info["nproc"], info["cpu"], info["memory"], info["kernel"]))
+    L.append("- berth: %s; Distribution: %s; nginx %s; %s; Python %s"
+             % (info["berth"], info["distribution"], info["nginx"], info["oha"], info["python"]))
+    L.append("- servers pinned to CPU %d (`taskset`), every client (regbench, oha, seeding) to CPU %d; "
+             "medians of %d runs; MB = 10^6 bytes" % (args.server_cpu, args.client_cpu, args.runs))
+    L.append("- command: `%s`" % command)
+    L.append("")
+    if errors:
+        L.append("**Failures in this run (their figures are missing):**")
+        L.append("")
+        for e in errors:
+            L.append("- %s" % e)
+        L.append("")
+    if results:
+        L.append("## Figures (regbench, same arguments for both servers)")
+        L.append("")
+        L.append("↑ higher is better, ↓ lower is better: a berth/Distribution ratio above 1 favours "
+                 "berth on ↑ rows, below 1 on ↓ rows. Every request behind these figures was "
+                 "verified by regbench (status, Docker-Content-Digest, bodies hashed or compared).")
+        L.append("")
+        L.append(main_table(results, c, args))
+        L.append("")
+    if g:
+        L.append("## Cost as work grows")
+        L.append("")
+        L.append("One small OCI manifest under many tags; repositories made by cross-repository "
+                 "mounts of one blob. oha with %d connections for %d s per cell (a cell marked "
+                 "`1 conn` was too slow for that: sequential requests instead). large/small is "
+                 "the ratio of the two sizes: 1.00× means the cost does not grow."
+                 % (args.conns, args.growth_duration))
+        L.append("")
+        L.append(growth_table(g))
+        L.append("")
+        L.append(seeding_lines(g))
+        capped = g.get("distribution") and g["distribution"]["sizes"]["tags"][1] < args.growth_tags
+        if capped:
+            L.append("- Distribution's large tag repository was capped at %s tags (`--dist-growth-tags`): "
+                     "seeding it one PUT per tag is slow." % "{:,}".format(g["distribution"]["sizes"]["tags"][1]))
+        if any(g.get(k) and any(r.get("entries", 0) > 100 for r in g[k]["rows"].get(
+                "tags/list?n=100&last=<middle>", {}).values()) for k in SERVERS):
+            L.append("- Distribution 2.8.2 ignores `n` and `last` on tags/list: it returns every tag "
+                     "of the repository, unsorted, on every request.")
+        L.append("")
+    if c:
+        L.append("## Ceilings (same machine, same pinning)")
+        L.append("")
+        L.append("| ceiling | value |")
+        L.append("|---|---:|")
+        L.append("| sha256sum of %d MiB from page cache (1 core) | %s MB/s |" % (args.blob_mib, fmt(c["sha256sum"]["median"])))
+        L.append("| write + fsync of %d MiB | %s MB/s |" % (args.blob_mib, fmt(c["write_fsync"]["median"])))
+        L.append("| %d × %d KiB write + fsync + rename, 16 threads | %s /s |" % (
+            args.small_count, args.small_kib, fmt(c["small_files"]["median"])))
+        L.append("| nginx sendfile GET of %d MiB, verified | %s MB/s |" % (args.blob_mib, fmt(c["nginx_blob_get"]["median"])))
+        L.append("| nginx 1 KiB GET, oha -c%d | %s req/s, p99 %s ms |" % (
+            args.conns, fmt(c["nginx_get_1k"]["median"]), fmt(c["nginx_get_1k"]["p99"])))
+        L.append("| nginx 1 KiB HEAD, oha -c%d | %s req/s, p99 %s ms |" % (
+            args.conns, fmt(c["nginx_head_1k"]["median"]), fmt(c["nginx_head_1k"]["p99"])))
+        L.append("| regbench's Python client vs nginx 1 KiB GET, %d conns | %s req/s |" % (
+            args.conns, fmt(c["pyclient_get_1k"]["median"])))
+        L.append("| nginx cold start, exec → first 200 | %s ms |" % fmt(c["nginx_cold_ms"]["median"]))
+        L.append("| nginx RSS idle / peak | %s / %s MiB |" % (fmt(c.get("nginx_rss_idle")), fmt(c.get("nginx_rss_peak"))))
+        L.append("")
+    if results:
+        L.append("## Raw regbench rows")
+        L.append("")
+        L.append("| server | key | measurement | unit | runs | median | server CPU % | client CPU % | note |")
+        L.append("|---|---|---|---|---|---:|---:|---:|---|")
+        for kind in SERVERS:
+            for r in (results.get(kind) or {}).get("rows", []):
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    NAMES[kind], r["key"], r["label"], r["unit"], " / ".join(fmt(x) for x in r["runs"]),
+                    fmt(r["median"]), fmt(r["server_cpu_pct"]), fmt(r["client_cpu_pct"]), r["note"]))
+        L.append("")
+    return "\n".join(L)
+
+
+# --------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3, help="runs per figure, median reported (default 3)")
+    ap.add_argument("--blob-mib", type=int, default=1024, help="big blob size for (a)-(c) and ceilings")
+    ap.add_argument("--prewarm-mib", type=int, default=4096,
+                    help="regbench --prewarm-mib, once per server run before its blob tests (0: off)")
+    ap.add_argument("--small-count", type=int, default=2000, help="regbench (d) uploads")
+    ap.add_argument("--small-kib", type=int, default=4, help="regbench (d) blob size")
+    ap.add_argument("--tags", type=int, default=500, help="regbench (e) manifest PUTs")
+    ap.add_argument("--conns", type=int, default=32, help="connections for every load test")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per load run (regbench e/f, ceilings)")
+    ap.add_argument("--tests", default="abcdefgh", help="regbench tests (default abcdefgh)")
+    ap.add_argument("--growth-small", type=int, default=100, help="small size for the growth table")
+    ap.add_argument("--growth-tags", type=int, default=100000, help="tags in the large tag repository")
+    ap.add_argument("--growth-repos", type=int, default=100000, help="repositories for the large catalog")
+    ap.add_argument("--dist-growth-tags", type=int, default=None,
+                    help="cap Distribution's large tag repository (one PUT per tag is slow); "
+                    "default: --growth-tags")
+    ap.add_argument("--growth-duration", type=int, default=5, help="seconds of oha per growth cell")
+    ap.add_argument("--skip-growth", action="store_true")
+    ap.add_argument("--skip-ceilings", action="store_true")
+    ap.add_argument("--skip-regbench", action="store_true")
+    ap.add_argument("--servers", default="berth,distribution",
+                    help="comma-separated subset of berth,distribution")
+    ap.add_argument("--server-cpu", type=int, default=1)
+    ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--berth-bin", default=os.path.join(ROOT, "target", "release", "berth"))
+    ap.add_argument("--dist-bin", default="docker-registry")
+    ap.add_argument("--nginx-bin", default="nginx")
+    ap.add_argument("--regbench", default=None,
+                    help="path to regbench.py (default $BERTH_SHARED_DIR/bench/regbench.py, "
+                    "BERTH_SHARED_DIR defaulting to ../shared beside the repository)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.md"))
+    ap.add_argument("--tmp", default=None, help="parent of the scratch directory (default: system temp)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, data)")
+    args = ap.parse_args()
+    if args.dist_growth_tags is None:
+        args.dist_growth_tags = args.growth_tags
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for s in servers:
+        if s not in SERVERS:
+            ap.error("unknown server %r" % s)
+    if args.growth_small < 2 or args.growth_tags <= args.growth_small or args.growth_repos <= args.growth_small:
+        ap.error("need 2 <= --growth-small < --growth-tags, --growth-repos")
+    shared = os.environ.get("BERTH_SHARED_DIR") or os.path.join(os.path.dirname(ROOT), "shared")
+    args.regbench = args.regbench or os.path.join(shared, "bench", "regbench.py")
+    args.berth_bin = os.path.abspath(args.berth_bin)
+
+    missing = []
+    for what, path in (("regbench", args.regbench), ("berth", args.berth_bin)):
+        if not os.path.isfile(path):
+            missing.append("%s (%s)" % (what, path))
+    for tool in ("taskset", "oha", "sha256sum", args.nginx_bin, args.dist_bin):
+        if not shutil.which(tool):
+            missing.append(tool)
+    if missing:
+        sys.exit("bench: missing %s (scripts/bench.sh installs and builds them)" % ", ".join(missing))
+    if len(os.sched_getaffinity(0)) < 2 and os.cpu_count() < 2:
+        log("warning: fewer than 2 CPUs; server and client will share one")
+
+    command = os.environ.get("BERTH_BENCH_CMD") or shlex.join(["python3", "bench/compare.py"] + sys.argv[1:])
+    started = now()
+    info = machine_info(args)
+    # every client we start (regbench, oha, sha256sum, seeding threads) runs on client_cpu;
+    # servers are started with an explicit taskset to server_cpu
+    os.sched_setaffinity(0, {args.client_cpu})
+    tmp = tempfile.mkdtemp(prefix="berth-bench-", dir=args.tmp)
+    log("scratch directory %s" % tmp)
+    errors, c, results, g = [], {}, {}, {}
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        if not args.skip_ceilings:
+            try:
+                c = ceilings(args, tmp)
+            except (Failure, OSError, subprocess.SubprocessError) as e:
+                errors.append("ceilings: %s" % e)
+                log("FAILED ceilings: %s" % e)
+        if not args.skip_regbench:
+            for kind in servers:
+                try:
+                    results[kind] = regbench(kind, args, tmp)
+                except (Failure, OSError, subprocess.SubprocessError) as e:
+                    errors.append("regbench against %s: %s" % (NAMES[kind], e))
+                    log("FAILED: %s" % e)
+        if not args.skip_growth:
+            for kind in servers:
+                try:
+                    g[kind] = growth(kind, args, tmp)
+                except (Failure, OSError, subprocess.SubprocessError, ValueError) as e:
+                    errors.append("growth for %s: %s" % (NAMES[kind], e))
+                    log("FAILED: %s" % e)
+    except KeyboardInterrupt:
+        errors.append("interrupted")
+        log("interrupted")
+    finally:
+        for pr in list(LIVE):
+            pr.stop()
+        if args.keep:
+            log("kept %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    text = report(args, info, c, results, g, errors, started, command)
+    print()
+    print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text + "\n")
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"machine": info, "command": command, "ceilings": c, "regbench": results,
+                   "growth": {k: dict(v, rows={lab: {str(n): x for n, x in r.items()}
+                                               for lab, r in v["rows"].items()})
+                              for k, v in g.items()},
+                   "errors": errors}, f, indent=1)
+    log("wrote %s (and .json)" % args.out)
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()

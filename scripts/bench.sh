@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# berth next to CNCF Distribution 2.8.2 and this machine's ceilings, in one command.
+# Installs what is missing (docker-registry, nginx, taskset with apt-get; oha with cargo),
+# builds the release binary, then runs bench/compare.py with the given options
+# (`scripts/bench.sh --help` lists them). Prints a Markdown report and writes it to
+# bench/results/latest.md. See bench/README.md.
+#
+#   BERTH_BENCH_NO_BUILD=1   use target/release/berth as it is (no cargo build)
+#   BERTH_SHARED_DIR=DIR     where bench/regbench.py lives (default: ../shared)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+missing=()
+have_cmd docker-registry || missing+=(docker-registry)
+have_cmd nginx           || missing+=(nginx)
+have_cmd taskset         || missing+=(util-linux)
+have_cmd python3         || missing+=(python3)
+have_cmd sha256sum       || missing+=(coreutils)
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        have_cmd sudo || { echo "bench.sh: missing ${missing[*]}; run as root or install sudo" >&2; exit 1; }
+        sudo=(sudo -E)
+    fi
+    echo "bench.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt_opts=(-o DPkg::Lock::Timeout=300 -y -q)
+    "${sudo[@]}" apt-get "${apt_opts[@]}" update
+    # policy-rc.d may refuse to start the packaged services; the benchmark starts its own
+    "${sudo[@]}" apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"
+fi
+
+if ! have_cmd oha; then
+    echo "bench.sh: installing oha (cargo install oha --locked)"
+    cargo install oha --locked
+fi
+
+shared="${BERTH_SHARED_DIR:-../shared}"
+if [ ! -f "$shared/bench/regbench.py" ]; then
+    echo "bench.sh: $shared/bench/regbench.py not found (set BERTH_SHARED_DIR)" >&2
+    exit 1
+fi
+
+if [ -z "${BERTH_BENCH_NO_BUILD:-}" ]; then
+    cargo build --release --locked -p berth
+fi
+
+# The exact command, for the report.
+BERTH_BENCH_CMD="scripts/bench.sh$(printf ' %q' "$@")"
+if [ -n "${BERTH_BENCH_NO_BUILD:-}" ]; then
+    BERTH_BENCH_CMD="BERTH_BENCH_NO_BUILD=1 $BERTH_BENCH_CMD"
+fi
+export BERTH_BENCH_CMD
+
+exec python3 bench/compare.py "$@"
