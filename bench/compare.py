@@ -46,6 +46,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 SERVERS = ("berth", "distribution")
+# berth answers a PUT with 100 ?tag= with 100 OCI-Tag headers; http.client stops at 100
+http.client._MAXHEADERS = 1000
 NAMES = {"berth": "berth", "distribution": "Distribution"}
 
 
@@ -293,8 +295,8 @@ class Proc:
 LIVE = []   # processes to stop on the way out
 
 
-def server_cmd(kind, args, port, data, tmp):
-    pin = ["taskset", "-c", str(args.server_cpu)]
+def server_cmd(kind, args, port, data, tmp, cpus=None):
+    pin = ["taskset", "-c", str(args.server_cpu) if cpus is None else cpus]
     if kind == "berth":
         return pin + [args.berth_bin, "serve", "--addr", "127.0.0.1:%d" % port, "--data-dir", data]
     cfg = os.path.join(tmp, "dist-%d.yml" % port)
@@ -537,134 +539,160 @@ def regbench(kind, args, tmp):
 # --------------------------------------------------------------------------
 
 def growth(kind, args, tmp):
+    """Two stages on one storage: seed the small sizes, measure; seed up to the large
+    sizes, measure. Seeding runs with the server on --seed-cpus (it is not what is
+    measured); each measurement runs after a restart with the server pinned."""
     small_n = args.growth_small
     tags_n = args.growth_tags if kind == "berth" else min(args.growth_tags, args.dist_growth_tags)
     repos_n = args.growth_repos
     port = free_port()
     data = os.path.join(tmp, "%s-growth" % kind)
     os.makedirs(data)
-    pr = Proc(server_cmd(kind, args, port, data, tmp), os.path.join(tmp, "%s-growth.log" % kind), port)
-    LIVE.append(pr)
-    cl = Client(port)
-    out = {"sizes": {"tags": [small_n, tags_n], "repos": [small_n, repos_n]}, "seed": {}, "rows": {}}
+    slog = os.path.join(tmp, "%s-growth.log" % kind)
+    out = {"sizes": {"tags": [small_n, tags_n], "repos": [small_n, repos_n]}, "seed": {}, "rows": {},
+           "start_ms": {}}
+    width = max(6, len(str(max(tags_n, repos_n) - 1)))
+
+    def tag(i):
+        return "t%0*d" % (width, i)
+
+    def repo_name(i):
+        return "r%0*d" % (width, i)
+
+    def start(cpus):
+        pr = Proc(server_cmd(kind, args, port, data, tmp, cpus), slog, port)
+        LIVE.append(pr)
+        return pr
+
+    def stop(pr):
+        pr.stop()
+        LIVE.remove(pr)
+
+    cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                      "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(1024)
+    cfg_d, layer_d = sha256_digest(cfg), sha256_digest(layer)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cfg_d, "size": len(cfg)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": layer_d, "size": len(layer)}],
+    }, separators=(",", ":")).encode()
+    mdig = sha256_digest(manifest)
+    mhdr = {"Content-Type": OCI_MANIFEST}
+    acc = (("Accept", OCI_MANIFEST),)
+    repos_done = 0
+    pr = None
     try:
-        cfg = json.dumps({"architecture": "amd64", "os": "linux",
-                          "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-        layer = os.urandom(1024)
-        trepo = {small_n: "growth/tags-small", tags_n: "growth/tags-large"}
-        for repo in ["growth/src"] + list(trepo.values()):
-            cfg_d = upload_blob(cl, repo, cfg)
-            layer_d = upload_blob(cl, repo, layer)
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": cfg_d, "size": len(cfg)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": layer_d, "size": len(layer)}],
-        }, separators=(",", ":")).encode()
-        mdig = sha256_digest(manifest)
-        mhdr = {"Content-Type": OCI_MANIFEST}
-        width = max(6, len(str(max(tags_n, repos_n) - 1)))
-
-        def tag(i):
-            return "t%0*d" % (width, i)
-
-        def repo_name(i):
-            return "r%0*d" % (width, i)
-
-        # tags
-        for n, repo in trepo.items():
+        for stage, n_tags, n_repos, trepo in (("small", small_n, small_n, "growth/tags-small"),
+                                              ("large", tags_n, repos_n, "growth/tags-large")):
+            # ---- seed
+            pr = start(args.seed_cpus)
+            cl = Client(port)
+            for repo in (["growth/src"] if stage == "small" else []) + [trepo]:
+                upload_blob(cl, repo, cfg)
+                upload_blob(cl, repo, layer)
             t0 = now()
             if kind == "berth":
-                def put_batch(start, repo=repo, n=n):
-                    q = "&".join("tag=" + tag(i) for i in range(start, min(n, start + 100)))
+                def put_batch(first, repo=trepo, n=n_tags):
+                    last = min(n, first + 100)
+                    q = "&".join("tag=" + tag(i) for i in range(first, last))
                     st, h, body = cl.request("PUT", "/v2/%s/manifests/%s?%s" % (repo, mdig, q), manifest, mhdr)
                     if st != 201 or header(h, "docker-content-digest") != mdig:
                         raise Failure("PUT manifest with tags: %d %r" % (st, body[:200]))
                     got = sum(1 for k, _ in h if k == "oci-tag")
-                    if got != min(n, start + 100) - start:
-                        raise Failure("PUT manifest with %d tags: %d OCI-Tag headers"
-                                      % (min(n, start + 100) - start, got))
-                pool(4, range(0, n, 100), put_batch)
+                    if got != last - first:
+                        raise Failure("PUT manifest with %d tags: %d OCI-Tag headers" % (last - first, got))
+                pool(4, range(0, n_tags, 100), put_batch)
                 how = "PUT by digest with 100 ?tag= each, 4 clients"
             else:
-                def put_tag(i, repo=repo):
+                def put_tag(i, repo=trepo):
                     st, h, body = cl.request("PUT", "/v2/%s/manifests/%s" % (repo, tag(i)), manifest, mhdr)
                     if st != 201 or header(h, "docker-content-digest") != mdig:
                         raise Failure("PUT manifest by tag: %d %r" % (st, body[:200]))
-                pool(16, range(n), put_tag)
+                pool(16, range(n_tags), put_tag)
                 how = "one PUT per tag, 16 clients"
             el = now() - t0
-            out["seed"]["tags %d" % n] = {"seconds": el, "rate": n / el, "how": how}
+            out["seed"]["tags %d" % n_tags] = {"seconds": el, "rate": n_tags / el, "how": how}
             log("%s: seeded %s tags into %s in %.1f s (%s tags/s, %s)"
-                % (NAMES[kind], "{:,}".format(n), repo, el, fmt(n / el), how))
+                % (NAMES[kind], "{:,}".format(n_tags), trepo, el, fmt(n_tags / el), how))
 
-        acc = (("Accept", OCI_MANIFEST),)
-        for n, repo in trepo.items():
-            mid = tag(n // 2)
-            path = "/v2/%s/manifests/%s" % (repo, mid)
-            st, h, body = cl.request("GET", path, headers=dict(acc))
-            if st != 200 or body != manifest or header(h, "docker-content-digest") != mdig:
-                raise Failure("GET manifest %s: %d, digest %r" % (path, st, header(h, "docker-content-digest")))
-            st, h, body = cl.request("GET", "/v2/%s/manifests/%s" % (repo, tag(n - 1)), headers=dict(acc))
-            if st != 200 or header(h, "docker-content-digest") != mdig:
-                raise Failure("GET manifest of the last tag %s: %d" % (tag(n - 1), st))
-            r = load(cl, path, args.conns, args.growth_duration, acc)
-            out["rows"].setdefault("manifest GET by tag", {})[n] = r
-            log("%s: manifest GET by tag, %s tags: %s req/s p99 %s ms (%s)"
-                % (NAMES[kind], "{:,}".format(n), fmt(r["rps"]), fmt(r["p99"]), r["how"]))
-
-            path = "/v2/%s/tags/list?n=100&last=%s" % (repo, mid)
-            st, h, body = cl.request("GET", path)
-            if st != 200:
-                raise Failure("GET %s: %d" % (path, st))
-            got = json.loads(body).get("tags") or []
-            want = [tag(i) for i in range(n // 2 + 1, min(n, n // 2 + 101))]
-            if got != want:
-                # Distribution 2.8 ignores n and last on tags/list and returns every tag
-                if sorted(got) != [tag(i) for i in range(n)]:
-                    raise Failure("GET %s: unexpected tags (%d returned)" % (path, len(got)))
-            r = load(cl, path, args.conns, args.growth_duration)
-            r["entries"] = len(got)
-            r["bytes"] = len(body)
-            out["rows"].setdefault("tags/list?n=100&last=<middle>", {})[n] = r
-            log("%s: tags/list, %s tags: %s req/s p99 %s ms, %d entries returned (%s)"
-                % (NAMES[kind], "{:,}".format(n), fmt(r["rps"]), fmt(r["p99"]), len(got), r["how"]))
-
-        # repositories: mount the layer into r000000... then list the catalog
-        done = 0
-        for n in (small_n, repos_n):
             def mount(i):
                 st, h, body = cl.request("POST", "/v2/%s/blobs/uploads/?mount=%s&from=growth/src"
                                          % (repo_name(i), layer_d), headers={"Content-Length": "0"})
                 if st != 201 or header(h, "docker-content-digest") != layer_d:
                     raise Failure("mount into %s: %d %r" % (repo_name(i), st, body[:200]))
             t0 = now()
-            pool(16, range(done, n), mount)
+            pool(16, range(repos_done, n_repos), mount)
             el = now() - t0
-            out["seed"]["repos %d" % n] = {"seconds": el, "rate": (n - done) / el if el else 0,
-                                           "how": "cross-repository mount, 16 clients"}
-            log("%s: mounted into %s new repositories in %.1f s (%s/s)"
-                % (NAMES[kind], "{:,}".format(n - done), el, fmt((n - done) / el if el else 0)))
-            done = n
-            mid = repo_name(n // 2)
-            path = "/v2/_catalog?n=100&last=%s" % mid
+            added = n_repos - repos_done
+            repos_done = n_repos
+            out["seed"]["repos %d" % n_repos] = {"seconds": el, "rate": added / el if el else 0,
+                                                 "added": added, "how": "cross-repository mount, 16 clients"}
+            log("%s: mounted the layer into %s more repositories in %.1f s (%s/s)"
+                % (NAMES[kind], "{:,}".format(added), el, fmt(added / el if el else 0)))
+            stop(pr)
+            pr = None
+            os.sync()
+
+            # ---- restart pinned (cold start with this much stored), then measure
+            starts = []
+            for i in range(args.runs):
+                if pr is not None:
+                    stop(pr)
+                pr = start(str(args.server_cpu))
+                starts.append(pr.start_s * 1000.0)
+            out["start_ms"][stage] = median(starts)
+            log("%s: cold start with the %s data: %s ms" % (NAMES[kind], stage, fmt(median(starts))))
+            cl = Client(port)
+
+            mid = tag(n_tags // 2)
+            path = "/v2/%s/manifests/%s" % (trepo, mid)
+            for p in (path, "/v2/%s/manifests/%s" % (trepo, tag(0)),
+                      "/v2/%s/manifests/%s" % (trepo, tag(n_tags - 1))):
+                st, h, body = cl.request("GET", p, headers=dict(acc))
+                if st != 200 or body != manifest or header(h, "docker-content-digest") != mdig:
+                    raise Failure("GET %s: %d, digest %r" % (p, st, header(h, "docker-content-digest")))
+            r = load(cl, path, args.conns, args.growth_duration, acc)
+            out["rows"].setdefault("manifest GET by tag", {})[n_tags] = r
+            log("%s: manifest GET by tag, %s tags: %s req/s p99 %s ms (%s)"
+                % (NAMES[kind], "{:,}".format(n_tags), fmt(r["rps"]), fmt(r["p99"]), r["how"]))
+
+            path = "/v2/%s/tags/list?n=100&last=%s" % (trepo, mid)
+            st, h, body = cl.request("GET", path)
+            if st != 200:
+                raise Failure("GET %s: %d" % (path, st))
+            got = json.loads(body).get("tags") or []
+            want = [tag(i) for i in range(n_tags // 2 + 1, min(n_tags, n_tags // 2 + 101))]
+            if got != want:
+                # Distribution 2.8 ignores n and last on tags/list and returns every tag
+                if sorted(got) != [tag(i) for i in range(n_tags)]:
+                    raise Failure("GET %s: unexpected tags (%d returned)" % (path, len(got)))
+            r = load(cl, path, args.conns, args.growth_duration)
+            r["entries"], r["bytes"] = len(got), len(body)
+            out["rows"].setdefault("tags/list?n=100&last=<middle>", {})[n_tags] = r
+            log("%s: tags/list, %s tags: %s req/s p99 %s ms, %d entries returned (%s)"
+                % (NAMES[kind], "{:,}".format(n_tags), fmt(r["rps"]), fmt(r["p99"]), len(got), r["how"]))
+
+            path = "/v2/_catalog?n=100&last=%s" % repo_name(n_repos // 2)
             st, h, body = cl.request("GET", path)
             got = json.loads(body).get("repositories") if st == 200 else None
-            want = [repo_name(i) for i in range(n // 2 + 1, min(n, n // 2 + 101))]
+            want = [repo_name(i) for i in range(n_repos // 2 + 1, min(n_repos, n_repos // 2 + 101))]
             if got != want:
                 raise Failure("GET %s: %d, %r..." % (path, st, (got or [])[:3]))
             r = load(cl, path, args.conns, args.growth_duration)
-            r["entries"] = len(got)
-            r["bytes"] = len(body)
-            out["rows"].setdefault("_catalog?n=100&last=<middle>", {})[n] = r
+            r["entries"], r["bytes"] = len(got), len(body)
+            out["rows"].setdefault("_catalog?n=100&last=<middle>", {})[n_repos] = r
             log("%s: _catalog, %s repositories: %s req/s p99 %s ms (%s)"
-                % (NAMES[kind], "{:,}".format(n), fmt(r["rps"]), fmt(r["p99"]), r["how"]))
-        try:
-            out["rss_mib"] = pr.status().get("VmRSS")
-        except OSError:
-            pass
+                % (NAMES[kind], "{:,}".format(n_repos), fmt(r["rps"]), fmt(r["p99"]), r["how"]))
+            try:
+                out["rss_mib"] = pr.status().get("VmRSS")
+            except OSError:
+                pass
+            stop(pr)
+            pr = None
     finally:
-        pr.stop()
-        LIVE.remove(pr)
+        if pr is not None:
+            stop(pr)
         out["disk_mib"] = du_mib(data)
         shutil.rmtree(data, ignore_errors=True)
         os.sync()
@@ -787,18 +815,32 @@ def growth_table(g):
                     return v + ")"
                 cells += [cell(s, sizes[0]), cell(l, sizes[1]), ratio(l[metric], s[metric])]
             out.append("| %s, %s %s | %s |" % (lab, name, arrow, " | ".join(cells)))
+    cells = []
+    for k in have:
+        st, sz = g[k].get("start_ms", {}), g[k]["sizes"]
+        if "small" in st and "large" in st:
+            cells += ["%s (%s tags, %s repos)" % (fmt(st["small"]), "{:,}".format(sz["tags"][0]), "{:,}".format(sz["repos"][0])),
+                      "%s (%s tags, %s repos)" % (fmt(st["large"]), "{:,}".format(sz["tags"][1] + sz["tags"][0]),
+                                                  "{:,}".format(sz["repos"][1])),
+                      ratio(st["large"], st["small"])]
+        else:
+            cells += ["-", "-", "-"]
+    out.append("| cold start, exec → first 200 on /v2/, ms ↓ | %s |" % " | ".join(cells))
     return "\n".join(out)
 
 
-def seeding_lines(g):
+def seeding_lines(g, args):
     out = []
     for k in SERVERS:
         if not g.get(k):
             continue
+        parts = []
         for what, s in g[k]["seed"].items():
             kind, n = what.split()
-            out.append("- %s: %s %s seeded in %.1f s (%s/s; %s)" % (
-                NAMES[k], "{:,}".format(int(n)), kind, s["seconds"], fmt(s["rate"]), s["how"]))
+            n = s.get("added", int(n))
+            parts.append("%s %s in %.1f s (%s/s, %s)" % (
+                "{:,}".format(n), kind, s["seconds"], fmt(s["rate"]), s["how"]))
+        out.append("- %s seeding (server on CPUs %s): %s" % (NAMES[k], args.seed_cpus, "; ".join(parts)))
         if g[k].get("rss_mib") is not None:
             out.append("- %s: RSS after the growth test %s MiB; storage on disk %s MiB"
                        % (NAMES[k], fmt(g[k]["rss_mib"]), fmt(g[k].get("disk_mib"))))
@@ -870,14 +912,16 @@ def report(args, info, c, results, g, errors, started, command):
         L.append("## Cost as work grows")
         L.append("")
         L.append("One small OCI manifest under many tags; repositories made by cross-repository "
-                 "mounts of one blob. oha with %d connections for %d s per cell (a cell marked "
-                 "`1 conn` was too slow for that: sequential requests instead). large/small is "
-                 "the ratio of the two sizes: 1.00× means the cost does not grow."
-                 % (args.conns, args.growth_duration))
+                 "mounts of one blob. Small sizes are seeded and measured first, then the same "
+                 "storage grows to the large sizes and is measured again; before measuring, the "
+                 "server is restarted pinned like above. oha with %d connections for %d s per "
+                 "cell (a cell marked `1 conn` was too slow for that: sequential requests "
+                 "instead). large/small is the ratio of the two sizes: 1.00× means the cost "
+                 "does not grow." % (args.conns, args.growth_duration))
         L.append("")
         L.append(growth_table(g))
         L.append("")
-        L.append(seeding_lines(g))
+        L.append(seeding_lines(g, args))
         capped = g.get("distribution") and g["distribution"]["sizes"]["tags"][1] < args.growth_tags
         if capped:
             L.append("- Distribution's large tag repository was capped at %s tags (`--dist-growth-tags`): "
@@ -948,6 +992,9 @@ def main():
                     help="comma-separated subset of berth,distribution")
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--seed-cpus", default="0-%d" % ((os.cpu_count() or 1) - 1),
+                    help="taskset list for the servers while the growth test seeds them "
+                    "(not measured; default all CPUs)")
     ap.add_argument("--berth-bin", default=os.path.join(ROOT, "target", "release", "berth"))
     ap.add_argument("--dist-bin", default="docker-registry")
     ap.add_argument("--nginx-bin", default="nginx")
@@ -999,21 +1046,21 @@ def main():
         if not args.skip_ceilings:
             try:
                 c = ceilings(args, tmp)
-            except (Failure, OSError, subprocess.SubprocessError) as e:
+            except Exception as e:
                 errors.append("ceilings: %s" % e)
                 log("FAILED ceilings: %s" % e)
         if not args.skip_regbench:
             for kind in servers:
                 try:
                     results[kind] = regbench(kind, args, tmp)
-                except (Failure, OSError, subprocess.SubprocessError) as e:
+                except Exception as e:
                     errors.append("regbench against %s: %s" % (NAMES[kind], e))
                     log("FAILED: %s" % e)
         if not args.skip_growth:
             for kind in servers:
                 try:
                     g[kind] = growth(kind, args, tmp)
-                except (Failure, OSError, subprocess.SubprocessError, ValueError) as e:
+                except Exception as e:
                     errors.append("growth for %s: %s" % (NAMES[kind], e))
                     log("FAILED: %s" % e)
     except KeyboardInterrupt:

@@ -39,6 +39,51 @@ pub async fn run_all(store: &dyn MetaStore) {
     tags_move_and_delete(store).await;
     tag_and_repository_pages(store).await;
     referrers_follow_subjects(store).await;
+    concurrent_writes_succeed_or_fail_alone(store).await;
+}
+
+/// Writes that arrive together (and may share a transaction) keep their own outcome:
+/// a refused manifest does not take its neighbours down with it.
+async fn concurrent_writes_succeed_or_fail_alone(store: &dyn MetaStore) {
+    let r = repo("ns/together");
+    let config = digest("together config");
+    store.link_blob(&r, &config, 3).await.unwrap();
+    let good: Vec<ManifestRecord> = (0..3)
+        .map(|i| manifest(&format!("good {i}"), None, None))
+        .collect();
+    let bad = manifest("bad", None, None);
+    let missing = digest("missing together");
+    let cfg = std::slice::from_ref(&config);
+    let tags = [tag("a"), tag("b"), tag("c"), tag("bad")];
+    let also = digest("also together");
+    let (a, b, c, refused, linked) = tokio::join!(
+        store.put_manifest(&r, &good[0], cfg, &[], &tags[0..1]),
+        store.put_manifest(&r, &good[1], cfg, &[], &tags[1..2]),
+        store.put_manifest(&r, &good[2], cfg, &[], &tags[2..3]),
+        store.put_manifest(&r, &bad, std::slice::from_ref(&missing), &[], &tags[3..4]),
+        store.link_blob(&r, &also, 9),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    linked.unwrap();
+    assert!(matches!(refused, Err(PutManifestError::MissingBlob(d)) if d == missing));
+    for (m, t) in good.iter().zip(["a", "b", "c"]) {
+        assert_eq!(
+            store
+                .manifest_by_tag(&r, &tag(t))
+                .await
+                .unwrap()
+                .unwrap()
+                .digest,
+            m.digest
+        );
+    }
+    assert_eq!(store.manifest_by_tag(&r, &tag("bad")).await.unwrap(), None);
+    assert_eq!(
+        store.manifest_by_digest(&r, &bad.digest).await.unwrap(),
+        None
+    );
 }
 
 async fn blobs_are_scoped_to_repositories(store: &dyn MetaStore) {

@@ -1,7 +1,7 @@
 //! SQLite backend (the embedded default): one file, WAL, `synchronous=FULL`.
 //!
-//! SQLite allows one writer at a time, so writes go through a single-connection pool
-//! (no lock upgrades, no `SQLITE_BUSY` storms) and reads through a pool of their own.
+//! SQLite allows one writer at a time, so all writes go through one connection owned by
+//! a writer task that commits them in groups ([`writes`]); reads use a pool of their own.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,11 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_core::{Digest, RepoName, Tag};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Row, SqlitePool};
 
 use crate::{
     ManifestRecord, MetaError, MetaStore, Page, PutManifestError, Referrer, Result, UploadSession,
 };
+
+mod writes;
+
+use writes::{Outcome, Write, Writer};
 
 /// Schema changes in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[r#"
@@ -64,8 +68,16 @@ CREATE INDEX uploads_by_age ON uploads(updated_at);
 "#];
 
 pub struct SqliteMetaStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
+}
+
+/// The `Changed` answer of a write that reports whether it changed anything.
+fn changed(outcome: Result<Outcome>) -> Result<bool> {
+    match outcome? {
+        Outcome::Changed(changed) => Ok(changed),
+        Outcome::Done | Outcome::Refused(_) => Ok(true),
+    }
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> MetaError {
@@ -98,40 +110,42 @@ impl SqliteMetaStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(backend)?;
+        let mut writer = options.connect().await.map_err(backend)?;
+        migrate(&mut writer).await?;
+        // Readers connect on first use: start-up opens only the writer.
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(backend)?;
-        let store = SqliteMetaStore { writer, reader };
-        store.migrate().await?;
-        Ok(store)
+            .connect_lazy_with(options.read_only(true));
+        Ok(SqliteMetaStore {
+            writer: Writer::start(writer),
+            reader,
+        })
     }
 
-    async fn migrate(&self) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *tx)
+    async fn write(&self, write: Write) -> Result<Outcome> {
+        self.writer.submit(write).await
+    }
+}
+
+/// Brings the schema up to date, in one transaction.
+async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<()> {
+    let mut tx = sqlx::Connection::begin(conn).await.map_err(backend)?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        sqlx::raw_sql(*sql)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            sqlx::raw_sql(*sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            let bump = format!("PRAGMA user_version = {}", i + 1);
-            sqlx::raw_sql(sqlx::AssertSqlSafe(bump))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)
+        let bump = format!("PRAGMA user_version = {}", i + 1);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(bump))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
     }
+    tx.commit().await.map_err(backend)
 }
 
 fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
@@ -181,39 +195,29 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn link_blob(&self, repository: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        link_blob_in(&mut tx, repository, digest, size).await?;
-        tx.commit().await.map_err(backend)
+        self.write(Write::LinkBlob {
+            repository: repository.clone(),
+            digest: digest.clone(),
+            size,
+        })
+        .await
+        .map(drop)
     }
 
     async fn unlink_blob(&self, repository: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM repository_blobs WHERE digest = ?
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        changed(
+            self.write(Write::UnlinkBlob {
+                repository: repository.clone(),
+                digest: digest.clone(),
+            })
+            .await,
         )
-        .bind(digest.to_string())
-        .bind(repository.as_str())
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn create_upload(&self, session: &UploadSession) -> Result<()> {
-        sqlx::query(
-            r#"INSERT INTO uploads (id, repository, algorithm, "offset", created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?)"#,
-        )
-        .bind(&session.id)
-        .bind(session.repository.as_str())
-        .bind(session.algorithm.as_str())
-        .bind(session.offset as i64)
-        .bind(session.updated_at)
-        .bind(session.updated_at)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        self.write(Write::CreateUpload(session.clone()))
+            .await
+            .map(drop)
     }
 
     async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
@@ -242,26 +246,19 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn advance_upload(&self, id: &str, from: u64, to: u64, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            r#"UPDATE uploads SET "offset" = ?, updated_at = ? WHERE id = ? AND "offset" = ?"#,
+        changed(
+            self.write(Write::AdvanceUpload {
+                id: id.to_owned(),
+                from,
+                to,
+                now,
+            })
+            .await,
         )
-        .bind(to as i64)
-        .bind(now)
-        .bind(id)
-        .bind(from as i64)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn delete_upload(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        changed(self.write(Write::DeleteUpload { id: id.to_owned() }).await)
     }
 
     async fn complete_upload(
@@ -271,14 +268,13 @@ impl MetaStore for SqliteMetaStore {
         digest: &Digest,
         size: u64,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        link_blob_in(&mut tx, repository, digest, size).await?;
-        sqlx::query("DELETE FROM uploads WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        let write = Write::CompleteUpload {
+            id: id.to_owned(),
+            repository: repository.clone(),
+            digest: digest.clone(),
+            size,
+        };
+        self.write(write).await.map(drop)
     }
 
     async fn stale_uploads(&self, idle_since: i64) -> Result<Vec<String>> {
@@ -297,68 +293,17 @@ impl MetaStore for SqliteMetaStore {
         children: &[Digest],
         tags: &[Tag],
     ) -> std::result::Result<(), PutManifestError> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let t = now();
-        let repo_id = ensure_repository(&mut tx, repository, t).await?;
-        for digest in blobs {
-            let linked: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
-            )
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if linked.is_none() {
-                return Err(PutManifestError::MissingBlob(digest.clone()));
-            }
+        let write = Write::PutManifest {
+            repository: repository.clone(),
+            manifest: manifest.clone(),
+            blobs: blobs.to_vec(),
+            children: children.to_vec(),
+            tags: tags.to_vec(),
+        };
+        match self.write(write).await? {
+            Outcome::Refused(refused) => Err(refused),
+            Outcome::Done | Outcome::Changed(_) => Ok(()),
         }
-        for digest in children {
-            let present: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?",
-            )
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-            if present.is_none() {
-                return Err(PutManifestError::MissingManifest(digest.clone()));
-            }
-        }
-        sqlx::query(
-            "INSERT INTO manifests
-               (repository_id, digest, media_type, body, subject, artifact_type, annotations, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type",
-        )
-        .bind(repo_id)
-        .bind(manifest.digest.to_string())
-        .bind(&manifest.media_type)
-        .bind(&manifest.body)
-        .bind(manifest.subject.as_ref().map(Digest::to_string))
-        .bind(&manifest.artifact_type)
-        .bind(&manifest.annotations)
-        .bind(t)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        for tag in tags {
-            sqlx::query(
-                "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (repository_id, name) DO UPDATE
-                 SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo_id)
-            .bind(tag.as_str())
-            .bind(manifest.digest.to_string())
-            .bind(t)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(())
     }
 
     async fn manifest_by_digest(
@@ -400,42 +345,23 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn delete_manifest(&self, repository: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-            .bind(repository.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let Some(repo_id) = repo_id else {
-            return Ok(false);
-        };
-        let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query("DELETE FROM tags WHERE repository_id = ? AND digest = ?")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        changed(
+            self.write(Write::DeleteManifest {
+                repository: repository.clone(),
+                digest: digest.clone(),
+            })
+            .await,
+        )
     }
 
     async fn delete_tag(&self, repository: &RepoName, tag: &Tag) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE name = ?
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        changed(
+            self.write(Write::DeleteTag {
+                repository: repository.clone(),
+                tag: tag.clone(),
+            })
+            .await,
         )
-        .bind(tag.as_str())
-        .bind(repository.as_str())
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn list_tags(
@@ -509,53 +435,6 @@ impl MetaStore for SqliteMetaStore {
         .map_err(backend)?;
         Ok(into_page(names, limit))
     }
-}
-
-/// Records blob `digest` registry-wide and links it into `repository`.
-async fn link_blob_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    repository: &RepoName,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    let t = now();
-    let repo_id = ensure_repository(tx, repository, t).await?;
-    sqlx::query(
-        "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(digest.to_string())
-    .bind(size as i64)
-    .bind(t)
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
-    sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(repo_id)
-    .bind(digest.to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
-    Ok(())
-}
-
-async fn ensure_repository(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    repository: &RepoName,
-    now: i64,
-) -> Result<i64> {
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-        .bind(repository.as_str())
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(backend)?;
-    sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-        .bind(repository.as_str())
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(backend)
 }
 
 #[cfg(test)]

@@ -1,0 +1,397 @@
+//! Every write of the SQLite store, run by one writer task with **group commit**.
+//!
+//! SQLite has a single writer and `synchronous=FULL` costs an fsync per commit. Writes
+//! that arrive while a commit is in progress are queued and then applied together in one
+//! transaction, each inside its own savepoint (so one that fails undoes only itself),
+//! and acknowledged only after that transaction commits. Durability is unchanged: no
+//! caller hears "done" before its change is on disk; the fsync is simply shared.
+
+use berth_core::{Digest, RepoName, Tag};
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{backend, now};
+use crate::{ManifestRecord, MetaError, PutManifestError, Result, UploadSession};
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 128;
+
+/// One write, with everything it needs owned (it runs on the writer task).
+pub(super) enum Write {
+    LinkBlob {
+        repository: RepoName,
+        digest: Digest,
+        size: u64,
+    },
+    UnlinkBlob {
+        repository: RepoName,
+        digest: Digest,
+    },
+    CreateUpload(UploadSession),
+    AdvanceUpload {
+        id: String,
+        from: u64,
+        to: u64,
+        now: i64,
+    },
+    DeleteUpload {
+        id: String,
+    },
+    CompleteUpload {
+        id: String,
+        repository: RepoName,
+        digest: Digest,
+        size: u64,
+    },
+    PutManifest {
+        repository: RepoName,
+        manifest: ManifestRecord,
+        blobs: Vec<Digest>,
+        children: Vec<Digest>,
+        tags: Vec<Tag>,
+    },
+    DeleteManifest {
+        repository: RepoName,
+        digest: Digest,
+    },
+    DeleteTag {
+        repository: RepoName,
+        tag: Tag,
+    },
+}
+
+/// What a write reports back.
+pub(super) enum Outcome {
+    Done,
+    Changed(bool),
+    /// A manifest the store refused (a missing reference); its savepoint was undone.
+    Refused(PutManifestError),
+}
+
+struct Job {
+    write: Write,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// The handle the store uses to submit writes.
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task on `conn`, the store's only writing connection.
+    pub(super) fn start(conn: SqliteConnection) -> Writer {
+        let (jobs, rx) = mpsc::channel(1024);
+        tokio::spawn(run(conn, rx));
+        Writer { jobs }
+    }
+
+    pub(super) async fn submit(&self, write: Write) -> Result<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || MetaError("the metadata writer has stopped".into());
+        self.jobs
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = apply_batch(&mut conn, &batch).await;
+        match outcomes {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "metadata transaction failed");
+                let message = e.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(MetaError(message.clone().into())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch in one transaction. An error of one write (other than a refusal) is
+/// that write's answer; an error of the transaction itself fails the whole batch.
+async fn apply_batch(conn: &mut SqliteConnection, batch: &[Job]) -> Result<Vec<Result<Outcome>>> {
+    let mut tx = conn.begin().await.map_err(backend)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        sqlx::query("SAVEPOINT write")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let outcome = apply(&mut tx, &job.write).await;
+        let keep = matches!(outcome, Ok(Outcome::Done | Outcome::Changed(_)));
+        if !keep {
+            sqlx::query("ROLLBACK TO write")
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        sqlx::query("RELEASE write")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        outcomes.push(outcome);
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(outcomes)
+}
+
+async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
+    match write {
+        Write::LinkBlob {
+            repository,
+            digest,
+            size,
+        } => link_blob(conn, repository, digest, *size)
+            .await
+            .map(|()| Outcome::Done),
+        Write::UnlinkBlob { repository, digest } => {
+            let done = sqlx::query(
+                "DELETE FROM repository_blobs WHERE digest = ?
+                 AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            )
+            .bind(digest.to_string())
+            .bind(repository.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        Write::CreateUpload(session) => {
+            sqlx::query(
+                r#"INSERT INTO uploads (id, repository, algorithm, "offset", created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?)"#,
+            )
+            .bind(&session.id)
+            .bind(session.repository.as_str())
+            .bind(session.algorithm.as_str())
+            .bind(session.offset as i64)
+            .bind(session.updated_at)
+            .bind(session.updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        Write::AdvanceUpload { id, from, to, now } => {
+            let done = sqlx::query(
+                r#"UPDATE uploads SET "offset" = ?, updated_at = ? WHERE id = ? AND "offset" = ?"#,
+            )
+            .bind(*to as i64)
+            .bind(*now)
+            .bind(id)
+            .bind(*from as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() == 1))
+        }
+        Write::DeleteUpload { id } => delete_upload(conn, id).await.map(Outcome::Changed),
+        Write::CompleteUpload {
+            id,
+            repository,
+            digest,
+            size,
+        } => {
+            link_blob(conn, repository, digest, *size).await?;
+            delete_upload(conn, id).await?;
+            Ok(Outcome::Done)
+        }
+        Write::PutManifest {
+            repository,
+            manifest,
+            blobs,
+            children,
+            tags,
+        } => match put_manifest(conn, repository, manifest, blobs, children, tags).await {
+            Ok(()) => Ok(Outcome::Done),
+            Err(PutManifestError::Store(e)) => Err(e),
+            Err(refused) => Ok(Outcome::Refused(refused)),
+        },
+        Write::DeleteManifest { repository, digest } => delete_manifest(conn, repository, digest)
+            .await
+            .map(Outcome::Changed),
+        Write::DeleteTag { repository, tag } => {
+            let done = sqlx::query(
+                "DELETE FROM tags WHERE name = ?
+                 AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            )
+            .bind(tag.as_str())
+            .bind(repository.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+    }
+}
+
+async fn delete_upload(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records blob `digest` registry-wide and links it into `repository`.
+async fn link_blob(
+    conn: &mut SqliteConnection,
+    repository: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    let t = now();
+    let repo_id = ensure_repository(conn, repository, t).await?;
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(digest.to_string())
+    .bind(size as i64)
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sqlx::query(
+        "INSERT INTO repository_blobs (repository_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(digest.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+async fn ensure_repository(
+    conn: &mut SqliteConnection,
+    repository: &RepoName,
+    now: i64,
+) -> Result<i64> {
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(repository.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+        .bind(repository.as_str())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)
+}
+
+async fn put_manifest(
+    conn: &mut SqliteConnection,
+    repository: &RepoName,
+    manifest: &ManifestRecord,
+    blobs: &[Digest],
+    children: &[Digest],
+    tags: &[Tag],
+) -> std::result::Result<(), PutManifestError> {
+    let t = now();
+    let repo_id = ensure_repository(conn, repository, t).await?;
+    for digest in blobs {
+        let linked: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+        )
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if linked.is_none() {
+            return Err(PutManifestError::MissingBlob(digest.clone()));
+        }
+    }
+    for digest in children {
+        let present: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?")
+                .bind(repo_id)
+                .bind(digest.to_string())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(backend)?;
+        if present.is_none() {
+            return Err(PutManifestError::MissingManifest(digest.clone()));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO manifests
+           (repository_id, digest, media_type, body, subject, artifact_type, annotations, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type",
+    )
+    .bind(repo_id)
+    .bind(manifest.digest.to_string())
+    .bind(&manifest.media_type)
+    .bind(&manifest.body)
+    .bind(manifest.subject.as_ref().map(Digest::to_string))
+    .bind(&manifest.artifact_type)
+    .bind(&manifest.annotations)
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    for tag in tags {
+        sqlx::query(
+            "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (repository_id, name) DO UPDATE
+             SET digest = excluded.digest, updated_at = excluded.updated_at",
+        )
+        .bind(repo_id)
+        .bind(tag.as_str())
+        .bind(manifest.digest.to_string())
+        .bind(t)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+async fn delete_manifest(
+    conn: &mut SqliteConnection,
+    repository: &RepoName,
+    digest: &Digest,
+) -> Result<bool> {
+    let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+        .bind(repository.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let Some(repo_id) = repo_id else {
+        return Ok(false);
+    };
+    let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    sqlx::query("DELETE FROM tags WHERE repository_id = ? AND digest = ?")
+        .bind(repo_id)
+        .bind(digest.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(done.rows_affected() > 0)
+}
