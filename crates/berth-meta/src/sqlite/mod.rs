@@ -128,7 +128,24 @@ impl SqliteMetaStore {
 }
 
 /// Brings the schema up to date, in one transaction.
+///
+/// Runs without fsync: in WAL mode the first durable write after it syncs the log that
+/// holds the schema too, and a schema lost before any data was written is simply
+/// created again at the next start. This keeps a first start on an empty data dir fast.
 async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<()> {
+    sqlx::raw_sql("PRAGMA synchronous = OFF")
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let migrated = apply_migrations(conn).await;
+    sqlx::raw_sql("PRAGMA synchronous = FULL")
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    migrated
+}
+
+async fn apply_migrations(conn: &mut sqlx::SqliteConnection) -> Result<()> {
     let mut tx = sqlx::Connection::begin(conn).await.map_err(backend)?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut *tx)
