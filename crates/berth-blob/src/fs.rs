@@ -113,8 +113,8 @@ struct FsUploadWriter {
     file: Option<std::fs::File>,
     pending: Vec<Bytes>,
     pending_len: usize,
-    /// Bytes written since the last early flush to disk was started.
-    unsynced: u64,
+    /// Where the file ends (the next byte's offset).
+    offset: u64,
     /// An early flush to disk running beside the upload (see [`EARLY_SYNC`]).
     syncing: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
@@ -138,22 +138,18 @@ impl FsUploadWriter {
         .await
         .map_err(io::Error::other)?;
         result?;
-        self.unsynced += written as u64;
-        if self.unsynced >= EARLY_SYNC && self.syncing.as_ref().is_none_or(|t| t.is_finished()) {
-            self.wait_for_sync().await?;
+        let before = self.offset;
+        self.offset += written as u64;
+        // Each time the file crosses an EARLY_SYNC boundary (counted from the start of the
+        // file, so chunked uploads get it too), start a flush unless one is still running.
+        let crossed = before / EARLY_SYNC != self.offset / EARLY_SYNC;
+        if crossed && self.syncing.as_ref().is_none_or(|t| t.is_finished()) {
             let clone = file.try_clone()?;
+            // Only an optimization: the publishing fsync is what makes the blob durable.
             self.syncing = Some(tokio::task::spawn_blocking(move || clone.sync_data()));
-            self.unsynced = 0;
         }
         self.file = Some(file);
         Ok(())
-    }
-
-    async fn wait_for_sync(&mut self) -> io::Result<()> {
-        match self.syncing.take() {
-            Some(task) => task.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
     }
 }
 
@@ -169,8 +165,8 @@ impl UploadWriter for FsUploadWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> io::Result<()> {
-        self.write_pending().await?;
-        self.wait_for_sync().await
+        // A running early flush is left to finish on its own.
+        self.write_pending().await
     }
 }
 
@@ -234,7 +230,7 @@ impl BlobStore for FsBlobStore {
             file: Some(file),
             pending: Vec::new(),
             pending_len: 0,
-            unsynced: 0,
+            offset,
             syncing: None,
         }))
     }
