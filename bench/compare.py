@@ -4,15 +4,17 @@
 One invocation measures, on this machine and in this order:
 
   1. ceilings: nginx (sendfile) serving a --blob-mib file and a 1 KiB file, pinned like
-     the registries; sha256sum of the same file from the page cache; write+fsync of it;
-     write+fsync+rename of 4 KiB files; nginx cold start and RSS;
+     the registries; SHA-256 of the same file from the page cache (OpenSSL via hashlib,
+     and coreutils sha256sum); write+fsync of it; write+fsync+rename of 4 KiB files;
+     nginx cold start and RSS;
   2. regbench (../shared/bench/regbench.py) against berth, then against Distribution, with
      the same arguments; each server is started by regbench itself (--start-cmd) pinned to
      --server-cpu, the client pinned to --client-cpu (oha rows come from regbench too);
-  3. cost as work grows, for each server on fresh storage: a repository with
-     --growth-small tags and one with --growth-tags tags, then --growth-small and
-     --growth-repos repositories (cross-repository mounts); manifest GET by tag,
-     tags/list?n=100&last=<middle> and _catalog?n=100&last=<middle> under oha.
+  3. cost as work grows, for each server on fresh storage, in two stages (seed, restart
+     pinned, measure): a repository with --growth-small tags and --growth-small
+     repositories; then one with --growth-tags tags and --growth-repos repositories
+     (cross-repository mounts); manifest GET by tag, tags/list?n=100&last=<middle> and
+     _catalog?n=100&last=<middle> under oha.
 
 It prints one Markdown report (also written to bench/results/latest.md, with the raw
 figures in latest.json). Python 3 standard library only. Normally run through
@@ -25,9 +27,11 @@ import datetime
 import hashlib
 import http.client
 import json
+import mmap
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -91,7 +95,13 @@ def ratio(a, b):
     if a is None or b is None or a != a or b != b or b == 0:
         return "-"
     r = a / b
-    return ("%.0f×" % r) if r >= 100 else ("%.1f×" % r) if r >= 10 else ("%.2f×" % r)
+    if r >= 100:
+        return "%.0f×" % r
+    if r >= 10:
+        return "%.1f×" % r
+    if r >= 0.1:
+        return "%.2f×" % r
+    return "%.2g×" % r
 
 
 def median(xs):
@@ -314,8 +324,25 @@ def server_cmd(kind, args, port, data, tmp, cpus=None):
 # 1. ceilings
 # --------------------------------------------------------------------------
 
+def prewarm(tmp, mib):
+    """Write, fsync and delete `mib` MiB, as regbench --prewarm-mib does, so that the
+    ceilings' page cache reuses memory the VM has already touched."""
+    path = os.path.join(tmp, "prewarm.bin")
+    chunk = os.urandom(16 * MIB)
+    t0 = now()
+    with open(path, "wb") as f:
+        for _ in range(max(1, mib // 16)):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    os.unlink(path)
+    log("prewarm: wrote and deleted %d MiB in %.1f s" % (mib, now() - t0))
+
+
 def ceilings(args, tmp):
     res = {}
+    if args.prewarm_mib:
+        prewarm(tmp, args.prewarm_mib)
     www = os.path.join(tmp, "www")
     os.makedirs(os.path.join(www, "v2"))
     os.chmod(tmp, 0o755)
@@ -349,6 +376,19 @@ def ceilings(args, tmp):
             raise Failure("sha256sum disagrees with hashlib")
     res["sha256sum"] = {"runs": runs, "median": median(runs)}
     log("ceiling sha256sum %d MiB from page cache: %s MB/s" % (args.blob_mib, fmt(median(runs))))
+    # coreutils' sha256sum (Debian builds it without OpenSSL) does not use the SHA
+    # extensions; OpenSSL does, so hashlib over the page-cached file is the real ceiling
+    runs = []
+    for _ in range(args.runs):
+        with open(blob, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            t0 = now()
+            d = hashlib.sha256(m).hexdigest()
+            runs.append(size / (now() - t0) / 1e6)
+        if d != blob_digest:
+            raise Failure("hashlib disagrees with itself")
+    res["sha256_openssl"] = {"runs": runs, "median": median(runs)}
+    log("ceiling OpenSSL SHA-256 (Python hashlib) %d MiB from page cache: %s MB/s"
+        % (args.blob_mib, fmt(median(runs))))
 
     # write + fsync of a blob-sized file
     runs = []
@@ -520,11 +560,21 @@ def regbench(kind, args, tmp):
     t0 = now()
     with open(os.path.join(tmp, "%s-regbench.log" % kind), "w") as lf:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in p.stdout:
-            lf.write(line)
-            print("  [%s] %s" % (kind, line.rstrip()), flush=True)
-        p.wait()
-    shutil.rmtree(data, ignore_errors=True)
+        try:
+            for line in p.stdout:
+                lf.write(line)
+                print("  [%s] %s" % (kind, line.rstrip()), flush=True)
+            p.wait()
+        finally:
+            if p.poll() is None:
+                # SIGINT lets regbench stop the server it started (its own finally)
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    remove_tree(data)
     os.sync()
     if p.returncode != 0 or not os.path.exists(jpath):
         raise Failure("regbench against %s exited %d" % (NAMES[kind], p.returncode))
@@ -538,7 +588,7 @@ def regbench(kind, args, tmp):
 # 3. cost as work grows
 # --------------------------------------------------------------------------
 
-def growth(kind, args, tmp):
+def growth(kind, args, tmp, last=False):
     """Two stages on one storage: seed the small sizes, measure; seed up to the large
     sizes, measure. Seeding runs with the server on --seed-cpus (it is not what is
     measured); each measurement runs after a restart with the server pinned."""
@@ -546,8 +596,12 @@ def growth(kind, args, tmp):
     tags_n = args.growth_tags if kind == "berth" else min(args.growth_tags, args.dist_growth_tags)
     repos_n = args.growth_repos
     port = free_port()
-    data = os.path.join(tmp, "%s-growth" % kind)
-    os.makedirs(data)
+    if args.growth_dir:
+        data = tempfile.mkdtemp(prefix="berth-bench-%s-growth-" % kind, dir=args.growth_dir)
+    else:
+        data = os.path.join(tmp, "%s-growth" % kind)
+        os.makedirs(data)
+    used0 = fs_used(data)
     slog = os.path.join(tmp, "%s-growth.log" % kind)
     out = {"sizes": {"tags": [small_n, tags_n], "repos": [small_n, repos_n]}, "seed": {}, "rows": {},
            "start_ms": {}}
@@ -693,21 +747,26 @@ def growth(kind, args, tmp):
     finally:
         if pr is not None:
             stop(pr)
-        out["disk_mib"] = du_mib(data)
-        shutil.rmtree(data, ignore_errors=True)
-        os.sync()
+        # du on Distribution's million entries takes a minute: the file system's used
+        # space before and after is close enough (other writers on it would skew it)
+        out["disk_mib"] = (fs_used(data) - used0) / MIB
+        t0 = now()
+        remove_tree(data)
+        if not last:    # nothing is measured after the last one: let the kernel flush later
+            os.sync()
+        log("%s: removed the growth storage in %.1f s" % (NAMES[kind], now() - t0))
     return out
 
 
-def du_mib(path):
-    total = 0
-    for dp, dn, fn in os.walk(path):
-        for name in fn:
-            try:
-                total += os.lstat(os.path.join(dp, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total / MIB
+def fs_used(path):
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def remove_tree(path):
+    """rm -rf: much faster than shutil.rmtree on Distribution's million small files."""
+    if subprocess.run(["rm", "-rf", "--one-file-system", path]).returncode != 0:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -725,7 +784,8 @@ def ceiling_for(row, c, args):
     key, label = row["key"], row["label"]
     g = lambda k: fmt(c[k]["median"]) if k in c else "-"
     if key in ("a", "b"):
-        return "sha256sum (1 core) %s MB/s; write+fsync %s MB/s" % (g("sha256sum"), g("write_fsync"))
+        return "SHA-256 on 1 core: OpenSSL %s MB/s, coreutils sha256sum %s MB/s; write+fsync %s MB/s" % (
+            g("sha256_openssl"), g("sha256sum"), g("write_fsync"))
     if key == "c":
         return "nginx sendfile GET, same client: %s MB/s" % g("nginx_blob_get")
     if key == "d" or label.startswith("manifest PUT"):
@@ -813,7 +873,9 @@ def growth_table(g):
                     if metric == "rps" and x["how"].startswith("1 conn"):
                         v += ", 1 conn"
                     return v + ")"
-                cells += [cell(s, sizes[0]), cell(l, sizes[1]), ratio(l[metric], s[metric])]
+                # a p99 over 32 connections and one over 1 connection do not compare
+                same = (s["how"] == l["how"]) or metric == "rps"
+                cells += [cell(s, sizes[0]), cell(l, sizes[1]), ratio(l[metric], s[metric]) if same else "-"]
             out.append("| %s, %s %s | %s |" % (lab, name, arrow, " | ".join(cells)))
     cells = []
     for k in have:
@@ -842,9 +904,25 @@ def seeding_lines(g, args):
                 "{:,}".format(n), kind, s["seconds"], fmt(s["rate"]), s["how"]))
         out.append("- %s seeding (server on CPUs %s): %s" % (NAMES[k], args.seed_cpus, "; ".join(parts)))
         if g[k].get("rss_mib") is not None:
-            out.append("- %s: RSS after the growth test %s MiB; storage on disk %s MiB"
+            out.append("- %s: RSS after the growth test %s MiB; storage used ≈ %s MiB (file system's used space, before/after)"
                        % (NAMES[k], fmt(g[k]["rss_mib"]), fmt(g[k].get("disk_mib"))))
     return "\n".join(out)
+
+
+def busy_cpu_s():
+    """CPU seconds the whole machine spent busy since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s():
+    """CPU seconds used by this script and every child it has waited for (regbench, the
+    servers regbench started and reaped, oha, the servers started here)."""
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def machine_info(args):
@@ -892,6 +970,8 @@ def report(args, info, c, results, g, errors, started, command):
     L.append("- servers pinned to CPU %d (`taskset`), every client (regbench, oha, seeding) to CPU %d; "
              "medians of %d runs; MB = 10^6 bytes" % (args.server_cpu, args.client_cpu, args.runs))
     L.append("- command: `%s`" % command)
+    if info.get("other_load"):
+        L.append("- %s" % info["other_load"])
     L.append("")
     if errors:
         L.append("**Failures in this run (their figures are missing):**")
@@ -922,6 +1002,8 @@ def report(args, info, c, results, g, errors, started, command):
         L.append(growth_table(g))
         L.append("")
         L.append(seeding_lines(g, args))
+        if args.growth_dir:
+            L.append("- the servers' storage for this part was under `%s`" % args.growth_dir)
         capped = g.get("distribution") and g["distribution"]["sizes"]["tags"][1] < args.growth_tags
         if capped:
             L.append("- Distribution's large tag repository was capped at %s tags (`--dist-growth-tags`): "
@@ -936,7 +1018,10 @@ def report(args, info, c, results, g, errors, started, command):
         L.append("")
         L.append("| ceiling | value |")
         L.append("|---|---:|")
-        L.append("| sha256sum of %d MiB from page cache (1 core) | %s MB/s |" % (args.blob_mib, fmt(c["sha256sum"]["median"])))
+        L.append("| SHA-256 of %d MiB from page cache, 1 core, OpenSSL (Python hashlib) | %s MB/s |" % (
+            args.blob_mib, fmt(c["sha256_openssl"]["median"])))
+        L.append("| the same with coreutils `sha256sum` (Debian's build: no SHA extensions) | %s MB/s |" % (
+            fmt(c["sha256sum"]["median"])))
         L.append("| write + fsync of %d MiB | %s MB/s |" % (args.blob_mib, fmt(c["write_fsync"]["median"])))
         L.append("| %d × %d KiB write + fsync + rename, 16 threads | %s /s |" % (
             args.small_count, args.small_kib, fmt(c["small_files"]["median"])))
@@ -986,6 +1071,10 @@ def main():
                     "default: --growth-tags")
     ap.add_argument("--growth-duration", type=int, default=5, help="seconds of oha per growth cell")
     ap.add_argument("--skip-growth", action="store_true")
+    ap.add_argument("--growth-dir", default=None,
+                    help="where the growth test's server storage goes (default: the scratch "
+                    "directory; e.g. /dev/shm to skip deleting Distribution's ~1.2 million "
+                    "files from disk, ~3 min)")
     ap.add_argument("--skip-ceilings", action="store_true")
     ap.add_argument("--skip-regbench", action="store_true")
     ap.add_argument("--servers", default="berth,distribution",
@@ -1031,6 +1120,9 @@ def main():
 
     command = os.environ.get("BERTH_BENCH_CMD") or shlex.join(["python3", "bench/compare.py"] + sys.argv[1:])
     started = now()
+    busy0, own0 = busy_cpu_s(), own_cpu_s()
+    with open("/proc/loadavg") as f:
+        loadavg0 = " ".join(f.read().split()[:3])
     info = machine_info(args)
     # every client we start (regbench, oha, sha256sum, seeding threads) runs on client_cpu;
     # servers are started with an explicit taskset to server_cpu
@@ -1059,7 +1151,7 @@ def main():
         if not args.skip_growth:
             for kind in servers:
                 try:
-                    g[kind] = growth(kind, args, tmp)
+                    g[kind] = growth(kind, args, tmp, last=kind == servers[-1])
                 except Exception as e:
                     errors.append("growth for %s: %s" % (NAMES[kind], e))
                     log("FAILED: %s" % e)
@@ -1072,8 +1164,16 @@ def main():
         if args.keep:
             log("kept %s" % tmp)
         else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
 
+    wall = now() - started
+    other = (busy_cpu_s() - busy0) - (own_cpu_s() - own0)
+    info["other_load"] = (
+        "other CPU use on the machine during the run: %.0f CPU-seconds, %.0f%% of one core "
+        "(kernel threads flushing this run's writes count here too); load average before: %s"
+        % (max(other, 0), 100.0 * max(other, 0) / wall, loadavg0))
+    if other / wall > 0.10:
+        info["other_load"] += " — **the machine was not idle: figures are less reliable**"
     text = report(args, info, c, results, g, errors, started, command)
     print()
     print(text)

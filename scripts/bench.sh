@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 
+case " $* " in
+    *" -h "*|*" --help "*) exec python3 bench/compare.py --help ;;
+esac
+
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 
 missing=()
@@ -50,7 +54,10 @@ if [ -z "${BERTH_BENCH_NO_BUILD:-}" ]; then
 fi
 
 # The exact command, for the report.
-BERTH_BENCH_CMD="scripts/bench.sh$(printf ' %q' "$@")"
+BERTH_BENCH_CMD="scripts/bench.sh"
+if [ "$#" -gt 0 ]; then
+    BERTH_BENCH_CMD+="$(printf ' %q' "$@")"
+fi
 if [ -n "${BERTH_BENCH_NO_BUILD:-}" ]; then
     BERTH_BENCH_CMD="BERTH_BENCH_NO_BUILD=1 $BERTH_BENCH_CMD"
 fi
