@@ -4,12 +4,14 @@
 //!
 //! This crate does no IO: no tokio, no axum, no sqlx. Everything here is table-testable.
 
+pub mod account;
 pub mod digest;
 pub mod endpoint;
 pub mod error;
 pub mod manifest;
 pub mod name;
 
+pub use account::{AccountError, AccountName, Actions, Role, TokenScope};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ErrorCode;

@@ -38,7 +38,7 @@ impl RepoName {
     }
 }
 
-fn is_component(c: &str) -> bool {
+pub(crate) fn is_component(c: &str) -> bool {
     // Alphanumeric runs joined by one '.', one or two '_', or any number of '-'.
     let bytes = c.as_bytes();
     if bytes.is_empty() {

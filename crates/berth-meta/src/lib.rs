@@ -3,15 +3,21 @@
 //! Repositories, which blobs each repository may serve, manifests (stored whole: they
 //! are small and read on every pull), tags, the subject index behind referrers, and
 //! upload sessions, so that a session survives a restart and can later be shared by
-//! several nodes. One trait method is one transaction; lookups return `Option`, absence
-//! is not an error; no backend type (sqlx) crosses the trait.
+//! several nodes; and accounts ([`accounts`]). One trait method is one transaction;
+//! lookups return `Option`, absence is not an error; no backend type (sqlx) crosses the
+//! trait.
 
 use async_trait::async_trait;
 use berth_core::{Algorithm, Digest, RepoName, Tag};
 
+pub mod accounts;
 pub mod sqlite;
 pub mod testsuite;
 
+pub use accounts::{
+    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, Relation,
+    RepositoryFacts, User, Viewer,
+};
 pub use sqlite::SqliteMetaStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +80,7 @@ pub enum PutManifestError {
 }
 
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
+pub trait MetaStore: AccountStore {
     // ---- blobs ----
     /// Size of `digest` if `repository` may serve it (pushed, mounted or linked there).
     async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;

@@ -4,9 +4,12 @@
 // Test support: panicking on a broken contract is the point.
 #![allow(clippy::unwrap_used)]
 
-use berth_core::{Algorithm, Digest, RepoName, Tag};
+use berth_core::{AccountName, Algorithm, Digest, RepoName, Role, Tag, TokenScope};
 
-use crate::{ManifestRecord, MetaStore, PutManifestError, UploadSession};
+use crate::{
+    AccessToken, AccountRefusal, ManifestRecord, MetaStore, PutManifestError, Relation,
+    UploadSession, Viewer,
+};
 
 fn repo(s: &str) -> RepoName {
     s.parse().unwrap()
@@ -40,6 +43,228 @@ pub async fn run_all(store: &dyn MetaStore) {
     tag_and_repository_pages(store).await;
     referrers_follow_subjects(store).await;
     concurrent_writes_succeed_or_fail_alone(store).await;
+    users_orgs_and_tokens(store).await;
+    visibility_follows_namespace_defaults(store).await;
+}
+
+fn account(s: &str) -> AccountName {
+    s.parse().unwrap()
+}
+
+async fn users_orgs_and_tokens(store: &dyn MetaStore) {
+    store
+        .create_user(&account("alice"), "h1", false)
+        .await
+        .unwrap();
+    store
+        .create_user(&account("bob"), "h2", true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_user(&account("alice"), "h3", false).await,
+        Err(AccountRefusal::NameTaken(_))
+    ));
+    let alice = store.user("alice").await.unwrap().unwrap();
+    assert_eq!((alice.password_hash.as_str(), alice.admin), ("h1", false));
+    assert!(store.set_password("alice", "h4").await.unwrap());
+    let alice2 = store.user("alice").await.unwrap().unwrap();
+    assert_eq!(alice2.password_hash, "h4");
+    assert!(alice2.credentials_epoch > alice.credentials_epoch);
+
+    // Organizations share the namespace space with users.
+    assert!(matches!(
+        store.create_org(&account("alice"), "bob").await,
+        Err(AccountRefusal::NameTaken(_))
+    ));
+    assert!(matches!(
+        store.create_org(&account("team"), "nobody").await,
+        Err(AccountRefusal::UnknownUser(_))
+    ));
+    store.create_org(&account("team"), "bob").await.unwrap();
+    store.set_member("team", "alice", Role::Read).await.unwrap();
+    store
+        .set_member("team", "alice", Role::Write)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.set_member("alice", "bob", Role::Read).await,
+        Err(AccountRefusal::UnknownOrg(_))
+    ));
+    let members = store.members("team").await.unwrap().unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.user.as_str(), m.role))
+            .collect::<Vec<_>>(),
+        [("alice", Role::Write), ("bob", Role::Admin)]
+    );
+    assert!(store.members("alice").await.unwrap().is_none());
+
+    let facts = store
+        .repository_facts(&repo("team/app"), Some("alice"))
+        .await
+        .unwrap();
+    assert_eq!(facts.relation, Relation::Member(Role::Write));
+    assert!(!facts.exists);
+    let facts = store
+        .repository_facts(&repo("alice/app"), Some("alice"))
+        .await
+        .unwrap();
+    assert_eq!(facts.relation, Relation::Owner);
+    let facts = store
+        .repository_facts(&repo("alice/app"), Some("bob"))
+        .await
+        .unwrap();
+    assert_eq!(facts.relation, Relation::None);
+    assert_eq!(
+        store
+            .repository_facts(&repo("alice/app"), None)
+            .await
+            .unwrap()
+            .relation,
+        Relation::None
+    );
+
+    let token = AccessToken {
+        id: "t1".into(),
+        user: account("alice"),
+        name: "laptop".into(),
+        secret_hash: "secret-hash-1".into(),
+        scope: TokenScope::ReadWrite,
+        created_at: 100,
+        expires_at: Some(200),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.create_token(&token).await.unwrap();
+    let found = store
+        .token_by_secret_hash("secret-hash-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, token);
+    assert!(found.is_active(150) && !found.is_active(200));
+    store.touch_token("t1", 150).await.unwrap();
+    assert_eq!(
+        store.token("t1").await.unwrap().unwrap().last_used_at,
+        Some(150)
+    );
+    assert!(store.revoke_token("t1").await.unwrap());
+    assert!(!store.revoke_token("t1").await.unwrap());
+    assert!(!store.token("t1").await.unwrap().unwrap().is_active(150));
+    assert_eq!(store.list_tokens("alice").await.unwrap().len(), 1);
+
+    // Removing a user ends their tokens and memberships but keeps the name reserved
+    // for an administrator to give back.
+    assert!(store.remove_member("team", "alice").await.unwrap());
+    assert!(store.delete_user("alice").await.unwrap());
+    assert!(store.user("alice").await.unwrap().is_none());
+    assert!(store.list_tokens("alice").await.unwrap().is_empty());
+    assert!(matches!(
+        store.create_org(&account("alice"), "bob").await,
+        Err(AccountRefusal::NameTaken(_))
+    ));
+    store
+        .create_user(&account("alice"), "h5", false)
+        .await
+        .unwrap();
+
+    assert_eq!(store.init_setting("k", "v1").await.unwrap(), "v1");
+    assert_eq!(store.init_setting("k", "v2").await.unwrap(), "v1");
+}
+
+async fn visibility_follows_namespace_defaults(store: &dyn MetaStore) {
+    // Server default private, one namespace public by default.
+    store.set_setting("default_public", "0").await.unwrap();
+    store
+        .create_user(&account("carol"), "h", false)
+        .await
+        .unwrap();
+    store
+        .create_user(&account("dave"), "h", false)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_namespace_default("dave", Some(true))
+            .await
+            .unwrap()
+    );
+    let blob = digest("visibility blob");
+    store
+        .link_blob(&repo("carol/secret"), &blob, 1)
+        .await
+        .unwrap();
+    store.link_blob(&repo("dave/open"), &blob, 1).await.unwrap();
+    assert_eq!(
+        store
+            .repository_visibility(&repo("carol/secret"))
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .repository_visibility(&repo("dave/open"))
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    // A repository can be made private before its first push.
+    store
+        .set_repository_visibility(&repo("dave/hidden"), false)
+        .await
+        .unwrap();
+    store
+        .link_blob(&repo("dave/hidden"), &blob, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .repository_visibility(&repo("dave/hidden"))
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    store.set_setting("default_public", "1").await.unwrap();
+
+    let names = |page: crate::Page| page.items;
+    let anonymous = names(
+        store
+            .visible_repositories(Viewer::Anonymous, None, 1000)
+            .await
+            .unwrap(),
+    );
+    assert!(anonymous.contains(&"dave/open".to_string()));
+    assert!(!anonymous.contains(&"carol/secret".to_string()));
+    assert!(!anonymous.contains(&"dave/hidden".to_string()));
+    let dave = names(
+        store
+            .visible_repositories(Viewer::User("dave"), None, 1000)
+            .await
+            .unwrap(),
+    );
+    assert!(dave.contains(&"dave/hidden".to_string()));
+    assert!(!dave.contains(&"carol/secret".to_string()));
+    let all = names(
+        store
+            .visible_repositories(Viewer::All, None, 1000)
+            .await
+            .unwrap(),
+    );
+    assert!(all.contains(&"carol/secret".to_string()));
+    // Keyset pages of a filtered view.
+    let first = store
+        .visible_repositories(Viewer::User("dave"), None, 1)
+        .await
+        .unwrap();
+    assert!(first.more);
+    let second = store
+        .visible_repositories(Viewer::User("dave"), Some(&first.items[0]), 1000)
+        .await
+        .unwrap();
+    assert!(!second.items.contains(&first.items[0]));
+    assert_eq!(second.items.len() + 1, dave.len());
 }
 
 /// Writes that arrive together (and may share a transaction) keep their own outcome:

@@ -15,12 +15,14 @@ use crate::{
     ManifestRecord, MetaError, MetaStore, Page, PutManifestError, Referrer, Result, UploadSession,
 };
 
+mod accounts;
 mod writes;
 
 use writes::{Outcome, Write, Writer};
 
 /// Schema changes in order; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE repositories (
     id         INTEGER PRIMARY KEY,
     name       TEXT NOT NULL UNIQUE,
@@ -65,7 +67,49 @@ CREATE TABLE uploads (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX uploads_by_age ON uploads(updated_at);
-"#];
+"#,
+    r#"
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE namespaces (
+    name           TEXT PRIMARY KEY,
+    kind           TEXT NOT NULL CHECK (kind IN ('user', 'org')),
+    default_public INTEGER,
+    created_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE users (
+    name              TEXT PRIMARY KEY REFERENCES namespaces(name),
+    password_hash     TEXT NOT NULL,
+    admin             INTEGER NOT NULL DEFAULT 0,
+    credentials_epoch INTEGER NOT NULL DEFAULT 0,
+    created_at        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE org_members (
+    org  TEXT NOT NULL REFERENCES namespaces(name),
+    user TEXT NOT NULL REFERENCES users(name),
+    role TEXT NOT NULL CHECK (role IN ('read', 'write', 'admin')),
+    PRIMARY KEY (org, user)
+) WITHOUT ROWID;
+CREATE INDEX org_members_by_user ON org_members(user);
+CREATE TABLE access_tokens (
+    id           TEXT PRIMARY KEY,
+    user         TEXT NOT NULL REFERENCES users(name),
+    name         TEXT NOT NULL,
+    secret_hash  TEXT NOT NULL UNIQUE,
+    scope        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+);
+CREATE INDEX access_tokens_by_user ON access_tokens(user, created_at);
+-- Repositories created before accounts existed were readable by anyone.
+ALTER TABLE repositories ADD COLUMN public INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX public_repositories ON repositories(name) WHERE public = 1;
+"#,
+];
 
 pub struct SqliteMetaStore {
     writer: Writer,
@@ -76,7 +120,9 @@ pub struct SqliteMetaStore {
 fn changed(outcome: Result<Outcome>) -> Result<bool> {
     match outcome? {
         Outcome::Changed(changed) => Ok(changed),
-        Outcome::Done | Outcome::Refused(_) => Ok(true),
+        Outcome::Done | Outcome::Value(_) | Outcome::Refused(_) | Outcome::AccountRefused(_) => {
+            Ok(true)
+        }
     }
 }
 
@@ -319,7 +365,7 @@ impl MetaStore for SqliteMetaStore {
         };
         match self.write(write).await? {
             Outcome::Refused(refused) => Err(refused),
-            Outcome::Done | Outcome::Changed(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -442,10 +488,16 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
+        self.list_repositories_page(last.unwrap_or(""), limit).await
+    }
+}
+
+impl SqliteMetaStore {
+    async fn list_repositories_page(&self, last: &str, limit: u32) -> Result<Page> {
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
         )
-        .bind(last.unwrap_or(""))
+        .bind(last)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.reader)
         .await

@@ -10,8 +10,9 @@ use berth_core::{Digest, RepoName, Tag};
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::accounts::AccountWrite;
 use super::{backend, now};
-use crate::{ManifestRecord, MetaError, PutManifestError, Result, UploadSession};
+use crate::{AccountRefusal, ManifestRecord, MetaError, PutManifestError, Result, UploadSession};
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 128;
@@ -58,14 +59,19 @@ pub(super) enum Write {
         repository: RepoName,
         tag: Tag,
     },
+    Account(AccountWrite),
 }
 
 /// What a write reports back.
 pub(super) enum Outcome {
     Done,
+    /// A value the write read back in its transaction.
+    Value(String),
     Changed(bool),
     /// A manifest the store refused (a missing reference); its savepoint was undone.
     Refused(PutManifestError),
+    /// An account change the store refused (a name taken, a user unknown); undone.
+    AccountRefused(AccountRefusal),
 }
 
 struct Job {
@@ -136,7 +142,10 @@ async fn apply_batch(conn: &mut SqliteConnection, batch: &[Job]) -> Result<Vec<R
             .await
             .map_err(backend)?;
         let outcome = apply(&mut tx, &job.write).await;
-        let keep = matches!(outcome, Ok(Outcome::Done | Outcome::Changed(_)));
+        let keep = matches!(
+            outcome,
+            Ok(Outcome::Done | Outcome::Changed(_) | Outcome::Value(_))
+        );
         if !keep {
             sqlx::query("ROLLBACK TO write")
                 .execute(&mut *tx)
@@ -240,6 +249,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             .map_err(backend)?;
             Ok(Outcome::Changed(done.rows_affected() > 0))
         }
+        Write::Account(write) => super::accounts::apply(conn, write).await,
     }
 }
 
@@ -281,17 +291,26 @@ async fn link_blob(
     Ok(())
 }
 
-async fn ensure_repository(
+/// The repository's id, creating it if needed. A new repository takes its namespace's
+/// default visibility, else the server's, else public.
+pub(super) async fn ensure_repository(
     conn: &mut SqliteConnection,
     repository: &RepoName,
     now: i64,
 ) -> Result<i64> {
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-        .bind(repository.as_str())
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at, public) VALUES (?, ?, COALESCE(
+            (SELECT default_public FROM namespaces WHERE name = ?),
+            (SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'default_public'),
+            1))
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(repository.as_str())
+    .bind(now)
+    .bind(repository.namespace())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
         .bind(repository.as_str())
         .fetch_one(&mut *conn)

@@ -1,0 +1,190 @@
+//! Accounts in the metadata store: users, organizations and their members, access
+//! tokens (only their hashes), namespace defaults, repository visibility, and the few
+//! server-wide settings that every node must share (such as the token signing key).
+//!
+//! The store records facts; deciding what they allow is `berth-auth`'s job.
+
+use async_trait::async_trait;
+use berth_core::{AccountName, RepoName, Role, TokenScope};
+
+use crate::{MetaError, Page, Result};
+
+/// A user who can sign in. Their namespace is their name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: AccountName,
+    /// An argon2 PHC string.
+    pub password_hash: String,
+    pub admin: bool,
+    /// Bumped on every password change: sessions and refresh tokens from before end.
+    pub credentials_epoch: i64,
+    pub created_at: i64,
+}
+
+/// An organization and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub name: AccountName,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user: AccountName,
+    pub role: Role,
+}
+
+/// A personal access token. The secret itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub id: String,
+    pub user: AccountName,
+    /// The owner's label for it ("laptop", "ci").
+    pub name: String,
+    pub secret_hash: String,
+    pub scope: TokenScope,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl AccessToken {
+    /// Whether the token may be used at `now` (unix seconds).
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceKind {
+    User,
+    Org,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub kind: NamespaceKind,
+    /// Visibility of new repositories here; `None` follows the server default.
+    pub default_public: Option<bool>,
+}
+
+/// How a user stands towards a repository's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    None,
+    /// The namespace is the user's own.
+    Owner,
+    Member(Role),
+}
+
+/// The facts access to one repository depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepositoryFacts {
+    pub exists: bool,
+    pub public: bool,
+    pub relation: Relation,
+}
+
+/// Whose view of the repository list to give.
+#[derive(Debug, Clone, Copy)]
+pub enum Viewer<'a> {
+    /// Everything (server administrators, open mode).
+    All,
+    /// Public repositories and those in namespaces the user owns or belongs to.
+    User(&'a str),
+    /// Public repositories only.
+    Anonymous,
+}
+
+/// Why an account change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountRefusal {
+    #[error("the name {0:?} is already taken")]
+    NameTaken(String),
+    #[error("no user named {0:?}")]
+    UnknownUser(String),
+    #[error("no organization named {0:?}")]
+    UnknownOrg(String),
+    #[error(transparent)]
+    Store(#[from] MetaError),
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    // ---- settings shared by every node ----
+    /// Stores `value` under `key` unless a value is there already; returns the stored one.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // ---- users ----
+    /// Creates a user and their namespace. A namespace left by a removed user may be
+    /// taken again (an administrator's decision); one held by anyone else may not.
+    async fn create_user(
+        &self,
+        name: &AccountName,
+        password_hash: &str,
+        admin: bool,
+    ) -> std::result::Result<(), AccountRefusal>;
+    async fn user(&self, name: &str) -> Result<Option<User>>;
+    async fn list_users(&self) -> Result<Vec<User>>;
+    /// Replaces the password hash and bumps the credentials epoch.
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool>;
+    /// Removes the user, their tokens and memberships. Their namespace and its
+    /// repositories stay, so nobody else can take the name by accident.
+    async fn delete_user(&self, name: &str) -> Result<bool>;
+
+    // ---- organizations ----
+    /// Creates an organization with `owner` as its first `admin` member.
+    async fn create_org(
+        &self,
+        name: &AccountName,
+        owner: &str,
+    ) -> std::result::Result<(), AccountRefusal>;
+    async fn list_orgs(&self) -> Result<Vec<Org>>;
+    /// The members of `org`, or `None` if there is no such organization.
+    async fn members(&self, org: &str) -> Result<Option<Vec<Member>>>;
+    /// Adds a member or changes their role.
+    async fn set_member(
+        &self,
+        org: &str,
+        user: &str,
+        role: Role,
+    ) -> std::result::Result<(), AccountRefusal>;
+    async fn remove_member(&self, org: &str, user: &str) -> Result<bool>;
+
+    // ---- namespaces and visibility ----
+    async fn namespace(&self, name: &str) -> Result<Option<Namespace>>;
+    /// Sets the visibility of new repositories in a namespace (`None`: server default).
+    async fn set_namespace_default(&self, name: &str, public: Option<bool>) -> Result<bool>;
+    /// Whether `repository` is public, or `None` if it does not exist.
+    async fn repository_visibility(&self, repository: &RepoName) -> Result<Option<bool>>;
+    /// Sets a repository's visibility, creating it (empty) if it does not exist yet, so
+    /// a repository can be made private before its first push.
+    async fn set_repository_visibility(&self, repository: &RepoName, public: bool) -> Result<()>;
+    /// Everything access to `repository` by `user` (or anonymous) depends on, in one read.
+    async fn repository_facts(
+        &self,
+        repository: &RepoName,
+        user: Option<&str>,
+    ) -> Result<RepositoryFacts>;
+    /// The repository names `viewer` may read, after `last`, at most `limit`.
+    async fn visible_repositories(
+        &self,
+        viewer: Viewer<'_>,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Page>;
+
+    // ---- access tokens ----
+    async fn create_token(&self, token: &AccessToken) -> std::result::Result<(), AccountRefusal>;
+    async fn token_by_secret_hash(&self, secret_hash: &str) -> Result<Option<AccessToken>>;
+    async fn token(&self, id: &str) -> Result<Option<AccessToken>>;
+    /// A user's tokens, newest first, revoked ones included.
+    async fn list_tokens(&self, user: &str) -> Result<Vec<AccessToken>>;
+    /// Revokes a token; `false` if there was no such active token.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+    /// Records that a token was used at `now`.
+    async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
+}

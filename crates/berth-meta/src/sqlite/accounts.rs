@@ -1,0 +1,675 @@
+//! The SQLite side of [`AccountStore`]: reads on the reader pool, writes through the
+//! writer task like every other write (so account changes share its group commit).
+
+use async_trait::async_trait;
+use berth_core::{AccountName, RepoName, Role, TokenScope};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::writes::{Outcome, Write};
+use super::{SqliteMetaStore, backend, changed, corrupt, into_page, now};
+use crate::accounts::{
+    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, Relation,
+    RepositoryFacts, User, Viewer,
+};
+use crate::{Page, Result};
+
+/// One account change, owned, to run on the writer task.
+pub(super) enum AccountWrite {
+    InitSetting {
+        key: String,
+        value: String,
+    },
+    SetSetting {
+        key: String,
+        value: String,
+    },
+    CreateUser {
+        name: String,
+        hash: String,
+        admin: bool,
+    },
+    SetPassword {
+        name: String,
+        hash: String,
+    },
+    DeleteUser {
+        name: String,
+    },
+    CreateOrg {
+        name: String,
+        owner: String,
+    },
+    SetMember {
+        org: String,
+        user: String,
+        role: Role,
+    },
+    RemoveMember {
+        org: String,
+        user: String,
+    },
+    SetNamespaceDefault {
+        name: String,
+        public: Option<bool>,
+    },
+    SetRepositoryVisibility {
+        repository: RepoName,
+        public: bool,
+    },
+    CreateToken(AccessToken),
+    RevokeToken {
+        id: String,
+    },
+    TouchToken {
+        id: String,
+        now: i64,
+    },
+}
+
+fn refused(refusal: AccountRefusal) -> Result<Outcome> {
+    Ok(Outcome::AccountRefused(refusal))
+}
+
+async fn exists(conn: &mut SqliteConnection, sql: &'static str, args: &[&str]) -> Result<bool> {
+    let mut query = sqlx::query_scalar::<_, i64>(sql);
+    for arg in args {
+        query = query.bind(*arg);
+    }
+    Ok(query
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        .is_some())
+}
+
+pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> Result<Outcome> {
+    let t = now();
+    match write {
+        AccountWrite::InitSetting { key, value } => {
+            sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Value(stored))
+        }
+        AccountWrite::SetSetting { key, value } => {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES (?, ?)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::CreateUser { name, hash, admin } => {
+            let kind: Option<String> =
+                sqlx::query_scalar("SELECT kind FROM namespaces WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            let user_exists =
+                exists(conn, "SELECT 1 FROM users WHERE name = ?", &[name.as_str()]).await?;
+            match kind.as_deref() {
+                Some("org") => return refused(AccountRefusal::NameTaken(name.clone())),
+                Some(_) if user_exists => {
+                    return refused(AccountRefusal::NameTaken(name.clone()));
+                }
+                Some(_) => {}
+                None => {
+                    sqlx::query(
+                        "INSERT INTO namespaces (name, kind, created_at) VALUES (?, 'user', ?)",
+                    )
+                    .bind(name)
+                    .bind(t)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO users (name, password_hash, admin, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(name)
+            .bind(hash)
+            .bind(*admin)
+            .bind(t)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::SetPassword { name, hash } => {
+            let done = sqlx::query(
+                "UPDATE users SET password_hash = ?, credentials_epoch = credentials_epoch + 1
+                 WHERE name = ?",
+            )
+            .bind(hash)
+            .bind(name)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        AccountWrite::DeleteUser { name } => {
+            for sql in [
+                "DELETE FROM access_tokens WHERE user = ?",
+                "DELETE FROM org_members WHERE user = ?",
+            ] {
+                sqlx::query(sql)
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
+            let done = sqlx::query("DELETE FROM users WHERE name = ?")
+                .bind(name)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        AccountWrite::CreateOrg { name, owner } => {
+            if !exists(
+                conn,
+                "SELECT 1 FROM users WHERE name = ?",
+                &[owner.as_str()],
+            )
+            .await?
+            {
+                return refused(AccountRefusal::UnknownUser(owner.clone()));
+            }
+            let done = sqlx::query(
+                "INSERT INTO namespaces (name, kind, created_at) VALUES (?, 'org', ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(name)
+            .bind(t)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            if done.rows_affected() == 0 {
+                return refused(AccountRefusal::NameTaken(name.clone()));
+            }
+            sqlx::query("INSERT INTO org_members (org, user, role) VALUES (?, ?, 'admin')")
+                .bind(name)
+                .bind(owner)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::SetMember { org, user, role } => {
+            let is_org = exists(
+                conn,
+                "SELECT 1 FROM namespaces WHERE name = ? AND kind = 'org'",
+                &[org.as_str()],
+            )
+            .await?;
+            if !is_org {
+                return refused(AccountRefusal::UnknownOrg(org.clone()));
+            }
+            if !exists(conn, "SELECT 1 FROM users WHERE name = ?", &[user.as_str()]).await? {
+                return refused(AccountRefusal::UnknownUser(user.clone()));
+            }
+            sqlx::query(
+                "INSERT INTO org_members (org, user, role) VALUES (?, ?, ?)
+                 ON CONFLICT (org, user) DO UPDATE SET role = excluded.role",
+            )
+            .bind(org)
+            .bind(user)
+            .bind(role.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::RemoveMember { org, user } => {
+            let done = sqlx::query("DELETE FROM org_members WHERE org = ? AND user = ?")
+                .bind(org)
+                .bind(user)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        AccountWrite::SetNamespaceDefault { name, public } => {
+            let done = sqlx::query("UPDATE namespaces SET default_public = ? WHERE name = ?")
+                .bind(*public)
+                .bind(name)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        AccountWrite::SetRepositoryVisibility { repository, public } => {
+            let id = super::writes::ensure_repository(conn, repository, t).await?;
+            sqlx::query("UPDATE repositories SET public = ? WHERE id = ?")
+                .bind(*public)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::CreateToken(token) => {
+            let user = token.user.as_str();
+            if !exists(conn, "SELECT 1 FROM users WHERE name = ?", &[user]).await? {
+                return refused(AccountRefusal::UnknownUser(user.to_owned()));
+            }
+            sqlx::query(
+                "INSERT INTO access_tokens
+                   (id, user, name, secret_hash, scope, created_at, expires_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&token.id)
+            .bind(user)
+            .bind(&token.name)
+            .bind(&token.secret_hash)
+            .bind(token.scope.as_str())
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::RevokeToken { id } => {
+            let done = sqlx::query(
+                "UPDATE access_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            )
+            .bind(t)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        AccountWrite::TouchToken { id, now } => {
+            sqlx::query("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
+                .bind(*now)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn account_name(s: String) -> Result<AccountName> {
+    s.parse()
+        .map_err(|e| corrupt(format!("stored account name: {e}")))
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        name: account_name(row.try_get("name").map_err(backend)?)?,
+        password_hash: row.try_get("password_hash").map_err(backend)?,
+        admin: row.try_get("admin").map_err(backend)?,
+        credentials_epoch: row.try_get("credentials_epoch").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<AccessToken> {
+    let scope: String = row.try_get("scope").map_err(backend)?;
+    Ok(AccessToken {
+        id: row.try_get("id").map_err(backend)?,
+        user: account_name(row.try_get("user").map_err(backend)?)?,
+        name: row.try_get("name").map_err(backend)?,
+        secret_hash: row.try_get("secret_hash").map_err(backend)?,
+        scope: scope
+            .parse::<TokenScope>()
+            .map_err(|e| corrupt(format!("stored token scope: {e}")))?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        last_used_at: row.try_get("last_used_at").map_err(backend)?,
+        revoked_at: row.try_get("revoked_at").map_err(backend)?,
+    })
+}
+
+const USER_COLUMNS: &str = "name, password_hash, admin, credentials_epoch, created_at";
+const TOKEN_COLUMNS: &str =
+    "id, user, name, secret_hash, scope, created_at, expires_at, last_used_at, revoked_at";
+
+impl SqliteMetaStore {
+    async fn account_write(&self, write: AccountWrite) -> std::result::Result<(), AccountRefusal> {
+        match self.write(Write::Account(write)).await? {
+            Outcome::AccountRefused(refusal) => Err(refusal),
+            _ => Ok(()),
+        }
+    }
+
+    async fn account_change(&self, write: AccountWrite) -> Result<bool> {
+        changed(self.write(Write::Account(write)).await)
+    }
+}
+
+#[async_trait]
+impl AccountStore for SqliteMetaStore {
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let write = AccountWrite::InitSetting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        };
+        match self.write(Write::Account(write)).await? {
+            Outcome::Value(stored) => Ok(stored),
+            _ => Err(corrupt("init_setting returned no value".into())),
+        }
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.account_change(AccountWrite::SetSetting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn create_user(
+        &self,
+        name: &AccountName,
+        password_hash: &str,
+        admin: bool,
+    ) -> std::result::Result<(), AccountRefusal> {
+        self.account_write(AccountWrite::CreateUser {
+            name: name.to_string(),
+            hash: password_hash.to_owned(),
+            admin,
+        })
+        .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        self.account_change(AccountWrite::SetPassword {
+            name: name.to_owned(),
+            hash: password_hash.to_owned(),
+        })
+        .await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        self.account_change(AccountWrite::DeleteUser {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    async fn create_org(
+        &self,
+        name: &AccountName,
+        owner: &str,
+    ) -> std::result::Result<(), AccountRefusal> {
+        self.account_write(AccountWrite::CreateOrg {
+            name: name.to_string(),
+            owner: owner.to_owned(),
+        })
+        .await
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<Org>> {
+        let rows =
+            sqlx::query("SELECT name, created_at FROM namespaces WHERE kind = 'org' ORDER BY name")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Org {
+                    name: account_name(row.try_get("name").map_err(backend)?)?,
+                    created_at: row.try_get("created_at").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn members(&self, org: &str) -> Result<Option<Vec<Member>>> {
+        let is_org: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM namespaces WHERE name = ? AND kind = 'org'")
+                .bind(org)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend)?;
+        if is_org.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query("SELECT user, role FROM org_members WHERE org = ? ORDER BY user")
+            .bind(org)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        let members = rows
+            .iter()
+            .map(|row| {
+                let role: String = row.try_get("role").map_err(backend)?;
+                Ok(Member {
+                    user: account_name(row.try_get("user").map_err(backend)?)?,
+                    role: role
+                        .parse()
+                        .map_err(|e| corrupt(format!("stored role: {e}")))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(members))
+    }
+
+    async fn set_member(
+        &self,
+        org: &str,
+        user: &str,
+        role: Role,
+    ) -> std::result::Result<(), AccountRefusal> {
+        self.account_write(AccountWrite::SetMember {
+            org: org.to_owned(),
+            user: user.to_owned(),
+            role,
+        })
+        .await
+    }
+
+    async fn remove_member(&self, org: &str, user: &str) -> Result<bool> {
+        self.account_change(AccountWrite::RemoveMember {
+            org: org.to_owned(),
+            user: user.to_owned(),
+        })
+        .await
+    }
+
+    async fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
+        let row = sqlx::query("SELECT name, kind, default_public FROM namespaces WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let kind: String = row.try_get("kind").map_err(backend)?;
+        Ok(Some(Namespace {
+            name: row.try_get("name").map_err(backend)?,
+            kind: if kind == "org" {
+                NamespaceKind::Org
+            } else {
+                NamespaceKind::User
+            },
+            default_public: row.try_get("default_public").map_err(backend)?,
+        }))
+    }
+
+    async fn set_namespace_default(&self, name: &str, public: Option<bool>) -> Result<bool> {
+        self.account_change(AccountWrite::SetNamespaceDefault {
+            name: name.to_owned(),
+            public,
+        })
+        .await
+    }
+
+    async fn repository_visibility(&self, repository: &RepoName) -> Result<Option<bool>> {
+        sqlx::query_scalar("SELECT public FROM repositories WHERE name = ?")
+            .bind(repository.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
+    async fn set_repository_visibility(&self, repository: &RepoName, public: bool) -> Result<()> {
+        self.account_change(AccountWrite::SetRepositoryVisibility {
+            repository: repository.clone(),
+            public,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn repository_facts(
+        &self,
+        repository: &RepoName,
+        user: Option<&str>,
+    ) -> Result<RepositoryFacts> {
+        let namespace = repository.namespace();
+        let row = sqlx::query(
+            "SELECT
+               (SELECT public FROM repositories WHERE name = ?) AS public,
+               (SELECT 1 FROM users WHERE name = ? AND name = ?) AS owner,
+               (SELECT role FROM org_members WHERE org = ? AND user = ?) AS role",
+        )
+        .bind(repository.as_str())
+        .bind(namespace)
+        .bind(user)
+        .bind(namespace)
+        .bind(user)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)?;
+        let public: Option<bool> = row.try_get("public").map_err(backend)?;
+        let owner: Option<i64> = row.try_get("owner").map_err(backend)?;
+        let role: Option<String> = row.try_get("role").map_err(backend)?;
+        let relation = match (owner, role) {
+            (Some(_), _) => Relation::Owner,
+            (None, Some(role)) => Relation::Member(
+                role.parse()
+                    .map_err(|e| corrupt(format!("stored role: {e}")))?,
+            ),
+            (None, None) => Relation::None,
+        };
+        Ok(RepositoryFacts {
+            exists: public.is_some(),
+            public: public.unwrap_or(false),
+            relation,
+        })
+    }
+
+    async fn visible_repositories(
+        &self,
+        viewer: Viewer<'_>,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Page> {
+        let last = last.unwrap_or("");
+        let fetch = i64::from(limit) + 1;
+        let query = match viewer {
+            Viewer::All => return self.list_repositories_page(last, limit).await,
+            Viewer::Anonymous => sqlx::query_scalar(
+                "SELECT name FROM repositories WHERE public = 1 AND name > ? ORDER BY name LIMIT ?",
+            )
+            .bind(last)
+            .bind(fetch),
+            // The namespace is the text before the first '/' (or the whole name).
+            Viewer::User(user) => sqlx::query_scalar(
+                "SELECT name FROM repositories
+                 WHERE name > ? AND (public = 1 OR
+                   substr(name, 1, instr(name || '/', '/') - 1) IN (
+                     SELECT name FROM users WHERE name = ?
+                     UNION SELECT org FROM org_members WHERE user = ?))
+                 ORDER BY name LIMIT ?",
+            )
+            .bind(last)
+            .bind(user)
+            .bind(user)
+            .bind(fetch),
+        };
+        let names: Vec<String> = query.fetch_all(&self.reader).await.map_err(backend)?;
+        Ok(into_page(names, limit))
+    }
+
+    async fn create_token(&self, token: &AccessToken) -> std::result::Result<(), AccountRefusal> {
+        self.account_write(AccountWrite::CreateToken(token.clone()))
+            .await
+    }
+
+    async fn token_by_secret_hash(&self, secret_hash: &str) -> Result<Option<AccessToken>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE secret_hash = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(secret_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<AccessToken>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self, user: &str) -> Result<Vec<AccessToken>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE user = ? ORDER BY created_at DESC, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        self.account_change(AccountWrite::RevokeToken { id: id.to_owned() })
+            .await
+    }
+
+    async fn touch_token(&self, id: &str, now: i64) -> Result<()> {
+        self.account_change(AccountWrite::TouchToken {
+            id: id.to_owned(),
+            now,
+        })
+        .await
+        .map(drop)
+    }
+}
