@@ -308,7 +308,7 @@ LIVE = []   # processes to stop on the way out
 def server_cmd(kind, args, port, data, tmp, cpus=None):
     pin = ["taskset", "-c", str(args.server_cpu) if cpus is None else cpus]
     if kind == "berth":
-        return pin + [args.berth_bin, "serve", "--addr", "127.0.0.1:%d" % port, "--data-dir", data]
+        return pin + [args.berth_bin, "serve", "--open", "--addr", "127.0.0.1:%d" % port, "--data-dir", data]
     cfg = os.path.join(tmp, "dist-%d.yml" % port)
     with open(cfg, "w") as f:
         f.write("version: 0.1\n"

@@ -15,3 +15,8 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The protocol suites again with auth on: every request carries the administrator's
+# credentials (the conformance suite's OCI_USERNAME/OCI_PASSWORD mode), and oci-client
+# goes through the token flow.
+BERTH_TEST_AUTH=1 cargo test --locked -p berth --test it -- \
+    blobs:: uploads:: manifests:: errors:: oci_client::

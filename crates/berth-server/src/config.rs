@@ -19,13 +19,65 @@ pub enum DatabaseConfig {
     Sqlite(String),
 }
 
+/// Accounts and the Docker token-auth flow.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// The token realm clients are sent to (`https://registry.example.com/token`).
+    /// `None`: built from each request's `Host` and `X-Forwarded-Proto`/`-Host`.
+    pub realm: Option<String>,
+    /// The `service` of challenges and the audience of issued tokens.
+    pub service: String,
+    /// How long an issued bearer token lives (at least a minute).
+    pub token_lifetime: Duration,
+    /// Whether new repositories are public unless their namespace says otherwise.
+    pub default_public: bool,
+    /// The first `admin`'s password, used only when that account is created.
+    pub admin_password: Option<String>,
+    /// Failed sign-ins allowed per client address and per user name in `login_window`.
+    pub login_failures: u32,
+    pub login_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            realm: None,
+            service: "berth".to_owned(),
+            token_lifetime: Duration::from_secs(300),
+            default_public: true,
+            admin_password: None,
+            login_failures: 10,
+            login_window: Duration::from_secs(60),
+        }
+    }
+}
+
+// Hand-written so the admin password can never reach a log line through `{:?}`.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("realm", &self.realm)
+            .field("service", &self.service)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("default_public", &self.default_public)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "<set>"),
+            )
+            .field("login_failures", &self.login_failures)
+            .field("login_window", &self.login_window)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
     pub storage: StorageConfig,
     pub database: DatabaseConfig,
-    /// Accept anonymous pushes (a trusted network). Until accounts exist, the only mode.
+    /// No authentication at all: anyone may push and pull (a trusted network).
     pub open: bool,
+    pub auth: AuthConfig,
     /// Upload sessions idle longer than this are removed with their bytes.
     pub upload_idle_timeout: Duration,
 }
@@ -67,7 +119,8 @@ impl Config {
                 "sqlite://{}",
                 data_dir.join("berth.db").display()
             )),
-            open: true,
+            open: false,
+            auth: AuthConfig::default(),
             upload_idle_timeout: Duration::from_secs(24 * 60 * 60),
         }
     }

@@ -11,12 +11,14 @@ use berth_blob::{BlobStore, FsBlobStore};
 use berth_meta::{MetaStore, SqliteMetaStore};
 use tokio::net::TcpListener;
 
+pub mod accounts;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod registry;
 
-pub use config::{Config, DatabaseConfig, StorageConfig};
+pub use accounts::Accounts;
+pub use config::{AuthConfig, Config, DatabaseConfig, StorageConfig};
 pub use registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +27,26 @@ pub enum ServerError {
     Storage(#[source] std::io::Error),
     #[error("opening the metadata database: {0}")]
     Database(#[source] berth_meta::MetaError),
+    #[error("opening accounts: {0}")]
+    Accounts(String),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
 }
 
+/// Opens the metadata store a database config names (also used by the admin commands).
+pub async fn open_meta(database: &DatabaseConfig) -> Result<Arc<dyn MetaStore>, ServerError> {
+    Ok(match database {
+        DatabaseConfig::Sqlite(url) => Arc::new(
+            SqliteMetaStore::open(url)
+                .await
+                .map_err(ServerError::Database)?,
+        ),
+    })
+}
+
 /// Opens the stores a config names. Nothing is scanned: start-up cost does not grow
 /// with the amount of data stored.
-pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServerError> {
+pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, ServerError> {
     let blobs: Arc<dyn BlobStore> = match &config.storage {
         StorageConfig::Filesystem(root) => Arc::new(
             FsBlobStore::open(root)
@@ -39,14 +54,19 @@ pub async fn open_registry(config: &Config) -> Result<Arc<Registry>, ServerError
                 .map_err(ServerError::Storage)?,
         ),
     };
-    let meta: Arc<dyn MetaStore> = match &config.database {
-        DatabaseConfig::Sqlite(url) => Arc::new(
-            SqliteMetaStore::open(url)
-                .await
-                .map_err(ServerError::Database)?,
-        ),
-    };
-    Ok(Arc::new(Registry::new(blobs, meta)))
+    let meta = open_meta(&config.database).await?;
+    let accounts = Accounts::open(meta.clone(), &config.auth)
+        .await
+        .map_err(|e| ServerError::Accounts(e.to_string()))?;
+    accounts
+        .set_default_public(config.auth.default_public)
+        .await
+        .map_err(ServerError::Database)?;
+    Ok(Arc::new(http::AppState {
+        registry: Arc::new(Registry::new(blobs, meta)),
+        accounts: Arc::new(accounts),
+        open: config.open,
+    }))
 }
 
 /// Serves the registry on `listener` until `shutdown` resolves, then finishes in-flight
@@ -62,16 +82,22 @@ pub async fn run(
 
 /// Serves an opened registry (see [`run`]).
 pub async fn serve(
-    registry: Arc<Registry>,
+    state: Arc<http::AppState>,
     config: &Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let expiry = tokio::spawn(expire_uploads(registry.clone(), config.upload_idle_timeout));
-    let app = http::router(registry).layer(tower_http::trace::TraceLayer::new_for_http());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let expiry = tokio::spawn(expire_uploads(
+        state.registry.clone(),
+        config.upload_idle_timeout,
+    ));
+    let app = http::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     expiry.abort();
     served.map_err(ServerError::Serve)
 }

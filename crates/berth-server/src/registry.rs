@@ -530,7 +530,13 @@ impl Registry {
         Ok(self.meta.referrers(repo, digest, artifact_type).await?)
     }
 
-    pub async fn catalog(&self, last: Option<&str>, limit: u32) -> Result<Page> {
-        Ok(self.meta.list_repositories(last, limit).await?)
+    /// The repositories `viewer` may read, a page at a time.
+    pub async fn catalog(
+        &self,
+        viewer: berth_meta::Viewer<'_>,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Page> {
+        Ok(self.meta.visible_repositories(viewer, last, limit).await?)
     }
 }

@@ -9,6 +9,7 @@ use berth_core::{Algorithm, Digest, RepoName};
 
 use super::{ApiError, ApiResult, CONTENT_DIGEST, Req, UPLOAD_UUID, response, upload_range};
 use crate::error::RegistryError;
+use crate::http::auth::Access;
 use crate::registry::Registry;
 
 pub async fn get(
@@ -118,7 +119,12 @@ fn created(repo: &RepoName, digest: &Digest) -> axum::response::Response {
     )
 }
 
-pub async fn start_upload(registry: &Registry, repo: &RepoName, req: Req) -> ApiResult {
+pub async fn start_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    req: Req,
+    access: &Access,
+) -> ApiResult {
     if let Some(mount) = req.param("mount") {
         let digest: Digest = mount.parse().map_err(ApiError::from)?;
         let from = match req.param("from") {
@@ -127,10 +133,16 @@ pub async fn start_upload(registry: &Registry, repo: &RepoName, req: Req) -> Api
             })?),
             None => None,
         };
-        if registry
-            .mount_blob(repo, &digest, from.as_ref())
-            .await?
-            .is_some()
+        // Mounting from a repository the caller cannot pull would leak its blobs.
+        let allowed = match &from {
+            Some(source) => access.may_pull(source).await?,
+            None => access.may_mount_from_anywhere(),
+        };
+        if allowed
+            && registry
+                .mount_blob(repo, &digest, from.as_ref())
+                .await?
+                .is_some()
         {
             return Ok(created(repo, &digest));
         }

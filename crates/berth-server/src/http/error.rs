@@ -34,6 +34,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_message(mut self, message: impl Into<String>) -> ApiError {
+        self.message = message.into();
+        self
+    }
+
     pub fn with_header(mut self, name: HeaderName, value: String) -> ApiError {
         self.headers.push((name, value));
         self

@@ -11,6 +11,7 @@ use super::{
     ApiError, ApiResult, CONTENT_DIGEST, OCI_FILTERS_APPLIED, OCI_SUBJECT, OCI_TAG, Req, response,
 };
 use crate::error::RegistryError;
+use crate::http::auth::Access;
 use crate::registry::Registry;
 
 /// Page size when a tag listing does not ask for one; clients follow `Link` for more.
@@ -177,9 +178,11 @@ pub async fn list_tags(registry: &Registry, repo: &RepoName, req: Req) -> ApiRes
     ))
 }
 
-pub async fn catalog(registry: &Registry, req: Req) -> ApiResult {
+pub async fn catalog(registry: &Registry, req: Req, access: &Access) -> ApiResult {
     let (n, last) = page_params(&req, DEFAULT_CATALOG_PAGE)?;
-    let page = registry.catalog(last.as_deref(), n).await?;
+    let page = registry
+        .catalog(access.viewer(), last.as_deref(), n)
+        .await?;
     let body = serde_json::json!({ "repositories": page.items });
     let mut headers = next_link("/v2/_catalog", n, &page);
     headers.push((header::CONTENT_TYPE, "application/json".into()));

@@ -2,6 +2,8 @@
 //!
 //! Handlers translate between HTTP and the [`Registry`] service; they hold no registry
 //! logic of their own. Every error leaves through [`ApiError`] in the OCI envelope.
+//! [`auth`] admits each `/v2/` request first; `/token` ([`token`]) and `/api/v1`
+//! ([`api`]) sit beside it.
 
 use std::io;
 use std::sync::Arc;
@@ -15,11 +17,16 @@ use berth_core::endpoint::query_pairs;
 use berth_core::{Endpoint, ErrorCode};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::accounts::Accounts;
+use crate::http::auth::Access;
 use crate::registry::{ByteStream, Registry};
 
+pub mod api;
+pub mod auth;
 mod blobs;
 pub mod error;
 mod manifests;
+pub mod token;
 
 pub use error::ApiError;
 
@@ -32,14 +39,24 @@ pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters
 
 pub type ApiResult = Result<Response, ApiError>;
 
+/// What every handler can reach.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub accounts: Arc<Accounts>,
+    /// `--open`: `/v2/` without authentication.
+    pub open: bool,
+}
+
 /// The whole HTTP application over a registry.
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v2", axum::routing::any(dispatch))
         .route("/v2/", axum::routing::any(dispatch))
         .route("/v2/{*rest}", axum::routing::any(dispatch))
+        .route("/token", axum::routing::any(token::token))
+        .route("/api/v1/{*rest}", axum::routing::any(api::dispatch))
         .fallback(not_found)
-        .with_state(registry)
+        .with_state(state)
 }
 
 async fn not_found() -> Response {
@@ -76,16 +93,26 @@ impl Req {
     }
 }
 
-async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let result = match Endpoint::parse(parts.method.as_str(), parts.uri.path()) {
         Ok(endpoint) => {
-            let req = Req {
-                headers: parts.headers,
-                query: query_pairs(parts.uri.query()),
-                body,
+            let admitted = if app.open {
+                Ok(Access::Open)
+            } else {
+                auth::admit(&app.accounts, &endpoint, &parts).await
             };
-            handle(&registry, endpoint, req).await
+            match admitted {
+                Ok(access) => {
+                    let req = Req {
+                        headers: parts.headers,
+                        query: query_pairs(parts.uri.query()),
+                        body,
+                    };
+                    handle(&app.registry, endpoint, req, &access).await
+                }
+                Err(refused) => Err(refused),
+            }
         }
         Err(e) => Err(manifest_lookup_error(
             parts.method.as_str(),
@@ -113,10 +140,10 @@ fn manifest_lookup_error(method: &str, path: &str, e: berth_core::EndpointError)
     e.into()
 }
 
-async fn handle(registry: &Registry, endpoint: Endpoint, req: Req) -> ApiResult {
+async fn handle(registry: &Registry, endpoint: Endpoint, req: Req, access: &Access) -> ApiResult {
     match endpoint {
         Endpoint::ApiVersion => Ok(json_response(StatusCode::OK, "{}".to_string())),
-        Endpoint::Catalog => manifests::catalog(registry, req).await,
+        Endpoint::Catalog => manifests::catalog(registry, req, access).await,
         Endpoint::ListTags { name } => manifests::list_tags(registry, &name, req).await,
         Endpoint::GetManifest {
             name,
@@ -136,7 +163,7 @@ async fn handle(registry: &Registry, endpoint: Endpoint, req: Req) -> ApiResult 
             blobs::get(registry, &name, &digest, head, req).await
         }
         Endpoint::DeleteBlob { name, digest } => blobs::delete(registry, &name, &digest).await,
-        Endpoint::StartUpload { name } => blobs::start_upload(registry, &name, req).await,
+        Endpoint::StartUpload { name } => blobs::start_upload(registry, &name, req, access).await,
         Endpoint::UploadStatus { name, id } => {
             blobs::upload_status(registry, &name, id.as_str()).await
         }

@@ -88,6 +88,7 @@ impl BerthProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command
             .arg("serve")
+            .arg("--open")
             .arg("--addr")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use sha2::Digest as _;
 
+mod auth;
 mod blobs;
 mod clients;
 mod crash;
@@ -20,6 +21,16 @@ mod uploads;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The first administrator's password in every test server.
+pub const ADMIN_PASSWORD: &str = "admin-test-password";
+
+/// `BERTH_TEST_AUTH=1` runs the protocol suites against a server with auth on, every
+/// request carrying the administrator's Basic credentials — the conformance suite's
+/// `OCI_USERNAME`/`OCI_PASSWORD` mode. Unset, servers run `--open`.
+pub fn auth_mode() -> bool {
+    std::env::var_os("BERTH_TEST_AUTH").is_some_and(|v| !v.is_empty() && v != "0")
+}
 
 /// An in-process berth on `127.0.0.1:<free port>` with its own data directory.
 /// Dropping it shuts the server down.
@@ -43,6 +54,8 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = berth_server::Config::embedded(addr, &data_dir);
+        config.open = !auth_mode();
+        config.auth.admin_password = Some(ADMIN_PASSWORD.to_owned());
         configure(&mut config);
         // Open the stores before answering, so a test's first request never races start-up.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -72,11 +85,36 @@ impl TestServer {
     }
 }
 
+/// The client protocol tests use: anonymous against an open server, the administrator
+/// (Basic, straight to `/v2/`) in auth mode.
 pub fn http() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if auth_mode() {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            basic("admin", ADMIN_PASSWORD).parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client with no credentials at all.
+pub fn anonymous() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
+}
+
+/// An `Authorization: Basic` value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol, Config as OciConfig, ImageLayer};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{
@@ -12,6 +13,15 @@ use oci_client::manifest::{
     OciImageManifest,
 };
 use oci_client::secrets::RegistryAuth;
+
+/// Anonymous against an open server; the administrator's password in auth mode.
+fn registry_auth() -> RegistryAuth {
+    if crate::auth_mode() {
+        RegistryAuth::Basic("admin".into(), crate::ADMIN_PASSWORD.into())
+    } else {
+        RegistryAuth::Anonymous
+    }
+}
 use oci_client::{Client, Reference};
 
 use crate::{TestServer, header, http, pseudo_random, sha256};
@@ -74,7 +84,7 @@ async fn head_blob(server: &TestServer, repo: &str, digest: &str) -> reqwest::Re
 async fn oci_client_push_then_pull_roundtrip() {
     let server = TestServer::start().await;
     let client = client();
-    let auth = RegistryAuth::Anonymous;
+    let auth = registry_auth();
     let image = test_image(1);
     let app = reference(&server, "oci/app", "v1");
 
@@ -183,7 +193,7 @@ async fn oci_client_push_then_pull_roundtrip() {
 async fn oci_client_mount_blob_across_repositories() {
     let server = TestServer::start().await;
     let client = client();
-    let auth = RegistryAuth::Anonymous;
+    let auth = registry_auth();
     let image = test_image(2);
     let app = reference(&server, "oci/app", "v1");
     client
@@ -249,8 +259,12 @@ async fn oci_client_mount_blob_across_repositories() {
 async fn oci_client_digest_mismatch_is_refused() {
     let server = TestServer::start().await;
     let client = client();
-    let auth = RegistryAuth::Anonymous;
+    let auth = registry_auth();
     let target = reference(&server, "oci/bad", "v1");
+    client
+        .auth(&target, &auth, RegistryOperation::Push)
+        .await
+        .unwrap();
 
     let data = pseudo_random(10_000, 3);
     let wrong = sha256(b"not these bytes");

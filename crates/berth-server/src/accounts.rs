@@ -1,0 +1,572 @@
+//! The accounts service: signing in, deciding access, issuing tokens, and the account
+//! administration shared by the CLI and the `/api/v1` JSON API.
+//!
+//! It joins the metadata store (facts) with `berth-auth` (rules and tokens), the way
+//! [`crate::Registry`] joins the two stores.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_auth::jwt::credential_of;
+use berth_auth::secret::{self, looks_like_token};
+use berth_auth::{
+    AccessClaims, Credential, FailureLimiter, Grant, Principal, RefreshClaims, Resource, Scope,
+    TokenSigner, repository_rights,
+};
+use berth_core::{AccountName, Actions, RepoName, Role, TokenScope};
+use berth_meta::{AccessToken, AccountRefusal, MetaError, MetaStore, User, Viewer};
+
+use crate::config::AuthConfig;
+
+/// The settings key of the JWT signing key, shared by every node through the store.
+const SIGNING_KEY: &str = "jwt_hs256_key";
+/// The settings key of the server's default visibility for new repositories.
+pub const DEFAULT_PUBLIC: &str = "default_public";
+/// The account created on first start.
+pub const FIRST_ADMIN: &str = "admin";
+/// How long a password sign-in's refresh token (docker's identity token) lasts.
+const PASSWORD_REFRESH_LIFETIME: i64 = 90 * 24 * 3600;
+/// How long a token-based refresh token lasts when the access token never expires.
+const TOKEN_REFRESH_LIFETIME: i64 = 365 * 24 * 3600;
+/// A token's last-used time is written at most this often.
+const TOUCH_INTERVAL: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("incorrect username or password")]
+    BadCredentials,
+    #[error("too many failed sign-ins; retry in {} s", .0.as_secs().max(1))]
+    Locked(Duration),
+    #[error(transparent)]
+    Store(#[from] MetaError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Refused(#[from] AccountRefusal),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("hashing failed: {0}")]
+    Hash(String),
+}
+
+impl From<MetaError> for AccountError {
+    fn from(e: MetaError) -> Self {
+        AccountError::Refused(AccountRefusal::Store(e))
+    }
+}
+
+/// A token just created: its record and the secret, which exists only here.
+pub struct NewToken {
+    pub token: AccessToken,
+    pub secret: String,
+}
+
+/// What the token endpoint hands back.
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub issued_at: i64,
+    pub refresh_token: Option<String>,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Accounts {
+    meta: Arc<dyn MetaStore>,
+    signer: TokenSigner,
+    by_address: FailureLimiter,
+    by_user: FailureLimiter,
+    realm: Option<String>,
+}
+
+impl Accounts {
+    /// Loads (or on first start creates) the signing key and makes sure the first
+    /// administrator exists.
+    pub async fn open(
+        meta: Arc<dyn MetaStore>,
+        config: &AuthConfig,
+    ) -> Result<Accounts, AccountError> {
+        let key = meta
+            .init_setting(SIGNING_KEY, &secret::new_signing_key())
+            .await?;
+        let accounts = Accounts {
+            signer: TokenSigner::new(
+                key.as_bytes(),
+                &config.service,
+                config.token_lifetime.as_secs() as i64,
+            ),
+            by_address: FailureLimiter::new(config.login_failures, config.login_window),
+            by_user: FailureLimiter::new(config.login_failures, config.login_window),
+            realm: config.realm.clone(),
+            meta,
+        };
+        accounts
+            .ensure_first_admin(config.admin_password.as_deref())
+            .await?;
+        Ok(accounts)
+    }
+
+    /// Records the server's default visibility for new repositories (`berth serve` does
+    /// this at start; it lives in the store so that every node and command agrees).
+    pub async fn set_default_public(&self, public: bool) -> Result<(), MetaError> {
+        self.meta
+            .set_setting(DEFAULT_PUBLIC, if public { "1" } else { "0" })
+            .await
+    }
+
+    async fn ensure_first_admin(&self, password: Option<&str>) -> Result<(), AccountError> {
+        if self.meta.user(FIRST_ADMIN).await?.is_some() {
+            return Ok(());
+        }
+        let (password, generated) = match password {
+            Some(p) => (p.to_owned(), false),
+            None => (secret::new_password(), true),
+        };
+        let name: AccountName = FIRST_ADMIN
+            .parse()
+            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
+        let hash =
+            secret::hash_password(&password).map_err(|e| AccountError::Hash(e.to_string()))?;
+        match self.meta.create_user(&name, &hash, true).await {
+            Ok(()) | Err(AccountRefusal::NameTaken(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if generated {
+            // The one deliberate secret in the log: there is no other way to hand it over.
+            tracing::warn!(
+                "created the first administrator: user \"{FIRST_ADMIN}\", password \"{password}\" \
+                 (shown once; change it with `berth user passwd {FIRST_ADMIN}`)"
+            );
+        } else {
+            tracing::info!("created the first administrator \"{FIRST_ADMIN}\"");
+        }
+        Ok(())
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    pub fn configured_realm(&self) -> Option<&str> {
+        self.realm.as_deref()
+    }
+
+    pub fn meta(&self) -> &dyn MetaStore {
+        &*self.meta
+    }
+
+    // ---- signing in ----
+
+    /// Checks a user name with a password or an access token, under the failed-login
+    /// limits for `client` (an address) and for the user name.
+    pub async fn sign_in(
+        &self,
+        user: &str,
+        password_or_token: &str,
+        client: &str,
+    ) -> Result<(Principal, Credential), SignInError> {
+        let user_key = format!("user:{user}");
+        let client_key = format!("addr:{client}");
+        for key in [&client_key, &user_key] {
+            let limiter = if key == &client_key {
+                &self.by_address
+            } else {
+                &self.by_user
+            };
+            limiter.check(key).map_err(SignInError::Locked)?;
+        }
+        match self.check_credentials(user, password_or_token).await? {
+            Some(found) => Ok(found),
+            None => {
+                self.by_address.record_failure(&client_key);
+                self.by_user.record_failure(&user_key);
+                tracing::info!(user, client, "failed sign-in");
+                Err(SignInError::BadCredentials)
+            }
+        }
+    }
+
+    async fn check_credentials(
+        &self,
+        user: &str,
+        secret_text: &str,
+    ) -> Result<Option<(Principal, Credential)>, MetaError> {
+        let Some(record) = self.meta.user(user).await? else {
+            return Ok(None);
+        };
+        if looks_like_token(secret_text) {
+            let hash = secret::hash_token_secret(secret_text);
+            let Some(token) = self.meta.token_by_secret_hash(&hash).await? else {
+                return Ok(None);
+            };
+            if token.user.as_str() != user || !token.is_active(now()) {
+                return Ok(None);
+            }
+            self.touch(&token).await;
+            let principal = token_principal(&record, &token);
+            return Ok(Some((principal, Credential::AccessToken { id: token.id })));
+        }
+        let hash = record.password_hash.clone();
+        let password = secret_text.to_owned();
+        // argon2 is slow on purpose: keep it off the async workers.
+        let ok = tokio::task::spawn_blocking(move || secret::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        Ok(ok.then(|| {
+            (
+                Principal::user(record.name.as_str(), record.admin),
+                Credential::Password {
+                    epoch: record.credentials_epoch,
+                },
+            )
+        }))
+    }
+
+    /// An access token alone (`Authorization: Bearer berth_pat_…`) signs its owner in.
+    pub async fn sign_in_with_token(
+        &self,
+        token_secret: &str,
+    ) -> Result<Option<(Principal, Credential)>, MetaError> {
+        let hash = secret::hash_token_secret(token_secret);
+        let Some(token) = self.meta.token_by_secret_hash(&hash).await? else {
+            return Ok(None);
+        };
+        let Some(user) = self.meta.user(token.user.as_str()).await? else {
+            return Ok(None);
+        };
+        if !token.is_active(now()) {
+            return Ok(None);
+        }
+        self.touch(&token).await;
+        let principal = token_principal(&user, &token);
+        Ok(Some((principal, Credential::AccessToken { id: token.id })))
+    }
+
+    async fn touch(&self, token: &AccessToken) {
+        let t = now();
+        if token
+            .last_used_at
+            .is_none_or(|last| t - last >= TOUCH_INTERVAL)
+            && let Err(e) = self.meta.touch_token(&token.id, t).await
+        {
+            tracing::warn!(error = %e, "recording a token's last use failed");
+        }
+    }
+
+    /// The principal behind a credential, if it is still good: the user exists, the
+    /// access token is not revoked or expired, the password has not changed since.
+    pub async fn resolve(
+        &self,
+        user: &str,
+        credential: &Credential,
+    ) -> Result<Option<Principal>, MetaError> {
+        let Some(record) = self.meta.user(user).await? else {
+            return Ok(None);
+        };
+        match credential {
+            Credential::Password { epoch } => Ok((*epoch == record.credentials_epoch)
+                .then(|| Principal::user(record.name.as_str(), record.admin))),
+            Credential::AccessToken { id } => {
+                let Some(token) = self.meta.token(id).await? else {
+                    return Ok(None);
+                };
+                let good = token.user == record.name && token.is_active(now());
+                Ok(good.then(|| token_principal(&record, &token)))
+            }
+        }
+    }
+
+    /// The principal an access JWT speaks for, checked against the store (so revoking
+    /// an access token or changing a password takes effect at the next request).
+    pub async fn principal_for_access(
+        &self,
+        claims: &AccessClaims,
+    ) -> Result<Option<Principal>, MetaError> {
+        if claims.sub.is_empty() {
+            return Ok(Some(Principal::anonymous()));
+        }
+        match credential_of(&claims.tid, claims.epoch) {
+            Some(credential) => self.resolve(&claims.sub, &credential).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn principal_for_refresh(
+        &self,
+        claims: &RefreshClaims,
+    ) -> Result<Option<(Principal, Credential)>, MetaError> {
+        let Some(credential) = credential_of(&claims.tid, claims.epoch) else {
+            return Ok(None);
+        };
+        Ok(self
+            .resolve(&claims.sub, &credential)
+            .await?
+            .map(|p| (p, credential)))
+    }
+
+    // ---- access ----
+
+    pub async fn rights(
+        &self,
+        principal: &Principal,
+        repo: &RepoName,
+    ) -> Result<Actions, MetaError> {
+        let facts = self
+            .meta
+            .repository_facts(repo, principal.user.as_deref())
+            .await?;
+        Ok(repository_rights(principal, &facts))
+    }
+
+    /// What to grant of `requested`: the intersection with what `principal` may do.
+    /// Nothing requested is an error; what cannot be granted is left out.
+    pub async fn grants(
+        &self,
+        principal: &Principal,
+        requested: &[Scope],
+    ) -> Result<Vec<Grant>, MetaError> {
+        let mut grants: Vec<Grant> = Vec::new();
+        for scope in requested {
+            let (kind, name, allowed) = match &scope.resource {
+                Resource::Catalog => ("registry", "catalog".to_owned(), vec!["*".to_owned()]),
+                Resource::Repository(repo) => {
+                    let allowed = scope.actions.intersect(self.rights(principal, repo).await?);
+                    let names = allowed.names().into_iter().map(str::to_owned).collect();
+                    ("repository", repo.to_string(), names)
+                }
+            };
+            if allowed.is_empty() {
+                continue;
+            }
+            match grants.iter_mut().find(|g| g.kind == kind && g.name == name) {
+                Some(existing) => {
+                    for action in allowed {
+                        if !existing.actions.contains(&action) {
+                            existing.actions.push(action);
+                        }
+                    }
+                }
+                None => grants.push(Grant {
+                    kind: kind.to_owned(),
+                    name,
+                    actions: allowed,
+                }),
+            }
+        }
+        Ok(grants)
+    }
+
+    /// Issues an access token for `requested` (and a refresh token if asked for and the
+    /// principal signed in).
+    pub async fn issue(
+        &self,
+        principal: &Principal,
+        credential: Option<&Credential>,
+        requested: &[Scope],
+        want_refresh: bool,
+    ) -> Result<IssuedTokens, AccountError> {
+        let t = now();
+        let grants = self.grants(principal, requested).await?;
+        let user = principal.user.as_deref();
+        let access_token = self
+            .signer
+            .issue_access(user, credential, grants, t)
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        let refresh_token = match (want_refresh, user, credential) {
+            (true, Some(user), Some(credential)) => {
+                Some(self.refresh_token(user, credential, t).await?)
+            }
+            _ => None,
+        };
+        Ok(IssuedTokens {
+            access_token,
+            expires_in: self.signer.access_lifetime,
+            issued_at: t,
+            refresh_token,
+        })
+    }
+
+    /// A long-lived sign-in (docker's identity token, the web session).
+    pub async fn refresh_token(
+        &self,
+        user: &str,
+        credential: &Credential,
+        t: i64,
+    ) -> Result<String, AccountError> {
+        let expires_at = match credential {
+            Credential::Password { .. } => t + PASSWORD_REFRESH_LIFETIME,
+            Credential::AccessToken { id } => self
+                .meta
+                .token(id)
+                .await?
+                .and_then(|token| token.expires_at)
+                .unwrap_or(t + TOKEN_REFRESH_LIFETIME),
+        };
+        self.signer
+            .issue_refresh(user, credential, t, expires_at)
+            .map_err(|e| AccountError::Invalid(e.to_string()))
+    }
+
+    pub fn viewer(principal: &Principal) -> Viewer<'_> {
+        match (&principal.user, principal.admin) {
+            (_, true) => Viewer::All,
+            (Some(user), false) => Viewer::User(user),
+            (None, false) => Viewer::Anonymous,
+        }
+    }
+
+    // ---- administration (CLI and API) ----
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<User, AccountError> {
+        let name: AccountName = name
+            .parse()
+            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
+        check_password(password)?;
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || secret::hash_password(&password))
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))?
+            .map_err(|e| AccountError::Hash(e.to_string()))?;
+        self.meta.create_user(&name, &hash, admin).await?;
+        self.meta
+            .user(name.as_str())
+            .await?
+            .ok_or_else(|| AccountError::NotFound(format!("user {name}")))
+    }
+
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<(), AccountError> {
+        check_password(password)?;
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || secret::hash_password(&password))
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))?
+            .map_err(|e| AccountError::Hash(e.to_string()))?;
+        if self.meta.set_password(name, &hash).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound(format!("user {name}")))
+        }
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<(), AccountError> {
+        if self.meta.delete_user(name).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound(format!("user {name}")))
+        }
+    }
+
+    pub async fn create_org(&self, name: &str, owner: &str) -> Result<(), AccountError> {
+        let name: AccountName = name
+            .parse()
+            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
+        Ok(self.meta.create_org(&name, owner).await?)
+    }
+
+    pub async fn set_member(&self, org: &str, user: &str, role: Role) -> Result<(), AccountError> {
+        Ok(self.meta.set_member(org, user, role).await?)
+    }
+
+    pub async fn remove_member(&self, org: &str, user: &str) -> Result<(), AccountError> {
+        if self.meta.remove_member(org, user).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound(format!("member {user} of {org}")))
+        }
+    }
+
+    pub async fn create_token(
+        &self,
+        user: &str,
+        scope: TokenScope,
+        expires_in: Option<Duration>,
+        label: Option<&str>,
+    ) -> Result<NewToken, AccountError> {
+        let user: AccountName = user
+            .parse()
+            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
+        let secret = secret::new_token_secret();
+        let t = now();
+        let token = AccessToken {
+            id: secret::new_token_id(),
+            user,
+            name: label.unwrap_or("token").to_owned(),
+            secret_hash: secret::hash_token_secret(&secret),
+            scope,
+            created_at: t,
+            expires_at: expires_in.map(|d| t + d.as_secs() as i64),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.meta.create_token(&token).await?;
+        Ok(NewToken { token, secret })
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<(), AccountError> {
+        if self.meta.revoke_token(id).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound(format!("active token {id}")))
+        }
+    }
+
+    /// Whether `principal` may manage `namespace` (its visibility, its members): the
+    /// owner, an organization admin, or a server administrator.
+    pub async fn may_manage(
+        &self,
+        principal: &Principal,
+        namespace: &str,
+    ) -> Result<bool, MetaError> {
+        if principal.admin {
+            return Ok(true);
+        }
+        let Some(user) = &principal.user else {
+            return Ok(false);
+        };
+        if user == namespace {
+            return Ok(true);
+        }
+        let members = self.meta.members(namespace).await?.unwrap_or_default();
+        Ok(members
+            .iter()
+            .any(|m| m.user.as_str() == user && m.role == Role::Admin))
+    }
+}
+
+fn token_principal(user: &User, token: &AccessToken) -> Principal {
+    Principal {
+        user: Some(user.name.to_string()),
+        admin: user.admin,
+        ceiling: token.scope.actions(),
+        token_id: Some(token.id.clone()),
+    }
+}
+
+fn check_password(password: &str) -> Result<(), AccountError> {
+    if password.chars().count() < 8 {
+        return Err(AccountError::Invalid(
+            "passwords need at least 8 characters".into(),
+        ));
+    }
+    if looks_like_token(password) {
+        return Err(AccountError::Invalid(format!(
+            "passwords may not start with {}",
+            secret::TOKEN_PREFIX
+        )));
+    }
+    Ok(())
+}

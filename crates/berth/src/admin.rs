@@ -1,0 +1,387 @@
+//! The account commands: `berth user|org|token|repo|namespace …`. They open the same
+//! database as `berth serve` (which may be running: SQLite in WAL mode lets both write)
+//! and go through the same accounts service as `/api/v1`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_core::{RepoName, Role, TokenScope};
+use berth_server::{Accounts, AuthConfig};
+use clap::{Args, Subcommand};
+
+/// Where the database is: the same flags and variables as `berth serve`.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// TOML file with `data_dir`/`database` (as for `berth serve`).
+    #[arg(long, env = "BERTH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Where embedded storage lives [default: ./berth-data]
+    #[arg(long, env = "BERTH_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Metadata database URL [default: sqlite://<data-dir>/berth.db]
+    #[arg(long, env = "BERTH_DATABASE", global = true)]
+    database: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user (and their namespace). Prints a generated password unless
+    /// --password-stdin is given.
+    Add {
+        name: String,
+        /// Make the user a server administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Change a user's password; their sessions and docker logins made with the old
+    /// password end.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a user, their tokens and memberships. Their repositories stay.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List users.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization, with OWNER as its first admin.
+    Add {
+        name: String,
+        #[arg(long)]
+        owner: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List organizations.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Manage an organization's members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Add a member, or change their role.
+    Add {
+        org: String,
+        user: String,
+        /// read, write or admin.
+        #[arg(long)]
+        role: Role,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    Rm {
+        org: String,
+        user: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    Ls {
+        org: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a personal access token; it is printed once and never again.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// read, read-write or read-write-delete.
+        #[arg(long)]
+        scope: TokenScope,
+        /// Lifetime, such as 30d or 12h [default: never expires]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+        /// A label to recognise it by.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List a user's tokens (never their secrets).
+    Ls {
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a token; it stops working at the next request.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Make a repository public or private (creating it empty if it does not exist, so
+    /// it can be private from its first push).
+    Visibility {
+        name: RepoName,
+        #[arg(value_parser = ["public", "private"])]
+        visibility: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NamespaceCommand {
+    /// Set the visibility of new repositories in a namespace (`default`: the server's).
+    Visibility {
+        name: String,
+        #[arg(value_parser = ["public", "private", "default"])]
+        visibility: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
+    let database = crate::serve::database_of(
+        store.config.as_deref(),
+        store.data_dir.clone(),
+        store.database.clone(),
+    )?;
+    if let berth_server::DatabaseConfig::Sqlite(url) = &database
+        && let Some(path) = url.strip_prefix("sqlite://")
+        && let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let meta = berth_server::open_meta(&database).await?;
+    let config = AuthConfig {
+        admin_password: std::env::var("BERTH_ADMIN_PASSWORD").ok(),
+        ..AuthConfig::default()
+    };
+    Ok(Accounts::open(Arc::clone(&meta), &config).await?)
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((berth_auth::secret::new_password(), true));
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the password from standard input")?;
+    Ok((text.trim_end_matches(['\n', '\r']).to_owned(), false))
+}
+
+fn when(t: Option<i64>) -> String {
+    match t {
+        Some(t) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
+        )
+        .to_string(),
+        None => "-".to_owned(),
+    }
+}
+
+pub async fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            admin,
+            password_stdin,
+            store,
+        } => {
+            let accounts = open(&store).await?;
+            let (password, generated) = read_password(password_stdin)?;
+            accounts.create_user(&name, &password, admin).await?;
+            if generated {
+                println!("created user {name}; password: {password}");
+            } else {
+                println!("created user {name}");
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+            store,
+        } => {
+            let accounts = open(&store).await?;
+            let (password, generated) = read_password(password_stdin)?;
+            accounts.set_password(&name, &password).await?;
+            if generated {
+                println!("changed the password of {name}; new password: {password}");
+            } else {
+                println!("changed the password of {name}");
+            }
+        }
+        UserCommand::Rm { name, store } => {
+            open(&store).await?.delete_user(&name).await?;
+            println!("removed user {name}");
+        }
+        UserCommand::Ls { store } => {
+            let accounts = open(&store).await?;
+            println!("{:<24} {:<6} CREATED", "NAME", "ADMIN");
+            for u in accounts.meta().list_users().await? {
+                let admin = if u.admin { "yes" } else { "no" };
+                println!("{:<24} {:<6} {}", u.name, admin, when(Some(u.created_at)));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn org(command: OrgCommand) -> anyhow::Result<()> {
+    match command {
+        OrgCommand::Add { name, owner, store } => {
+            open(&store).await?.create_org(&name, &owner).await?;
+            println!("created organization {name} (owner: {owner})");
+        }
+        OrgCommand::Ls { store } => {
+            for org in open(&store).await?.meta().list_orgs().await? {
+                println!("{}", org.name);
+            }
+        }
+        OrgCommand::Member(MemberCommand::Add {
+            org,
+            user,
+            role,
+            store,
+        }) => {
+            open(&store).await?.set_member(&org, &user, role).await?;
+            println!("{user} is now a member of {org} with role {role}");
+        }
+        OrgCommand::Member(MemberCommand::Rm { org, user, store }) => {
+            open(&store).await?.remove_member(&org, &user).await?;
+            println!("removed {user} from {org}");
+        }
+        OrgCommand::Member(MemberCommand::Ls { org, store }) => {
+            let members = open(&store)
+                .await?
+                .meta()
+                .members(&org)
+                .await?
+                .with_context(|| format!("no organization named {org}"))?;
+            for m in members {
+                println!("{:<24} {}", m.user, m.role);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            user,
+            scope,
+            expires,
+            name,
+            store,
+        } => {
+            let created = open(&store)
+                .await?
+                .create_token(&user, scope, expires, name.as_deref())
+                .await?;
+            eprintln!(
+                "created token {} for {user} (scope {scope}, expires {}); it is shown only now:",
+                created.token.id,
+                when(created.token.expires_at)
+            );
+            println!("{}", created.secret);
+        }
+        TokenCommand::Ls { user, store } => {
+            let accounts = open(&store).await?;
+            println!(
+                "{:<18} {:<16} {:<18} {:<8} {:<21} LAST USED",
+                "ID", "NAME", "SCOPE", "STATE", "EXPIRES"
+            );
+            let t = berth_server::accounts::now();
+            for token in accounts.meta().list_tokens(&user).await? {
+                let state = if token.revoked_at.is_some() {
+                    "revoked"
+                } else if token.is_active(t) {
+                    "active"
+                } else {
+                    "expired"
+                };
+                println!(
+                    "{:<18} {:<16} {:<18} {:<8} {:<21} {}",
+                    token.id,
+                    token.name,
+                    token.scope,
+                    state,
+                    when(token.expires_at),
+                    when(token.last_used_at)
+                );
+            }
+        }
+        TokenCommand::Revoke { id, store } => {
+            open(&store).await?.revoke_token(&id).await?;
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn repo(command: RepoCommand) -> anyhow::Result<()> {
+    let RepoCommand::Visibility {
+        name,
+        visibility,
+        store,
+    } = command;
+    open(&store)
+        .await?
+        .meta()
+        .set_repository_visibility(&name, visibility == "public")
+        .await?;
+    println!("{name} is now {visibility}");
+    Ok(())
+}
+
+pub async fn namespace(command: NamespaceCommand) -> anyhow::Result<()> {
+    let NamespaceCommand::Visibility {
+        name,
+        visibility,
+        store,
+    } = command;
+    let public = match visibility.as_str() {
+        "public" => Some(true),
+        "private" => Some(false),
+        _ => None,
+    };
+    if !open(&store)
+        .await?
+        .meta()
+        .set_namespace_default(&name, public)
+        .await?
+    {
+        anyhow::bail!("no user or organization named {name}");
+    }
+    println!("new repositories in {name} will be {visibility}");
+    Ok(())
+}
