@@ -79,7 +79,7 @@ async fn fetch_token(
     credentials: Option<(&str, &str)>,
     scopes: &[&str],
 ) -> (StatusCode, Value) {
-    let mut url = format!("/token?service=berth");
+    let mut url = "/token?service=berth".to_string();
     for scope in scopes {
         url.push_str(&format!("&scope={}", urlencode(scope)));
     }
