@@ -1160,3 +1160,184 @@ async fn namespace_and_server_defaults_decide_new_repositories() {
     .await;
     assert_eq!(r.status(), 403);
 }
+
+/// Runs the real binary with debug logging (request traces included) through sign-ins,
+/// token grants, a session, a failed login and a push, then searches its whole log for
+/// every secret that passed through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_log_line_contains_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("berth.log");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let admin_password = "admin-password-in-the-environment";
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BERTH_") {
+            command.env_remove(key);
+        }
+    }
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = command
+        .env("BERTH_ADMIN_PASSWORD", admin_password)
+        .env("RUST_LOG", "debug,tower_http=trace")
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = anonymous();
+    let mut ready = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/v2/")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        ready,
+        "berth did not start: {}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+    let admin = basic("admin", admin_password);
+    let mut secrets: Vec<String> = vec![
+        admin_password.into(),
+        PASSWORD.into(),
+        "wrong-password-guess".into(),
+    ];
+
+    let r = client
+        .post(format!("{base}/api/v1/users"))
+        .header("authorization", &admin)
+        .json(&json!({ "name": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(format!("{base}/api/v1/tokens"))
+        .header("authorization", basic("alice", PASSWORD))
+        .json(&json!({ "scope": "read-write" }))
+        .send()
+        .await
+        .unwrap();
+    let pat = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secrets.push(pat.clone());
+    let r = client
+        .get(format!(
+            "{base}/token?service=berth&offline_token=true&scope=repository:alice/app:pull,push"
+        ))
+        .header("authorization", basic("alice", &pat))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let jwt = body["token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    secrets.extend([jwt.clone(), refresh.clone()]);
+    let r = client
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+            ("service", "berth"),
+            ("client_id", "test"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    secrets.push(
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let r = client
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+            ("access_type", "offline"),
+            ("client_id", "test"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    secrets.push(body["refresh_token"].as_str().unwrap().to_owned());
+    let r = client
+        .post(format!("{base}/api/v1/session"))
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = header(&r, "set-cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    secrets.push(cookie.split_once('=').unwrap().1.to_owned());
+    let r = client
+        .get(format!("{base}/v2/"))
+        .header("authorization", basic("alice", "wrong-password-guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(format!(
+            "{base}/v2/alice/app/blobs/uploads/?digest={}",
+            sha256(b"layer")
+        ))
+        .header("authorization", format!("Bearer {jwt}"))
+        .body(b"layer".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Stop it (SIGTERM via the kill command: no extra crate for signals).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // The log is really there, at debug level, with requests and the failed sign-in.
+    assert!(
+        log.contains("failed sign-in") && log.contains("/token"),
+        "{log}"
+    );
+    let hashes_or_keys = ["$argon2", "jwt_hs256_key", "berth_pat_"];
+    for secret in secrets.iter().map(String::as_str).chain(hashes_or_keys) {
+        assert!(
+            !log.contains(secret),
+            "the log contains a secret ({secret:.12}…):\n{log}"
+        );
+    }
+    // Nor any part of a token or JWT long enough to matter.
+    for secret in &secrets {
+        if secret.len() > 40 {
+            assert!(
+                !log.contains(&secret[secret.len() - 24..]),
+                "a secret's tail is in the log"
+            );
+        }
+    }
+}

@@ -60,10 +60,31 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-fn run(mut cmd: Command, what: &str) -> Output {
+fn run(cmd: Command, what: &str) -> Output {
+    run_with_input(cmd, what, None)
+}
+
+/// Runs `cmd` with `input` on its standard input (none: /dev/null).
+pub fn run_with_input(mut cmd: Command, what: &str, input: Option<&str>) -> Output {
+    use std::io::Write as _;
     let line = describe(&cmd);
-    cmd.stdin(Stdio::null());
-    cmd.output()
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what} ({line}): {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write to {what}'s stdin ({line}): {e}"));
+    }
+    child
+        .wait_with_output()
         .unwrap_or_else(|e| panic!("cannot run {what} ({line}): {e}"))
 }
 
@@ -635,6 +656,11 @@ impl DockerDaemon {
     /// Runs the docker CLI against this daemon.
     pub fn docker(&self, args: &[&str]) -> Output {
         run(self.command(args), "docker")
+    }
+
+    /// Runs the docker CLI with `input` on its standard input (`login --password-stdin`).
+    pub fn docker_input(&self, args: &[&str], input: &str) -> Output {
+        run_with_input(self.command(args), "docker", Some(input))
     }
 
     /// Runs the docker CLI, asserts success, returns stdout (push/pull

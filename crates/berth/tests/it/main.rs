@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use sha2::Digest as _;
 
 mod auth;
+mod auth_clients;
 mod blobs;
 mod clients;
 mod crash;
