@@ -114,6 +114,7 @@ pub enum AccountRefusal {
 #[async_trait]
 pub trait AccountStore: Send + Sync + 'static {
     // ---- settings shared by every node ----
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Stores `value` under `key` unless a value is there already; returns the stored one.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;

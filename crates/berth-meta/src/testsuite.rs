@@ -169,7 +169,15 @@ async fn users_orgs_and_tokens(store: &dyn MetaStore) {
         .await
         .unwrap();
 
+    let new_alice = store.user("alice").await.unwrap().unwrap();
+    assert_ne!(
+        new_alice.credentials_epoch, alice2.credentials_epoch,
+        "a re-created user starts a new credentials epoch"
+    );
+
+    assert_eq!(store.setting("k").await.unwrap(), None);
     assert_eq!(store.init_setting("k", "v1").await.unwrap(), "v1");
+    assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v1"));
     assert_eq!(store.init_setting("k", "v2").await.unwrap(), "v1");
 }
 

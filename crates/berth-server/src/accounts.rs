@@ -4,8 +4,10 @@
 //! It joins the metadata store (facts) with `berth-auth` (rules and tokens), the way
 //! [`crate::Registry`] joins the two stores.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::SetOnce;
 
 use berth_auth::jwt::credential_of;
 use berth_auth::secret::{self, looks_like_token};
@@ -86,19 +88,32 @@ pub struct Accounts {
     by_address: FailureLimiter,
     by_user: FailureLimiter,
     realm: Option<String>,
+    /// Set once the first administrator exists (or creating it failed).
+    first_admin: SetOnce<()>,
+}
+
+/// A hash to verify against when the user does not exist, so that a missing user takes
+/// as long to refuse as a wrong password (no user enumeration by timing).
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| secret::hash_password("decoy password").unwrap_or_default())
 }
 
 impl Accounts {
-    /// Loads (or on first start creates) the signing key and makes sure the first
-    /// administrator exists.
+    /// Loads (or on first start creates) the signing key. The first administrator is
+    /// [`Accounts::ensure_first_admin`]'s job.
     pub async fn open(
         meta: Arc<dyn MetaStore>,
         config: &AuthConfig,
     ) -> Result<Accounts, AccountError> {
-        let key = meta
-            .init_setting(SIGNING_KEY, &secret::new_signing_key())
-            .await?;
-        let accounts = Accounts {
+        let key = match meta.setting(SIGNING_KEY).await? {
+            Some(key) => key,
+            None => {
+                meta.init_setting(SIGNING_KEY, &secret::new_signing_key())
+                    .await?
+            }
+        };
+        Ok(Accounts {
             signer: TokenSigner::new(
                 key.as_bytes(),
                 &config.service,
@@ -107,23 +122,49 @@ impl Accounts {
             by_address: FailureLimiter::new(config.login_failures, config.login_window),
             by_user: FailureLimiter::new(config.login_failures, config.login_window),
             realm: config.realm.clone(),
+            first_admin: SetOnce::new(),
             meta,
-        };
-        accounts
-            .ensure_first_admin(config.admin_password.as_deref())
-            .await?;
+        })
+    }
+
+    /// Opens accounts for `berth serve` and creates the first administrator in the
+    /// background: hashing a password takes longer than the rest of start-up, and only
+    /// sign-ins need to wait for it.
+    pub async fn open_serving(
+        meta: Arc<dyn MetaStore>,
+        config: &AuthConfig,
+    ) -> Result<Arc<Accounts>, AccountError> {
+        let accounts = Arc::new(Accounts::open(meta, config).await?);
+        accounts.set_default_public(config.default_public).await?;
+        let bootstrap = accounts.clone();
+        let password = config.admin_password.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bootstrap.ensure_first_admin(password.as_deref()).await {
+                tracing::error!(error = %e, "creating the first administrator failed");
+            }
+        });
         Ok(accounts)
     }
 
     /// Records the server's default visibility for new repositories (`berth serve` does
     /// this at start; it lives in the store so that every node and command agrees).
     pub async fn set_default_public(&self, public: bool) -> Result<(), MetaError> {
-        self.meta
-            .set_setting(DEFAULT_PUBLIC, if public { "1" } else { "0" })
-            .await
+        let value = if public { "1" } else { "0" };
+        // Written only on a change: a write costs an fsync, a read does not.
+        if self.meta.setting(DEFAULT_PUBLIC).await?.as_deref() != Some(value) {
+            self.meta.set_setting(DEFAULT_PUBLIC, value).await?;
+        }
+        Ok(())
     }
 
-    async fn ensure_first_admin(&self, password: Option<&str>) -> Result<(), AccountError> {
+    /// Creates the first administrator unless it exists. Sign-ins wait for this.
+    pub async fn ensure_first_admin(&self, password: Option<&str>) -> Result<(), AccountError> {
+        let created = self.create_first_admin(password).await;
+        let _ = self.first_admin.set(());
+        created
+    }
+
+    async fn create_first_admin(&self, password: Option<&str>) -> Result<(), AccountError> {
         if self.meta.user(FIRST_ADMIN).await?.is_some() {
             return Ok(());
         }
@@ -200,7 +241,13 @@ impl Accounts {
         user: &str,
         secret_text: &str,
     ) -> Result<Option<(Principal, Credential)>, MetaError> {
+        self.first_admin.wait().await;
         let Some(record) = self.meta.user(user).await? else {
+            let password = secret_text.to_owned();
+            let _ = tokio::task::spawn_blocking(move || {
+                secret::verify_password(&password, decoy_hash())
+            })
+            .await;
             return Ok(None);
         };
         if looks_like_token(secret_text) {

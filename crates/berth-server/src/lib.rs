@@ -55,16 +55,12 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
         ),
     };
     let meta = open_meta(&config.database).await?;
-    let accounts = Accounts::open(meta.clone(), &config.auth)
+    let accounts = Accounts::open_serving(meta.clone(), &config.auth)
         .await
         .map_err(|e| ServerError::Accounts(e.to_string()))?;
-    accounts
-        .set_default_public(config.auth.default_public)
-        .await
-        .map_err(ServerError::Database)?;
     Ok(Arc::new(http::AppState {
         registry: Arc::new(Registry::new(blobs, meta)),
-        accounts: Arc::new(accounts),
+        accounts,
         open: config.open,
     }))
 }

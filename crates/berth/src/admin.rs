@@ -184,7 +184,11 @@ async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
         admin_password: std::env::var("BERTH_ADMIN_PASSWORD").ok(),
         ..AuthConfig::default()
     };
-    Ok(Accounts::open(Arc::clone(&meta), &config).await?)
+    let accounts = Accounts::open(Arc::clone(&meta), &config).await?;
+    accounts
+        .ensure_first_admin(config.admin_password.as_deref())
+        .await?;
+    Ok(accounts)
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {

@@ -265,6 +265,33 @@ mod tests {
     }
 
     #[test]
+    fn auth_settings_come_from_flags_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("admin-password");
+        std::fs::write(&secret, "from-a-file\n").unwrap();
+        let config = resolve(serve_args(&[
+            "--admin-password-file",
+            secret.to_str().unwrap(),
+            "--default-visibility",
+            "private",
+            "--realm",
+            "https://r.example.com/token",
+            "--token-lifetime",
+            "10m",
+        ]))
+        .unwrap();
+        assert_eq!(config.auth.admin_password.as_deref(), Some("from-a-file"));
+        assert!(!config.auth.default_public);
+        assert_eq!(
+            config.auth.realm.as_deref(),
+            Some("https://r.example.com/token")
+        );
+        assert_eq!(config.auth.token_lifetime, Duration::from_secs(600));
+        assert!(!format!("{:?}", config.auth).contains("from-a-file"));
+        assert!(resolve(serve_args(&["--open"])).unwrap().open);
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("berth.toml");

@@ -138,8 +138,11 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
                     .map_err(backend)?;
                 }
             }
+            // A random first epoch: sign-ins of an earlier user of the same name never
+            // match a new one.
             sqlx::query(
-                "INSERT INTO users (name, password_hash, admin, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO users (name, password_hash, admin, credentials_epoch, created_at)
+                 VALUES (?, ?, ?, abs(random() % 1000000000000), ?)",
             )
             .bind(name)
             .bind(hash)
@@ -359,6 +362,14 @@ impl SqliteMetaStore {
 
 #[async_trait]
 impl AccountStore for SqliteMetaStore {
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let write = AccountWrite::InitSetting {
             key: key.to_owned(),

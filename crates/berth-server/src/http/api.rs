@@ -348,8 +348,27 @@ async fn route(accounts: &Accounts, parts: &Parts, body: &[u8]) -> ApiResult {
 
     let caller = authenticate(accounts, parts).await?;
     // Repository reads are open to anyone who may pull; everything else needs a caller.
+    if segments == ["repositories"] {
+        return repositories(
+            accounts,
+            method,
+            &[],
+            caller.as_ref(),
+            body,
+            parts.uri.query(),
+        )
+        .await;
+    }
     if let ["repositories", rest @ ..] = segments.as_slice() {
-        return repositories(accounts, method, rest, caller.as_ref(), body).await;
+        return repositories(
+            accounts,
+            method,
+            rest,
+            caller.as_ref(),
+            body,
+            parts.uri.query(),
+        )
+        .await;
     }
     let caller = caller.ok_or_else(Failure::unauthorized)?;
     let meta = accounts.meta();
@@ -588,6 +607,36 @@ async fn sign_in_session(accounts: &Accounts, parts: &Parts, body: &[u8]) -> Api
     Ok(response)
 }
 
+/// `GET /api/v1/repositories[?last=&n=]`: the repositories the caller may read.
+async fn list_repositories(
+    accounts: &Accounts,
+    principal: &Principal,
+    query: Option<&str>,
+) -> ApiResult {
+    let query = berth_core::endpoint::query_pairs(query);
+    let param = |key: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let n = match param("n") {
+        Some(n) => n
+            .parse::<u32>()
+            .map_err(|_| Failure::invalid(format!("n={n}: not a number")))?
+            .clamp(1, 1000),
+        None => 100,
+    };
+    let page = accounts
+        .meta()
+        .visible_repositories(Accounts::viewer(principal), param("last"), n)
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({ "repositories": page.items, "more": page.more }),
+    )
+}
+
 /// `GET /api/v1/repositories/NAME` and `PUT /api/v1/repositories/NAME/visibility`.
 async fn repositories(
     accounts: &Accounts,
@@ -595,7 +644,13 @@ async fn repositories(
     rest: &[&str],
     caller: Option<&Caller>,
     body: &[u8],
+    query: Option<&str>,
 ) -> ApiResult {
+    let anonymous = Principal::anonymous();
+    let principal = caller.map_or(&anonymous, |c| &c.principal);
+    if rest.is_empty() && *method == Method::GET {
+        return list_repositories(accounts, principal, query).await;
+    }
     let (name, setting) = match rest {
         [name @ .., "visibility"] if *method == Method::PUT => (name.join("/"), true),
         name => (name.join("/"), false),
@@ -603,8 +658,6 @@ async fn repositories(
     let repo: RepoName = name
         .parse()
         .map_err(|e: berth_core::NameError| Failure::invalid(e.to_string()))?;
-    let anonymous = Principal::anonymous();
-    let principal = caller.map_or(&anonymous, |c| &c.principal);
     if setting {
         let caller = caller.ok_or_else(Failure::unauthorized)?;
         caller.require_manage_scope()?;

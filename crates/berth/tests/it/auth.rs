@@ -562,7 +562,15 @@ async fn tampered_expired_and_foreign_jwts_are_refused() {
         name: "alice/app".into(),
         actions: vec!["pull".into()],
     }];
-    let as_alice = berth_auth::Credential::Password { epoch: 0 };
+    let url = format!("sqlite://{}", server.data_dir.join("berth.db").display());
+    let store = berth_meta::SqliteMetaStore::open(&url).await.unwrap();
+    let epoch = store
+        .user("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .credentials_epoch;
+    let as_alice = berth_auth::Credential::Password { epoch };
 
     // A correctly signed token works: the test signs the way the server does.
     let good = TokenSigner::new(key.as_bytes(), "berth", 300)
@@ -586,7 +594,7 @@ async fn tampered_expired_and_foreign_jwts_are_refused() {
         .unwrap();
     let mut payload = claims(&anonymous_token);
     payload["sub"] = "alice".into();
-    payload["epoch"] = 0.into();
+    payload["epoch"] = epoch.into();
     let parts: Vec<&str> = anonymous_token.split('.').collect();
     let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::to_vec(&payload).unwrap());
@@ -838,6 +846,21 @@ async fn the_catalog_lists_only_what_the_caller_may_read() {
         catalog(&server, Some(&with)).await,
         ["alice/open", "bob/secret"]
     );
+    // The account API lists the same.
+    let r = call(
+        &server,
+        Method::GET,
+        "/api/v1/repositories?n=1",
+        Some(&bob),
+        None,
+    )
+    .await;
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["repositories"], json!(["alice/open"]));
+    assert_eq!(page["more"], true);
+    let r = call(&server, Method::GET, "/api/v1/repositories", None, None).await;
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["repositories"], json!(["alice/open"]));
 }
 
 #[tokio::test]
@@ -1045,12 +1068,30 @@ async fn the_account_api_with_sessions_and_tokens() {
     assert!(secret.starts_with("berth_pat_"));
     assert!(created["expires_at"].as_i64().unwrap() > now() + 29 * 24 * 3600);
 
-    // Listing shows the token but never its secret.
+    // Listing shows the token, when it was last used, but never its secret.
     let r = with_cookie(Method::GET, "/api/v1/tokens", None)
         .await
         .unwrap();
     let text = r.text().await.unwrap();
     assert!(text.contains("\"ci\"") && !text.contains(&secret[10..]));
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert!(listed["tokens"][0]["last_used_at"].is_null());
+    let r = call(
+        &server,
+        Method::GET,
+        "/v2/",
+        Some(&basic("alice", &secret)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let listed: Value = with_cookie(Method::GET, "/api/v1/tokens", None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["tokens"][0]["last_used_at"].as_i64().unwrap() >= now() - 60);
     // A token may read the API but not mint more tokens or touch users.
     let as_token = format!("Bearer {secret}");
     let r = call(&server, Method::GET, "/api/v1/me", Some(&as_token), None).await;
@@ -1340,4 +1381,95 @@ async fn no_log_line_contains_a_secret() {
             );
         }
     }
+}
+
+/// With no password given, the first administrator's is generated and logged once, and
+/// it works.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_generated_admin_password_is_logged_once_and_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let log_path = dir.path().join("berth.log");
+    let spawn = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .args([
+                "serve",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_") {
+                command.env_remove(key);
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        command
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let wait_ready = || async {
+        for _ in 0..200 {
+            if anonymous().get(format!("{base}/v2/")).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("berth did not start");
+    };
+    let stop = |mut child: std::process::Child| {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    };
+    let sign_in = |password: String| {
+        let url = format!("{base}/v2/");
+        async move {
+            anonymous()
+                .get(url)
+                .header("authorization", basic("admin", &password))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let child = spawn();
+    wait_ready().await;
+    // Signing in waits for the administrator to exist, so this cannot race start-up.
+    assert_eq!(sign_in("not-the-password".into()).await, 401);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let password = log
+        .split("password \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no generated password in the log:\n{log}"))
+        .to_owned();
+    assert_eq!(sign_in(password.clone()).await, 200);
+    stop(child);
+    // A restart does not generate (or print) another.
+    let child = spawn();
+    wait_ready().await;
+    assert_eq!(sign_in(password.clone()).await, 200);
+    stop(child);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        log.matches("created the first administrator").count(),
+        1,
+        "{log}"
+    );
 }
