@@ -176,6 +176,23 @@ pub fn realm(accounts: &Accounts, headers: &HeaderMap) -> String {
     format!("{proto}://{host}/token")
 }
 
+/// The `detail` Distribution gives with refusals: the access asked for, one entry per
+/// action. Docker's client needs a detail: an error without one (and with the code's
+/// stock message) it reads as a bare code, and retries a refused layer for a minute.
+fn access_detail(scope: &str) -> serde_json::Value {
+    let mut parts = scope.splitn(2, ':');
+    let kind = parts.next().unwrap_or_default();
+    let rest = parts.next().unwrap_or_default();
+    let (name, actions) = rest.rsplit_once(':').unwrap_or((rest, ""));
+    actions
+        .split(',')
+        .map(|action| {
+            serde_json::json!({ "Type": kind, "Class": "", "Name": name, "Action": action })
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
 fn challenge(
     accounts: &Accounts,
     headers: &HeaderMap,
@@ -187,7 +204,7 @@ fn challenge(
         realm(accounts, headers),
         accounts.signer().service()
     );
-    if let Some(scope) = scope {
+    if let Some(scope) = &scope {
         value.push_str(&format!(",scope=\"{scope}\""));
     }
     if let Some(error) = error {
@@ -197,14 +214,25 @@ fn challenge(
         Some("invalid_token") => "the bearer token is invalid or has expired",
         _ => "authentication required",
     };
-    ApiError::new(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
+    let mut refusal = ApiError::new(ErrorCode::Unauthorized, message)
+        .with_header(header::WWW_AUTHENTICATE, value);
+    if let Some(scope) = &scope {
+        refusal = refusal.with_detail(access_detail(scope));
+    }
+    refusal
 }
 
-fn denied() -> ApiError {
-    ApiError::new(
+/// `403 DENIED`, with the RFC 6750 `insufficient_scope` challenge: a `HEAD` answer has
+/// no body, and the header is how Docker's client then knows the refusal is final.
+fn denied(accounts: &Accounts, headers: &HeaderMap, scope: String) -> ApiError {
+    let challenge = challenge(accounts, headers, Some(scope), Some("insufficient_scope"));
+    let mut error = ApiError::new(
         ErrorCode::Denied,
         "requested access to the resource is denied",
-    )
+    );
+    error.detail = challenge.detail;
+    error.headers = challenge.headers;
+    error
 }
 
 pub fn locked_out(wait: std::time::Duration) -> ApiError {
@@ -359,7 +387,7 @@ pub async fn admit(
                         token_in_hand.then_some("insufficient_scope"),
                     )
                 } else {
-                    denied()
+                    denied(accounts, &parts.headers, scope_text)
                 });
             }
         }

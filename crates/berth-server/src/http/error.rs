@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// The `detail` of the error body (`null` when absent).
+    pub detail: Option<serde_json::Value>,
     pub headers: Vec<(HeaderName, String)>,
 }
 
@@ -25,8 +27,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
             headers: Vec::new(),
         }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
+        self.detail = Some(detail);
+        self
     }
 
     pub fn with_status(mut self, status: StatusCode) -> ApiError {
@@ -122,7 +130,7 @@ impl From<EndpointError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({
-            "errors": [{ "code": self.code.as_str(), "message": self.message, "detail": null }]
+            "errors": [{ "code": self.code.as_str(), "message": self.message, "detail": self.detail }]
         });
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = self.status;

@@ -427,7 +427,11 @@ async fn a_private_repository_looks_exactly_like_a_missing_one() {
             .get("www-authenticate")
             .map(|v| v.to_str().unwrap().replace(repo, "NAME"))
             .unwrap_or_default();
-        (status, challenge, r.text().await.unwrap())
+        (
+            status,
+            challenge,
+            r.text().await.unwrap().replace(repo, "NAME"),
+        )
     }
     let private = refusal(&server, "alice/secret", None).await;
     let missing = refusal(&server, "alice/nothing", None).await;

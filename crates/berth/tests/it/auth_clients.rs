@@ -252,22 +252,33 @@ async fn docker_login_with_access_tokens() {
 
         let push = docker.docker_ok(&["push", &app]);
         assert!(push.contains("v1: digest: sha256:"), "{push}");
+        // (The denied push goes last: docker forgets where a layer can be mounted from
+        // after any failed mount.)
         for (target, allowed) in [
-            ("bob/app:v1", false),
             ("team/app:v1", true),
             ("alice/private:v1", true),
+            ("bob/app:v1", false),
         ] {
             docker.docker_ok(&["tag", &app, &image(target)]);
             let out = docker.docker(&["push", &image(target)]);
             let said = text(&out);
             if allowed {
                 assert!(out.status.success(), "push {target}: {said}");
+                // alice may pull alice/app, so its layers are mounted, not uploaded.
+                assert!(
+                    said.contains("Mounted from alice/app")
+                        || said.contains("Mounted from team/app"),
+                    "push {target}: {said}"
+                );
+                assert!(!said.contains("Pushed"), "push {target}: {said}");
             } else {
                 assert!(
                     !out.status.success(),
                     "push into {target} must be denied: {said}"
                 );
                 assert!(said.contains("denied"), "push {target}: {said}");
+                // A refusal is final: docker must not retry the layers.
+                assert!(!said.contains("Retrying"), "push {target}: {said}");
             }
         }
 
@@ -296,6 +307,7 @@ async fn docker_login_with_access_tokens() {
         docker.docker_ok(&["tag", &app, &image("alice/app:v2")]);
         let out = docker.docker(&["push", &image("alice/app:v2")]);
         assert!(!out.status.success(), "a read token pushed: {}", text(&out));
+        assert!(!text(&out).contains("Retrying"), "{}", text(&out));
 
         // A revoked token fails at once, though docker still holds its login.
         let (id, rw2) = create_token(&data, "alice", "read-write");
@@ -309,6 +321,7 @@ async fn docker_login_with_access_tokens() {
             "a revoked token pushed: {}",
             text(&out)
         );
+        assert!(!text(&out).contains("Retrying"), "{}", text(&out));
 
         // Organization roles: carol (read) pulls from team but cannot push.
         docker.docker_ok(&["logout", &registry]);
@@ -322,6 +335,7 @@ async fn docker_login_with_access_tokens() {
             "a read member pushed: {}",
             text(&out)
         );
+        assert!(!text(&out).contains("Retrying"), "{}", text(&out));
         docker.docker_ok(&["logout", &registry]);
 
         let tags: Vec<String> = [
