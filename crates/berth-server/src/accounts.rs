@@ -150,8 +150,10 @@ impl Accounts {
     /// this at start; it lives in the store so that every node and command agrees).
     pub async fn set_default_public(&self, public: bool) -> Result<(), MetaError> {
         let value = if public { "1" } else { "0" };
-        // Written only on a change: a write costs an fsync, a read does not.
-        if self.meta.setting(DEFAULT_PUBLIC).await?.as_deref() != Some(value) {
+        // Written only on a change (no row reads as public, the store's fallback): a
+        // write costs an fsync, a read does not.
+        let stored = self.meta.setting(DEFAULT_PUBLIC).await?;
+        if stored.as_deref().unwrap_or("1") != value {
             self.meta.set_setting(DEFAULT_PUBLIC, value).await?;
         }
         Ok(())
