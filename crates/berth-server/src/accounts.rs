@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::SetOnce;
+use tokio::sync::{Semaphore, SetOnce};
 
 use berth_auth::jwt::credential_of;
 use berth_auth::secret::{self, looks_like_token};
@@ -26,6 +26,10 @@ const SIGNING_KEY: &str = "jwt_hs256_key";
 pub const DEFAULT_PUBLIC: &str = "default_public";
 /// The account created on first start.
 pub const FIRST_ADMIN: &str = "admin";
+/// The settings key that records that the first administrator was created.
+const FIRST_ADMIN_CREATED: &str = "first_admin_created";
+/// The longest lifetime an access token may be given.
+const MAX_TOKEN_LIFETIME: i64 = 10 * 365 * 24 * 3600;
 /// How long a password sign-in's refresh token (docker's identity token) lasts.
 const PASSWORD_REFRESH_LIFETIME: i64 = 90 * 24 * 3600;
 /// How long a token-based refresh token lasts when the access token never expires.
@@ -69,6 +73,8 @@ pub struct NewToken {
 
 /// What the token endpoint hands back.
 pub struct IssuedTokens {
+    /// What the access token grants (the scopes asked for, intersected).
+    pub granted: Vec<Grant>,
     pub access_token: String,
     pub expires_in: i64,
     pub issued_at: i64,
@@ -90,6 +96,10 @@ pub struct Accounts {
     realm: Option<String>,
     /// Set once the first administrator exists (or creating it failed).
     first_admin: SetOnce<()>,
+    /// Bounds the argon2 checks running at once (each takes ~19 MiB and a core).
+    password_checks: Semaphore,
+    /// Whether the client address comes from `X-Forwarded-For` (behind a proxy).
+    trust_forwarded_for: bool,
 }
 
 /// A hash to verify against when the user does not exist, so that a missing user takes
@@ -123,6 +133,10 @@ impl Accounts {
             by_user: FailureLimiter::new(config.login_failures, config.login_window),
             realm: config.realm.clone(),
             first_admin: SetOnce::new(),
+            password_checks: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+            trust_forwarded_for: config.trust_forwarded_for,
             meta,
         })
     }
@@ -167,7 +181,12 @@ impl Accounts {
     }
 
     async fn create_first_admin(&self, password: Option<&str>) -> Result<(), AccountError> {
+        // Once only: an administrator who removes `admin` does not want it back.
+        if self.meta.setting(FIRST_ADMIN_CREATED).await?.is_some() {
+            return Ok(());
+        }
         if self.meta.user(FIRST_ADMIN).await?.is_some() {
+            self.meta.set_setting(FIRST_ADMIN_CREATED, "1").await?;
             return Ok(());
         }
         let (password, generated) = match password {
@@ -183,6 +202,7 @@ impl Accounts {
             Ok(()) | Err(AccountRefusal::NameTaken(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        self.meta.set_setting(FIRST_ADMIN_CREATED, "1").await?;
         if generated {
             // The one deliberate secret in the log: there is no other way to hand it over.
             tracing::warn!(
@@ -199,6 +219,10 @@ impl Accounts {
         &self.signer
     }
 
+    pub fn trusts_forwarded_for(&self) -> bool {
+        self.trust_forwarded_for
+    }
+
     pub fn configured_realm(&self) -> Option<&str> {
         self.realm.as_deref()
     }
@@ -210,30 +234,50 @@ impl Accounts {
     // ---- signing in ----
 
     /// Checks a user name with a password or an access token, under the failed-login
-    /// limits for `client` (an address) and for the user name.
+    /// limits for `client` (an address) and for the user name. Each attempt counts as
+    /// a failure from its start until it succeeds, so a burst cannot slip past the limit.
     pub async fn sign_in(
         &self,
         user: &str,
         password_or_token: &str,
         client: &str,
     ) -> Result<(Principal, Credential), SignInError> {
-        let user_key = format!("user:{user}");
         let client_key = format!("addr:{client}");
-        for key in [&client_key, &user_key] {
-            let limiter = if key == &client_key {
-                &self.by_address
-            } else {
-                &self.by_user
-            };
-            limiter.check(key).map_err(SignInError::Locked)?;
+        let user_key = format!("user:{user}");
+        self.by_address
+            .begin(&client_key)
+            .map_err(SignInError::Locked)?;
+        // Access tokens cannot be guessed: someone guessing a user's password does not
+        // lock that user's tokens out.
+        let user_counted = !looks_like_token(password_or_token);
+        if user_counted && let Err(wait) = self.by_user.begin(&user_key) {
+            self.by_address.succeeded(&client_key);
+            return Err(SignInError::Locked(wait));
         }
-        match self.check_credentials(user, password_or_token).await? {
-            Some(found) => Ok(found),
-            None => {
-                self.by_address.record_failure(&client_key);
-                self.by_user.record_failure(&user_key);
-                tracing::info!(user, client, "failed sign-in");
+        let forgive = || {
+            self.by_address.succeeded(&client_key);
+            if user_counted {
+                self.by_user.succeeded(&user_key);
+            }
+        };
+        match self.check_credentials(user, password_or_token).await {
+            Ok(Some(found)) => {
+                forgive();
+                Ok(found)
+            }
+            Ok(None) => {
+                // A token pasted as the user name must not reach the log either.
+                let shown = if looks_like_token(user) {
+                    "<a token>"
+                } else {
+                    user
+                };
+                tracing::info!(user = shown, client, "failed sign-in");
                 Err(SignInError::BadCredentials)
+            }
+            Err(e) => {
+                forgive();
+                Err(SignInError::Store(e))
             }
         }
     }
@@ -244,15 +288,8 @@ impl Accounts {
         secret_text: &str,
     ) -> Result<Option<(Principal, Credential)>, MetaError> {
         self.first_admin.wait().await;
-        let Some(record) = self.meta.user(user).await? else {
-            let password = secret_text.to_owned();
-            let _ = tokio::task::spawn_blocking(move || {
-                secret::verify_password(&password, decoy_hash())
-            })
-            .await;
-            return Ok(None);
-        };
         if looks_like_token(secret_text) {
+            // Found by its hash first: an unknown user and a wrong token cost the same.
             let hash = secret::hash_token_secret(secret_text);
             let Some(token) = self.meta.token_by_secret_hash(&hash).await? else {
                 return Ok(None);
@@ -260,17 +297,29 @@ impl Accounts {
             if token.user.as_str() != user || !token.is_active(now()) {
                 return Ok(None);
             }
+            let Some(record) = self.meta.user(user).await? else {
+                return Ok(None);
+            };
             self.touch(&token).await;
             let principal = token_principal(&record, &token);
             return Ok(Some((principal, Credential::AccessToken { id: token.id })));
         }
-        let hash = record.password_hash.clone();
+        let record = self.meta.user(user).await?;
+        let found = record.is_some();
+        // An unknown user is checked against a decoy, so it takes as long to refuse.
+        let hash = record
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
         let password = secret_text.to_owned();
-        // argon2 is slow on purpose: keep it off the async workers.
-        let ok = tokio::task::spawn_blocking(move || secret::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
-        Ok(ok.then(|| {
+        // argon2 is slow and memory-hungry on purpose: a few at a time, off the async
+        // workers, so a flood of sign-ins queues instead of exhausting memory.
+        let ok = {
+            let _slot = self.password_checks.acquire().await;
+            tokio::task::spawn_blocking(move || secret::verify_password(&password, &hash))
+                .await
+                .unwrap_or(false)
+        };
+        Ok(record.filter(|_| ok && found).map(|record| {
             (
                 Principal::user(record.name.as_str(), record.admin),
                 Credential::Password {
@@ -428,7 +477,7 @@ impl Accounts {
         let user = principal.user.as_deref();
         let access_token = self
             .signer
-            .issue_access(user, credential, grants, t)
+            .issue_access(user, credential, grants.clone(), t)
             .map_err(|e| AccountError::Invalid(e.to_string()))?;
         let refresh_token = match (want_refresh, user, credential) {
             (true, Some(user), Some(credential)) => {
@@ -437,6 +486,7 @@ impl Accounts {
             _ => None,
         };
         Ok(IssuedTokens {
+            granted: grants,
             access_token,
             expires_in: self.signer.access_lifetime,
             issued_at: t,
@@ -550,6 +600,17 @@ impl Accounts {
             .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
         let secret = secret::new_token_secret();
         let t = now();
+        let expires_at = match expires_in {
+            None => None,
+            Some(d) => match i64::try_from(d.as_secs()) {
+                Ok(secs) if secs <= MAX_TOKEN_LIFETIME => Some(t + secs),
+                _ => {
+                    return Err(AccountError::Invalid(
+                        "an access token may live ten years at most".into(),
+                    ));
+                }
+            },
+        };
         let token = AccessToken {
             id: secret::new_token_id(),
             user,
@@ -557,7 +618,7 @@ impl Accounts {
             secret_hash: secret::hash_token_secret(&secret),
             scope,
             created_at: t,
-            expires_at: expires_in.map(|d| t + d.as_secs() as i64),
+            expires_at,
             last_used_at: None,
             revoked_at: None,
         };

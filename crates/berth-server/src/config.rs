@@ -36,6 +36,9 @@ pub struct AuthConfig {
     /// Failed sign-ins allowed per client address and per user name in `login_window`.
     pub login_failures: u32,
     pub login_window: Duration,
+    /// Take the client address (for failed-login limits) from the last
+    /// `X-Forwarded-For` entry: set this only behind a proxy that appends it.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for AuthConfig {
@@ -48,6 +51,7 @@ impl Default for AuthConfig {
             admin_password: None,
             login_failures: 10,
             login_window: Duration::from_secs(60),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -66,6 +70,7 @@ impl std::fmt::Debug for AuthConfig {
             )
             .field("login_failures", &self.login_failures)
             .field("login_window", &self.login_window)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
             .finish()
     }
 }

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Failed sign-ins allowed per client address and per user each minute [default: 10]
     #[arg(long, env = "BERTH_LOGIN_FAILURES")]
     login_failures: Option<u32>,
+    /// Take the client address for sign-in limits from the last X-Forwarded-For entry
+    /// (only behind a proxy that appends it)
+    #[arg(long, env = "BERTH_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
     /// Remove upload sessions idle for longer than this [default: 24h]
     #[arg(long, env = "BERTH_UPLOAD_TIMEOUT", value_parser = humantime::parse_duration)]
     upload_timeout: Option<Duration>,
@@ -73,6 +77,7 @@ struct FileConfig {
     default_visibility: Option<String>,
     token_lifetime: Option<String>,
     login_failures: Option<u32>,
+    trust_forwarded_for: Option<bool>,
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
@@ -134,6 +139,8 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(n) = args.login_failures.or(file.login_failures) {
         auth.login_failures = n;
     }
+    auth.trust_forwarded_for =
+        args.trust_forwarded_for || file.trust_forwarded_for.unwrap_or(false);
     if let Some(timeout) = args.upload_timeout {
         config.upload_idle_timeout = timeout;
     } else if let Some(text) = file.upload_timeout {

@@ -163,7 +163,7 @@ async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<Calle
     if let Some(value) = authorization {
         if let Some((user, password)) = basic_credentials(value) {
             return match accounts
-                .sign_in(&user, &password, &client_address(parts))
+                .sign_in(&user, &password, &client_address(accounts, parts))
                 .await
             {
                 Ok((principal, credential)) => Ok(Some(Caller {
@@ -200,9 +200,10 @@ async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<Calle
     let Some(session) = cookie(parts, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Ok(claims) = accounts.signer().verify_refresh(&session) else {
+    let Ok(claims) = accounts.signer().verify_session(&session) else {
         return Err(Failure::unauthorized());
     };
+    check_same_origin(parts)?;
     match accounts.principal_for_refresh(&claims).await? {
         Some((principal, credential)) => Ok(Some(Caller {
             principal,
@@ -210,6 +211,36 @@ async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<Calle
         })),
         None => Err(Failure::unauthorized()),
     }
+}
+
+/// Cookie-authenticated requests must come from berth's own pages: a browser sends
+/// `Origin` on cross-site requests, and SameSite alone does not cover sibling sites.
+/// Bodies must be JSON, which a cross-site form cannot send.
+fn check_same_origin(parts: &Parts) -> Result<(), Failure> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if let Some(origin) = header("origin") {
+        let host = header("x-forwarded-host").or_else(|| header("host"));
+        let origin_host = origin.split("://").nth(1).unwrap_or_default().to_owned();
+        if host.as_deref() != Some(origin_host.as_str()) {
+            return Err(Failure::forbidden("cross-origin requests are refused"));
+        }
+    }
+    let writes = !matches!(parts.method, Method::GET | Method::HEAD);
+    let json = header("content-type").is_some_and(|t| t.starts_with("application/json"));
+    if writes && parts.method != Method::DELETE && !json {
+        return Err(Failure::invalid("send the body as application/json".into()));
+    }
+    Ok(())
+}
+
+fn is_https(accounts: &Accounts, parts: &Parts) -> bool {
+    crate::http::auth::realm(accounts, &parts.headers).starts_with("https://")
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
@@ -290,6 +321,8 @@ struct NewUser {
 #[derive(Deserialize)]
 struct NewPassword {
     password: String,
+    /// Required to change one's own password.
+    current_password: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -411,10 +444,20 @@ async fn route(accounts: &Accounts, parts: &Parts, body: &[u8]) -> ApiResult {
         }
         (Method::PUT, ["users", name, "password"]) => {
             caller.require_password()?;
+            let new: NewPassword = parse_json(body)?;
             if caller.name() != *name {
                 caller.require_admin()?;
+            } else {
+                // One's own password needs the current one: a stolen session is not
+                // enough to take the account over.
+                let current = new.current_password.as_deref().unwrap_or_default();
+                let client = client_address(accounts, parts);
+                if accounts.sign_in(name, current, &client).await.is_err()
+                    || berth_auth::secret::looks_like_token(current)
+                {
+                    return Err(Failure::forbidden("current_password is not right"));
+                }
             }
-            let new: NewPassword = parse_json(body)?;
             accounts.set_password(name, &new.password).await?;
             no_content()
         }
@@ -523,6 +566,7 @@ async fn route(accounts: &Accounts, parts: &Parts, body: &[u8]) -> ApiResult {
             ok(StatusCode::CREATED, body)
         }
         (Method::DELETE, ["tokens", id]) => {
+            caller.require_manage_scope()?;
             let token = meta.token(id).await?;
             let owned = token
                 .as_ref()
@@ -566,7 +610,11 @@ fn method_not_allowed() -> Failure {
 async fn sign_in_session(accounts: &Accounts, parts: &Parts, body: &[u8]) -> ApiResult {
     let form: SignIn = parse_json(body)?;
     let (principal, credential) = match accounts
-        .sign_in(&form.username, &form.password, &client_address(parts))
+        .sign_in(
+            &form.username,
+            &form.password,
+            &client_address(accounts, parts),
+        )
         .await
     {
         Ok(found) => found,
@@ -592,14 +640,20 @@ async fn sign_in_session(accounts: &Accounts, parts: &Parts, body: &[u8]) -> Api
     let t = now();
     let session = accounts
         .signer()
-        .issue_refresh(&form.username, &credential, t, t + SESSION_SECONDS)
+        .issue_session(&form.username, &credential, t, t + SESSION_SECONDS)
         .map_err(|e| Failure::invalid(e.to_string()))?;
     let mut response = json_response(
         StatusCode::OK,
         json!({ "name": form.username, "admin": principal.admin }).to_string(),
     );
+    // Secure whenever the client reached berth over https (through a proxy).
+    let secure = if is_https(accounts, parts) {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}"
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}"
     );
     if let Ok(value) = HeaderValue::try_from(cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);

@@ -11,7 +11,7 @@
 //! - `403 DENIED` when a signed-in caller may not do it at all;
 //! - a private repository answers exactly like a missing one.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
@@ -44,20 +44,12 @@ pub enum Access {
 
 impl Access {
     /// Whether the caller may pull `repo` (a mount's source). The caller's rights
-    /// decide, not just the token in hand: Docker asks for the source's scope, but other
+    /// decide, not the token in hand: Docker asks for the source's scope, but other
     /// clients (oci-client) ask only for the target's.
     pub async fn may_pull(&self, repo: &RepoName) -> Result<bool, ApiError> {
         match self {
             Access::Open => Ok(true),
             Access::Checked { accounts, caller } => {
-                if let Some(Caller {
-                    claims: Some(claims),
-                    ..
-                }) = caller
-                    && claims.allows("repository", repo.as_str(), "pull")
-                {
-                    return Ok(true);
-                }
                 let anonymous = Principal::anonymous();
                 let principal = caller.as_ref().map_or(&anonymous, |c| &c.principal);
                 Ok(rights(accounts, principal, repo)
@@ -146,13 +138,38 @@ fn need(endpoint: &Endpoint) -> Need<'_> {
     }
 }
 
-/// The client's address, for failed-login limits.
-pub fn client_address(parts: &Parts) -> String {
-    parts
+/// The client's address, for failed-login limits: the peer, or behind a trusted proxy
+/// the last `X-Forwarded-For` entry (the one the proxy appended; earlier ones are the
+/// client's to invent). An IPv6 client is keyed by its /64, which it can vary freely.
+pub fn client_address(accounts: &Accounts, parts: &Parts) -> String {
+    let forwarded = accounts
+        .trusts_forwarded_for()
+        .then(|| {
+            parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        })
+        .flatten();
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .map(|ConnectInfo(addr)| addr.ip());
+    match forwarded.or(peer) {
+        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
+    }
 }
 
 /// The token realm: configured, or this server as the client reached it (through a
@@ -271,7 +288,7 @@ pub async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<C
         |e: berth_meta::MetaError| ApiError::from(crate::error::RegistryError::from(e));
     if let Some((user, password)) = basic_credentials(value) {
         return match accounts
-            .sign_in(&user, &password, &client_address(parts))
+            .sign_in(&user, &password, &client_address(accounts, parts))
             .await
         {
             Ok((principal, _)) => Ok(Some(Caller {
@@ -365,20 +382,25 @@ pub async fn admit(
             let scope_text = format!("repository:{name}:{scope}");
             let anonymous = Principal::anonymous();
             let principal = caller.as_ref().map_or(&anonymous, |c| &c.principal);
-            let granted = match caller.as_ref().and_then(|c| c.claims.as_ref()) {
-                Some(claims) => action
-                    .names()
-                    .iter()
-                    .all(|a| claims.allows("repository", name.as_str(), a)),
-                None => rights(accounts, principal, name).await?.contains(action),
-            };
-            if !granted {
+            // The rights of now decide, also for a bearer token (which must grant the
+            // action too): a role removed or a repository made private takes effect
+            // at once, not when the token expires.
+            let could = rights(accounts, principal, name).await?.contains(action);
+            let in_token = caller
+                .as_ref()
+                .and_then(|c| c.claims.as_ref())
+                .is_none_or(|claims| {
+                    action
+                        .names()
+                        .iter()
+                        .all(|a| claims.allows("repository", name.as_str(), a))
+                });
+            if !(could && in_token) {
                 let token_in_hand = caller.as_ref().is_some_and(|c| c.claims.is_some());
                 let signed_in = principal.user.is_some();
                 // A new token helps if the holder could get the scope, or if nobody has
                 // signed in yet; otherwise the answer is no.
-                let could =
-                    token_in_hand && rights(accounts, principal, name).await?.contains(action);
+                let could = token_in_hand && could;
                 return Err(if could || !signed_in {
                     challenge(
                         accounts,

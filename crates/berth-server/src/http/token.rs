@@ -64,7 +64,17 @@ fn server_error(e: impl Into<crate::error::RegistryError>) -> Response {
     ApiError::from(e.into()).into_response()
 }
 
-fn issued(tokens: IssuedTokens, scopes: &[Scope]) -> Response {
+/// The granted access as a space-separated scope list (OAuth2's `scope`).
+fn granted_scope(tokens: &IssuedTokens) -> String {
+    tokens
+        .granted
+        .iter()
+        .map(|g| format!("{}:{}:{}", g.kind, g.name, g.actions.join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn issued(tokens: IssuedTokens) -> Response {
     let issued_at = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(tokens.issued_at.max(0) as u64),
     );
@@ -73,7 +83,7 @@ fn issued(tokens: IssuedTokens, scopes: &[Scope]) -> Response {
         "access_token": tokens.access_token,
         "expires_in": tokens.expires_in,
         "issued_at": issued_at.to_string(),
-        "scope": scopes.iter().map(Scope::to_scope_string).collect::<Vec<_>>().join(" "),
+        "scope": granted_scope(&tokens),
     });
     if let Some(refresh) = tokens.refresh_token {
         body["refresh_token"] = refresh.into();
@@ -111,7 +121,7 @@ async fn sign_in(
     password: &str,
 ) -> Result<(Principal, Credential), Response> {
     match accounts
-        .sign_in(user, password, &client_address(parts))
+        .sign_in(user, password, &client_address(accounts, parts))
         .await
     {
         Ok(found) => Ok(found),
@@ -157,7 +167,7 @@ async fn get_token(accounts: &Accounts, parts: &Parts) -> Response {
         .issue(&principal, credential.as_ref(), &scopes, want_refresh)
         .await
     {
-        Ok(tokens) => issued(tokens, &scopes),
+        Ok(tokens) => issued(tokens),
         Err(e) => server_error(crate::error::RegistryError::internal(e)),
     }
 }
@@ -212,7 +222,7 @@ async fn post_token(accounts: &Accounts, parts: &Parts, form: &[u8]) -> Response
         .issue(&principal, Some(&credential), &scopes, want_refresh)
         .await
     {
-        Ok(tokens) => issued(tokens, &scopes),
+        Ok(tokens) => issued(tokens),
         Err(e) => server_error(crate::error::RegistryError::internal(e)),
     }
 }

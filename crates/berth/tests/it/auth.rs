@@ -106,6 +106,20 @@ fn urlencode(s: &str) -> String {
         .replace(' ', "%20")
 }
 
+/// `GET /token?offline_token=true` as `user` with their password.
+async fn fetch_token_offline(server: &TestServer, user: &str) -> (StatusCode, Value) {
+    let r = call(
+        server,
+        Method::GET,
+        "/token?service=berth&offline_token=true&client_id=test",
+        Some(&basic(user, PASSWORD)),
+        None,
+    )
+    .await;
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
 /// The payload of a JWT (not verified: this is what the client would see).
 fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
@@ -295,6 +309,13 @@ async fn tokens_grant_the_intersection_of_asked_and_allowed() {
         granted(&token, "alice/app"),
         ["pull", "push"],
         "the token's scope caps delete"
+    );
+    // The response's scope says what was granted, not what was asked.
+    let scope = token["scope"].as_str().unwrap();
+    assert!(scope.contains("repository:alice/app:pull,push"), "{scope}");
+    assert!(
+        !scope.contains("bob/app") && !scope.contains("delete"),
+        "{scope}"
     );
     assert!(granted(&token, "bob/app").is_empty());
     assert_eq!(granted(&token, "bob/public"), ["pull"]);
@@ -635,7 +656,7 @@ async fn tampered_expired_and_foreign_jwts_are_refused() {
         Method::PUT,
         "/api/v1/users/alice/password",
         Some(&alice),
-        Some(json!({ "password": "another-long-password" })),
+        Some(json!({ "password": "another-long-password", "current_password": PASSWORD })),
     )
     .await;
     assert_eq!(r.status(), 204);
@@ -716,7 +737,7 @@ async fn oauth_password_and_refresh_grants() {
         Method::PUT,
         "/api/v1/users/alice/password",
         Some(&basic("alice", PASSWORD)),
-        Some(json!({ "password": "another-long-password" })),
+        Some(json!({ "password": "another-long-password", "current_password": PASSWORD })),
     )
     .await;
     assert_eq!(r.status(), 204);
@@ -956,6 +977,33 @@ async fn organization_roles_decide_push_and_pull() {
     .await;
     let members: Value = r.json().await.unwrap();
     assert_eq!(members["members"].as_array().unwrap().len(), 3);
+
+    // A bearer token stops granting what its holder has lost, before it expires.
+    let bearer = bearer_for(
+        &server,
+        Some(("writer", PASSWORD)),
+        &["repository:team/app:pull,push"],
+    )
+    .await;
+    assert_eq!(
+        post_blob(&server, "team/app", Some(&bearer), b"w1")
+            .await
+            .status(),
+        201
+    );
+    let r = call(
+        &server,
+        Method::DELETE,
+        "/api/v1/orgs/team/members/writer",
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let r = post_blob(&server, "team/app", Some(&bearer), b"w2").await;
+    assert_eq!(r.status(), 403);
+    let r = get_manifest(&server, "team/app", "v1", Some(&bearer)).await;
+    assert!(r.status() == 403 || r.status() == 404, "{}", r.status());
 }
 
 #[tokio::test]
@@ -967,6 +1015,8 @@ async fn failed_sign_ins_are_limited_per_address_and_per_user() {
     .await;
     add_user(&server, "alice").await;
     add_user(&server, "carol").await;
+    add_user(&server, "dave").await;
+    let (_, alice_token) = add_token(&server, "alice", "read").await;
     let from = |ip: &str| {
         reqwest::Client::builder()
             .local_address(ip.parse::<std::net::IpAddr>().unwrap())
@@ -1017,11 +1067,68 @@ async fn failed_sign_ins_are_limited_per_address_and_per_user() {
         attempt(from("127.0.0.3"), "alice", PASSWORD).await.status(),
         429
     );
+    // Her access tokens still work: they cannot be guessed.
+    assert_eq!(
+        attempt(from("127.0.0.3"), "alice", &alice_token)
+            .await
+            .status(),
+        200
+    );
     // Others elsewhere are not affected.
     assert_eq!(
         attempt(from("127.0.0.3"), "carol", PASSWORD).await.status(),
         200
     );
+    // A burst of guesses sent at once gets no more tries than guesses sent in turn.
+    let burst: Vec<_> = (0..12)
+        .map(|_| attempt(from("127.0.0.4"), "dave", "wrong-guess"))
+        .collect();
+    let statuses: Vec<u16> = futures::future::join_all(burst)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        9,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
+    let server = TestServer::start_with(|c| {
+        c.open = false;
+        c.auth.login_failures = 2;
+        c.auth.trust_forwarded_for = true;
+    })
+    .await;
+    add_user(&server, "alice").await;
+    add_user(&server, "bob").await;
+    let attempt = |forwarded: &str, user: &str, password: &str| {
+        anonymous()
+            .get(server.url("/v2/"))
+            .header("x-forwarded-for", forwarded)
+            .header("authorization", basic(user, password))
+            .send()
+    };
+    for _ in 0..2 {
+        let r = attempt("10.9.9.9, 10.0.0.1", "alice", "wrong-guess")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // The proxy's entry (the last one) is the client: spoofing the first changes nothing.
+    let r = attempt("1.2.3.4, 10.0.0.1", "bob", PASSWORD).await.unwrap();
+    assert_eq!(r.status(), 429);
+    // Another client behind the same proxy is not locked out with it.
+    let r = attempt("10.0.0.2", "bob", PASSWORD).await.unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
@@ -1050,6 +1157,25 @@ async fn the_account_api_with_sessions_and_tokens() {
         }
         request.send()
     };
+    // Cookie requests from another origin are refused.
+    let r = anonymous()
+        .get(server.url("/api/v1/me"))
+        .header("cookie", cookie.clone())
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A docker identity token (refresh token) is not a session.
+    let (_, body) = fetch_token_offline(&server, "alice").await;
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let r = anonymous()
+        .get(server.url("/api/v1/me"))
+        .header("cookie", format!("berth_session={refresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     let me: Value = with_cookie(Method::GET, "/api/v1/me", None)
         .await
         .unwrap()

@@ -164,6 +164,11 @@ async fn account_commands_work_against_a_running_server() {
     blocking(move || {
         berth_ok(&data, &["token", "revoke", &id], None);
         berth_ok(&data, &["user", "rm", "bob"], None);
+        // The first administrator, once removed, is not created again.
+        berth_ok(&data, &["user", "add", "root", "--admin"], None);
+        berth_ok(&data, &["user", "rm", "admin"], None);
+        let (users, _) = berth_ok(&data, &["user", "ls"], None);
+        assert!(!users.lines().any(|l| l.starts_with("admin ")), "{users}");
     })
     .await;
     let r = get(crate::basic("alice", &secret), "/v2/").await.unwrap();
