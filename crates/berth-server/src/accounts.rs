@@ -90,7 +90,10 @@ pub fn now() -> i64 {
 
 pub struct Accounts {
     meta: Arc<dyn MetaStore>,
-    signer: TokenSigner,
+    /// Set by [`Accounts::bootstrap`]: the signer, or why it could not be made.
+    signer: SetOnce<Result<TokenSigner, String>>,
+    service: String,
+    token_lifetime: i64,
     by_address: FailureLimiter,
     by_user: FailureLimiter,
     realm: Option<String>,
@@ -110,25 +113,13 @@ fn decoy_hash() -> &'static str {
 }
 
 impl Accounts {
-    /// Loads (or on first start creates) the signing key. The first administrator is
-    /// [`Accounts::ensure_first_admin`]'s job.
-    pub async fn open(
-        meta: Arc<dyn MetaStore>,
-        config: &AuthConfig,
-    ) -> Result<Accounts, AccountError> {
-        let key = match meta.setting(SIGNING_KEY).await? {
-            Some(key) => key,
-            None => {
-                meta.init_setting(SIGNING_KEY, &secret::new_signing_key())
-                    .await?
-            }
-        };
-        Ok(Accounts {
-            signer: TokenSigner::new(
-                key.as_bytes(),
-                &config.service,
-                config.token_lifetime.as_secs() as i64,
-            ),
+    /// Accounts over `meta`, with no IO yet: [`Accounts::bootstrap`] loads the signing
+    /// key and makes sure the first administrator exists.
+    pub fn new(meta: Arc<dyn MetaStore>, config: &AuthConfig) -> Accounts {
+        Accounts {
+            signer: SetOnce::new(),
+            service: config.service.clone(),
+            token_lifetime: config.token_lifetime.as_secs() as i64,
             by_address: FailureLimiter::new(config.login_failures, config.login_window),
             by_user: FailureLimiter::new(config.login_failures, config.login_window),
             realm: config.realm.clone(),
@@ -138,23 +129,57 @@ impl Accounts {
             ),
             trust_forwarded_for: config.trust_forwarded_for,
             meta,
-        })
+        }
     }
 
-    /// Opens accounts for `berth serve` and creates the first administrator in the
-    /// background: hashing a password takes longer than the rest of start-up, and only
-    /// sign-ins need to wait for it.
+    /// Loads (on first start: creates) the signing key, then the first administrator.
+    /// Whatever needs either waits for it; nothing waits forever if it fails.
+    pub async fn bootstrap(&self, admin_password: Option<&str>) -> Result<(), AccountError> {
+        let key = self.load_signing_key().await;
+        let signer = key
+            .as_ref()
+            .map(|key| TokenSigner::new(key.as_bytes(), &self.service, self.token_lifetime));
+        let _ = self
+            .signer
+            .set(signer.map_err(|e| format!("loading the token signing key: {e}")));
+        let admin = self.ensure_first_admin(admin_password).await;
+        key.map_err(AccountError::from)?;
+        admin
+    }
+
+    async fn load_signing_key(&self) -> Result<String, MetaError> {
+        match self.meta.setting(SIGNING_KEY).await? {
+            Some(key) => Ok(key),
+            None => {
+                self.meta
+                    .init_setting(SIGNING_KEY, &secret::new_signing_key())
+                    .await
+            }
+        }
+    }
+
+    /// Opens accounts for `berth serve`, bootstrapping in the background: a first start
+    /// writes a key and hashes a password, and only sign-ins and tokens need to wait
+    /// for that — the registry answers at once.
     pub async fn open_serving(
         meta: Arc<dyn MetaStore>,
         config: &AuthConfig,
     ) -> Result<Arc<Accounts>, AccountError> {
-        let accounts = Arc::new(Accounts::open(meta, config).await?);
-        accounts.set_default_public(config.default_public).await?;
+        let accounts = Arc::new(Accounts::new(meta, config));
+        // Private by default must hold before the first push; public is the store's
+        // fallback, so recording it can wait.
+        if !config.default_public {
+            accounts.set_default_public(false).await?;
+        }
         let bootstrap = accounts.clone();
         let password = config.admin_password.clone();
+        let default_public = config.default_public;
         tokio::spawn(async move {
-            if let Err(e) = bootstrap.ensure_first_admin(password.as_deref()).await {
-                tracing::error!(error = %e, "creating the first administrator failed");
+            if default_public && let Err(e) = bootstrap.set_default_public(true).await {
+                tracing::error!(error = %e, "recording the default visibility failed");
+            }
+            if let Err(e) = bootstrap.bootstrap(password.as_deref()).await {
+                tracing::error!(error = %e, "setting up accounts failed");
             }
         });
         Ok(accounts)
@@ -196,8 +221,12 @@ impl Accounts {
         let name: AccountName = FIRST_ADMIN
             .parse()
             .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
-        let hash =
-            secret::hash_password(&password).map_err(|e| AccountError::Hash(e.to_string()))?;
+        let hash = if generated {
+            secret::hash_generated_password(&password)
+        } else {
+            secret::hash_password(&password)
+        }
+        .map_err(|e| AccountError::Hash(e.to_string()))?;
         match self.meta.create_user(&name, &hash, true).await {
             Ok(()) | Err(AccountRefusal::NameTaken(_)) => {}
             Err(e) => return Err(e.into()),
@@ -215,8 +244,17 @@ impl Accounts {
         Ok(())
     }
 
-    pub fn signer(&self) -> &TokenSigner {
-        &self.signer
+    /// The token signer, once the key is loaded.
+    pub async fn signer(&self) -> Result<&TokenSigner, MetaError> {
+        match self.signer.wait().await {
+            Ok(signer) => Ok(signer),
+            Err(why) => Err(MetaError(why.clone().into())),
+        }
+    }
+
+    /// The service name of challenges and the audience of tokens.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     pub fn trusts_forwarded_for(&self) -> bool {
@@ -475,8 +513,8 @@ impl Accounts {
         let t = now();
         let grants = self.grants(principal, requested).await?;
         let user = principal.user.as_deref();
-        let access_token = self
-            .signer
+        let signer = self.signer().await?;
+        let access_token = signer
             .issue_access(user, credential, grants.clone(), t)
             .map_err(|e| AccountError::Invalid(e.to_string()))?;
         let refresh_token = match (want_refresh, user, credential) {
@@ -488,7 +526,7 @@ impl Accounts {
         Ok(IssuedTokens {
             granted: grants,
             access_token,
-            expires_in: self.signer.access_lifetime,
+            expires_in: signer.access_lifetime,
             issued_at: t,
             refresh_token,
         })
@@ -510,7 +548,8 @@ impl Accounts {
                 .and_then(|token| token.expires_at)
                 .unwrap_or(t + TOKEN_REFRESH_LIFETIME),
         };
-        self.signer
+        self.signer()
+            .await?
             .issue_refresh(user, credential, t, expires_at)
             .map_err(|e| AccountError::Invalid(e.to_string()))
     }

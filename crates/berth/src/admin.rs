@@ -184,10 +184,8 @@ async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
         admin_password: std::env::var("BERTH_ADMIN_PASSWORD").ok(),
         ..AuthConfig::default()
     };
-    let accounts = Accounts::open(Arc::clone(&meta), &config).await?;
-    accounts
-        .ensure_first_admin(config.admin_password.as_deref())
-        .await?;
+    let accounts = Accounts::new(Arc::clone(&meta), &config);
+    accounts.bootstrap(config.admin_password.as_deref()).await?;
     Ok(accounts)
 }
 

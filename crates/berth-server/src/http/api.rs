@@ -200,7 +200,7 @@ async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<Calle
     let Some(session) = cookie(parts, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Ok(claims) = accounts.signer().verify_session(&session) else {
+    let Ok(claims) = accounts.signer().await?.verify_session(&session) else {
         return Err(Failure::unauthorized());
     };
     check_same_origin(parts)?;
@@ -640,6 +640,7 @@ async fn sign_in_session(accounts: &Accounts, parts: &Parts, body: &[u8]) -> Api
     let t = now();
     let session = accounts
         .signer()
+        .await?
         .issue_session(&form.username, &credential, t, t + SESSION_SECONDS)
         .map_err(|e| Failure::invalid(e.to_string()))?;
     let mut response = json_response(

@@ -219,7 +219,7 @@ fn challenge(
     let mut value = format!(
         "Bearer realm=\"{}\",service=\"{}\"",
         realm(accounts, headers),
-        accounts.signer().service()
+        accounts.service()
     );
     if let Some(scope) = &scope {
         value.push_str(&format!(",scope=\"{scope}\""));
@@ -331,6 +331,8 @@ pub async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<C
     let invalid = || challenge(accounts, &parts.headers, None, Some("invalid_token"));
     let claims = accounts
         .signer()
+        .await
+        .map_err(store_error)?
         .verify_access(bearer)
         .map_err(|_| invalid())?;
     match accounts

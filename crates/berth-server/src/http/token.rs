@@ -97,7 +97,7 @@ fn issued(tokens: IssuedTokens) -> Response {
 }
 
 fn service_matches(accounts: &Accounts, service: Option<&str>) -> bool {
-    service.is_none_or(|s| s.is_empty() || s == accounts.signer().service())
+    service.is_none_or(|s| s.is_empty() || s == accounts.service())
 }
 
 pub async fn token(State(app): State<Arc<AppState>>, request: Request) -> Response {
@@ -207,7 +207,11 @@ async fn post_token(accounts: &Accounts, parts: &Parts, form: &[u8]) -> Response
             let Some(refresh) = field("refresh_token") else {
                 return invalid_request("the refresh_token grant needs refresh_token");
             };
-            let Ok(claims) = accounts.signer().verify_refresh(refresh) else {
+            let signer = match accounts.signer().await {
+                Ok(signer) => signer,
+                Err(e) => return server_error(e),
+            };
+            let Ok(claims) = signer.verify_refresh(refresh) else {
                 return bad_credentials();
             };
             match accounts.principal_for_refresh(&claims).await {
