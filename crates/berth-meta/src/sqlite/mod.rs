@@ -156,7 +156,15 @@ impl SqliteMetaStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let mut writer = options.connect().await.map_err(backend)?;
+        // The writer connects without fsync so that creating a new database (its
+        // header, the switch to WAL, the schema) costs none; `migrate` turns
+        // synchronous=FULL on before any data is written.
+        let mut writer = options
+            .clone()
+            .synchronous(SqliteSynchronous::Off)
+            .connect()
+            .await
+            .map_err(backend)?;
         migrate(&mut writer).await?;
         // Readers connect on first use: start-up opens only the writer.
         let reader = SqlitePoolOptions::new()
