@@ -242,6 +242,25 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The first value of `key` among parsed query (or form) pairs.
+pub fn first_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value of `key` among parsed query (or form) pairs, in order.
+pub fn all_values<'a>(
+    pairs: &'a [(String, String)],
+    key: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    pairs
+        .iter()
+        .filter(move |(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,12 @@ pub enum AccountError {
     Hash(String),
 }
 
+impl From<berth_core::AccountError> for AccountError {
+    fn from(e: berth_core::AccountError) -> Self {
+        AccountError::Invalid(e.to_string())
+    }
+}
+
 impl From<MetaError> for AccountError {
     fn from(e: MetaError) -> Self {
         AccountError::Refused(AccountRefusal::Store(e))
@@ -218,9 +224,7 @@ impl Accounts {
             Some(p) => (p.to_owned(), false),
             None => (secret::new_password(), true),
         };
-        let name: AccountName = FIRST_ADMIN
-            .parse()
-            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
+        let name: AccountName = FIRST_ADMIN.parse()?;
         let hash = if generated {
             secret::hash_generated_password(&password)
         } else {
@@ -570,15 +574,8 @@ impl Accounts {
         password: &str,
         admin: bool,
     ) -> Result<User, AccountError> {
-        let name: AccountName = name
-            .parse()
-            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
-        check_password(password)?;
-        let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || secret::hash_password(&password))
-            .await
-            .map_err(|e| AccountError::Hash(e.to_string()))?
-            .map_err(|e| AccountError::Hash(e.to_string()))?;
+        let name: AccountName = name.parse()?;
+        let hash = hash_chosen_password(password).await?;
         self.meta.create_user(&name, &hash, admin).await?;
         self.meta
             .user(name.as_str())
@@ -587,31 +584,20 @@ impl Accounts {
     }
 
     pub async fn set_password(&self, name: &str, password: &str) -> Result<(), AccountError> {
-        check_password(password)?;
-        let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || secret::hash_password(&password))
-            .await
-            .map_err(|e| AccountError::Hash(e.to_string()))?
-            .map_err(|e| AccountError::Hash(e.to_string()))?;
-        if self.meta.set_password(name, &hash).await? {
-            Ok(())
-        } else {
-            Err(AccountError::NotFound(format!("user {name}")))
-        }
+        let hash = hash_chosen_password(password).await?;
+        found(self.meta.set_password(name, &hash).await?, || {
+            format!("user {name}")
+        })
     }
 
     pub async fn delete_user(&self, name: &str) -> Result<(), AccountError> {
-        if self.meta.delete_user(name).await? {
-            Ok(())
-        } else {
-            Err(AccountError::NotFound(format!("user {name}")))
-        }
+        found(self.meta.delete_user(name).await?, || {
+            format!("user {name}")
+        })
     }
 
     pub async fn create_org(&self, name: &str, owner: &str) -> Result<(), AccountError> {
-        let name: AccountName = name
-            .parse()
-            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
+        let name: AccountName = name.parse()?;
         Ok(self.meta.create_org(&name, owner).await?)
     }
 
@@ -620,11 +606,9 @@ impl Accounts {
     }
 
     pub async fn remove_member(&self, org: &str, user: &str) -> Result<(), AccountError> {
-        if self.meta.remove_member(org, user).await? {
-            Ok(())
-        } else {
-            Err(AccountError::NotFound(format!("member {user} of {org}")))
-        }
+        found(self.meta.remove_member(org, user).await?, || {
+            format!("member {user} of {org}")
+        })
     }
 
     pub async fn create_token(
@@ -634,9 +618,7 @@ impl Accounts {
         expires_in: Option<Duration>,
         label: Option<&str>,
     ) -> Result<NewToken, AccountError> {
-        let user: AccountName = user
-            .parse()
-            .map_err(|e: berth_core::AccountError| AccountError::Invalid(e.to_string()))?;
+        let user: AccountName = user.parse()?;
         let secret = secret::new_token_secret();
         let t = now();
         let expires_at = match expires_in {
@@ -666,11 +648,9 @@ impl Accounts {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<(), AccountError> {
-        if self.meta.revoke_token(id).await? {
-            Ok(())
-        } else {
-            Err(AccountError::NotFound(format!("active token {id}")))
-        }
+        found(self.meta.revoke_token(id).await?, || {
+            format!("active token {id}")
+        })
     }
 
     /// Whether `principal` may manage `namespace` (its visibility, its members): the
@@ -703,6 +683,25 @@ fn token_principal(user: &User, token: &AccessToken) -> Principal {
         ceiling: token.scope.actions(),
         token_id: Some(token.id.clone()),
     }
+}
+
+/// `Ok` if a change found its target, else `NotFound(what)`.
+fn found(changed: bool, what: impl FnOnce() -> String) -> Result<(), AccountError> {
+    if changed {
+        Ok(())
+    } else {
+        Err(AccountError::NotFound(what()))
+    }
+}
+
+/// Checks a password a person chose and hashes it at full cost, off the async workers.
+async fn hash_chosen_password(password: &str) -> Result<String, AccountError> {
+    check_password(password)?;
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || secret::hash_password(&password))
+        .await
+        .map_err(|e| AccountError::Hash(e.to_string()))?
+        .map_err(|e| AccountError::Hash(e.to_string()))
 }
 
 fn check_password(password: &str) -> Result<(), AccountError> {

@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use berth_auth::{Credential, Principal};
+use berth_core::endpoint::{first_value, query_pairs};
 use berth_core::{Actions, RepoName, Role, TokenScope};
 use berth_meta::{AccessToken, AccountRefusal, MetaError};
 use serde::Deserialize;
@@ -76,6 +77,27 @@ impl From<MetaError> for Failure {
             "internal",
             format!("internal server error (error id {id})"),
         )
+    }
+}
+
+impl From<SignInError> for Failure {
+    fn from(e: SignInError) -> Failure {
+        match e {
+            SignInError::BadCredentials => Failure(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "incorrect username or password".into(),
+            ),
+            SignInError::Locked(wait) => Failure(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!(
+                    "too many failed sign-ins; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ),
+            SignInError::Store(e) => e.into(),
+        }
     }
 }
 
@@ -170,20 +192,7 @@ async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<Calle
                     principal,
                     via_token: matches!(credential, Credential::AccessToken { .. }),
                 })),
-                Err(SignInError::BadCredentials) => Err(Failure(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "incorrect username or password".into(),
-                )),
-                Err(SignInError::Locked(wait)) => Err(Failure(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_requests",
-                    format!(
-                        "too many failed sign-ins; retry in {} s",
-                        wait.as_secs().max(1)
-                    ),
-                )),
-                Err(SignInError::Store(e)) => Err(e.into()),
+                Err(refused) => Err(refused.into()),
             };
         }
         if let Some(token) = value.strip_prefix("Bearer ") {
@@ -524,12 +533,8 @@ async fn route(accounts: &Accounts, parts: &Parts, body: &[u8]) -> ApiResult {
             no_content()
         }
         (Method::GET, ["tokens"]) => {
-            let query = berth_core::endpoint::query_pairs(parts.uri.query());
-            let user = query
-                .iter()
-                .find(|(k, _)| k == "user")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or(caller.name());
+            let query = query_pairs(parts.uri.query());
+            let user = first_value(&query, "user").unwrap_or(caller.name());
             if user != caller.name() {
                 caller.require_admin()?;
             }
@@ -609,34 +614,13 @@ fn method_not_allowed() -> Failure {
 
 async fn sign_in_session(accounts: &Accounts, parts: &Parts, body: &[u8]) -> ApiResult {
     let form: SignIn = parse_json(body)?;
-    let (principal, credential) = match accounts
+    let (principal, credential) = accounts
         .sign_in(
             &form.username,
             &form.password,
             &client_address(accounts, parts),
         )
-        .await
-    {
-        Ok(found) => found,
-        Err(SignInError::BadCredentials) => {
-            return Err(Failure(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "incorrect username or password".into(),
-            ));
-        }
-        Err(SignInError::Locked(wait)) => {
-            return Err(Failure(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                format!(
-                    "too many failed sign-ins; retry in {} s",
-                    wait.as_secs().max(1)
-                ),
-            ));
-        }
-        Err(SignInError::Store(e)) => return Err(e.into()),
-    };
+        .await?;
     let t = now();
     let session = accounts
         .signer()
@@ -668,13 +652,8 @@ async fn list_repositories(
     principal: &Principal,
     query: Option<&str>,
 ) -> ApiResult {
-    let query = berth_core::endpoint::query_pairs(query);
-    let param = |key: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let query = query_pairs(query);
+    let param = |key: &str| first_value(&query, key);
     let n = match param("n") {
         Some(n) => n
             .parse::<u32>()

@@ -75,10 +75,7 @@ pub struct Req {
 impl Req {
     /// First value of query parameter `key`.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        berth_core::endpoint::first_value(&self.query, key)
     }
 
     pub fn header(&self, name: &HeaderName) -> Option<&str> {

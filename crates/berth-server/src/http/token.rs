@@ -16,6 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Credential, Principal, Scope};
 use berth_core::ErrorCode;
+use berth_core::endpoint::{all_values, first_value, query_pairs};
 use serde_json::json;
 
 use crate::accounts::{Accounts, IssuedTokens, SignInError};
@@ -132,22 +133,12 @@ async fn sign_in(
 }
 
 async fn get_token(accounts: &Accounts, parts: &Parts) -> Response {
-    let query = berth_core::endpoint::query_pairs(parts.uri.query());
-    let param = |key: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let query = query_pairs(parts.uri.query());
+    let param = |key: &str| first_value(&query, key);
     if !service_matches(accounts, param("service")) {
         return invalid_request("unknown service");
     }
-    let scopes = Scope::parse_all(
-        query
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.as_str()),
-    );
+    let scopes = Scope::parse_all(all_values(&query, "scope"));
     let authorization = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -174,21 +165,11 @@ async fn get_token(accounts: &Accounts, parts: &Parts) -> Response {
 
 async fn post_token(accounts: &Accounts, parts: &Parts, form: &[u8]) -> Response {
     let fields: Vec<(String, String)> = form_urlencoded::parse(form).into_owned().collect();
-    let field = |key: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |key: &str| first_value(&fields, key);
     if !service_matches(accounts, field("service")) {
         return invalid_request("unknown service");
     }
-    let scopes = Scope::parse_all(
-        fields
-            .iter()
-            .filter(|(k, _)| k == "scope")
-            .map(|(_, v)| v.as_str()),
-    );
+    let scopes = Scope::parse_all(all_values(&fields, "scope"));
     let (principal, credential, want_refresh) = match field("grant_type") {
         Some("password") => {
             let (Some(user), Some(password)) = (field("username"), field("password")) else {

@@ -1332,6 +1332,83 @@ async fn namespace_and_server_defaults_decide_new_repositories() {
     assert_eq!(r.status(), 403);
 }
 
+/// The real binary with auth on, stdout and stderr appended to a log file.
+struct LoggedBerth {
+    child: std::process::Child,
+    base: String,
+}
+
+impl LoggedBerth {
+    /// Starts `berth serve` on `port` over `data_dir` (no `BERTH_*` from the test's
+    /// environment, only `env`) and waits until it answers.
+    async fn start(
+        data_dir: &std::path::Path,
+        port: u16,
+        log_path: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> LoggedBerth {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .args([
+                "serve",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data_dir);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BERTH_") {
+                command.env_remove(key);
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .unwrap();
+        let child = command
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let berth = LoggedBerth {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if anonymous()
+                .get(format!("{}/v2/", berth.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return berth;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        berth.stop();
+        panic!(
+            "berth did not start: {}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+    }
+
+    /// SIGTERM (through the kill command: no extra crate for signals), then wait.
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
 /// Runs the real binary with debug logging (request traces included) through sign-ins,
 /// token grants, a session, a failed login and a push, then searches its whole log for
 /// every secret that passed through it.
@@ -1339,49 +1416,19 @@ async fn namespace_and_server_defaults_decide_new_repositories() {
 async fn no_log_line_contains_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("berth.log");
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
     let admin_password = "admin-password-in-the-environment";
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
-    command
-        .args([
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("BERTH_") {
-            command.env_remove(key);
-        }
-    }
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = command
-        .env("BERTH_ADMIN_PASSWORD", admin_password)
-        .env("RUST_LOG", "debug,tower_http=trace")
-        .env("NO_COLOR", "1")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let berth = LoggedBerth::start(
+        &dir.path().join("data"),
+        free_port(),
+        &log_path,
+        &[
+            ("BERTH_ADMIN_PASSWORD", admin_password),
+            ("RUST_LOG", "debug,tower_http=trace"),
+        ],
+    )
+    .await;
+    let base = berth.base.clone();
     let client = anonymous();
-    let mut ready = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/v2/")).send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(
-        ready,
-        "berth did not start: {}",
-        std::fs::read_to_string(&log_path).unwrap()
-    );
     let admin = basic("admin", admin_password);
     let mut secrets: Vec<String> = vec![
         admin_password.into(),
@@ -1484,11 +1531,7 @@ async fn no_log_line_contains_a_secret() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    // Stop it (SIGTERM via the kill command: no extra crate for signals).
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    berth.stop();
     let log = std::fs::read_to_string(&log_path).unwrap();
     // The log is really there, at debug level, with requests and the failed sign-in.
     assert!(
@@ -1518,54 +1561,10 @@ async fn no_log_line_contains_a_secret() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_generated_admin_password_is_logged_once_and_works() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let log_path = dir.path().join("berth.log");
-    let spawn = || {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
-        command
-            .args([
-                "serve",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("BERTH_") {
-                command.env_remove(key);
-            }
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        command
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    };
+    let data_dir = dir.path().join("data");
     let base = format!("http://127.0.0.1:{port}");
-    let wait_ready = || async {
-        for _ in 0..200 {
-            if anonymous().get(format!("{base}/v2/")).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        panic!("berth did not start");
-    };
-    let stop = |mut child: std::process::Child| {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-    };
     let sign_in = |password: String| {
         let url = format!("{base}/v2/");
         async move {
@@ -1578,8 +1577,7 @@ async fn the_generated_admin_password_is_logged_once_and_works() {
                 .status()
         }
     };
-    let child = spawn();
-    wait_ready().await;
+    let berth = LoggedBerth::start(&data_dir, port, &log_path, &[]).await;
     // Signing in waits for the administrator to exist, so this cannot race start-up.
     assert_eq!(sign_in("not-the-password".into()).await, 401);
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -1590,12 +1588,11 @@ async fn the_generated_admin_password_is_logged_once_and_works() {
         .unwrap_or_else(|| panic!("no generated password in the log:\n{log}"))
         .to_owned();
     assert_eq!(sign_in(password.clone()).await, 200);
-    stop(child);
+    berth.stop();
     // A restart does not generate (or print) another.
-    let child = spawn();
-    wait_ready().await;
+    let berth = LoggedBerth::start(&data_dir, port, &log_path, &[]).await;
     assert_eq!(sign_in(password.clone()).await, 200);
-    stop(child);
+    berth.stop();
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert_eq!(
         log.matches("created the first administrator").count(),

@@ -76,6 +76,13 @@ fn refused(said: &str) -> bool {
         .any(|word| said.contains(word))
 }
 
+/// A docker push that must fail, at once: a refusal is final, so docker must not retry
+/// the layers.
+fn assert_push_refused(out: &Output, who: &str) {
+    assert!(!out.status.success(), "{who} pushed: {}", text(out));
+    assert!(!text(out).contains("Retrying"), "{who}: {}", text(out));
+}
+
 async fn auth_server() -> TestServer {
     TestServer::start_with(|c| c.open = false).await
 }
@@ -310,9 +317,10 @@ async fn docker_login_with_access_tokens() {
         login("alice", &read);
         docker.docker_ok(&["pull", &image("alice/private:v1")]);
         docker.docker_ok(&["tag", &app, &image("alice/app:v2")]);
-        let out = docker.docker(&["push", &image("alice/app:v2")]);
-        assert!(!out.status.success(), "a read token pushed: {}", text(&out));
-        assert!(!text(&out).contains("Retrying"), "{}", text(&out));
+        assert_push_refused(
+            &docker.docker(&["push", &image("alice/app:v2")]),
+            "a read token",
+        );
 
         // A revoked token fails at once, though docker still holds its login.
         let (id, rw2) = create_token(&data, "alice", "read-write");
@@ -320,13 +328,10 @@ async fn docker_login_with_access_tokens() {
         docker.docker_ok(&["push", &image("alice/app:v2")]);
         berth_ok(&data, &["token", "revoke", &id], None);
         docker.docker_ok(&["tag", &app, &image("alice/app:v3")]);
-        let out = docker.docker(&["push", &image("alice/app:v3")]);
-        assert!(
-            !out.status.success(),
-            "a revoked token pushed: {}",
-            text(&out)
+        assert_push_refused(
+            &docker.docker(&["push", &image("alice/app:v3")]),
+            "a revoked token",
         );
-        assert!(!text(&out).contains("Retrying"), "{}", text(&out));
 
         // Organization roles: carol (read) pulls from team but cannot push.
         docker.docker_ok(&["logout", &registry]);
@@ -334,13 +339,10 @@ async fn docker_login_with_access_tokens() {
         docker.docker_ok(&["image", "rm", &image("team/app:v1")]);
         docker.docker_ok(&["pull", &image("team/app:v1")]);
         docker.docker_ok(&["tag", &app, &image("team/app:carol")]);
-        let out = docker.docker(&["push", &image("team/app:carol")]);
-        assert!(
-            !out.status.success(),
-            "a read member pushed: {}",
-            text(&out)
+        assert_push_refused(
+            &docker.docker(&["push", &image("team/app:carol")]),
+            "a read member",
         );
-        assert!(!text(&out).contains("Retrying"), "{}", text(&out));
         docker.docker_ok(&["logout", &registry]);
 
         let tags: Vec<String> = [
