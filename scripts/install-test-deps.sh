@@ -25,6 +25,8 @@ have_cmd skopeo  || missing+=(skopeo)
 have_cmd dockerd || missing+=(docker.io)
 have_cmd python3 || missing+=(python3)
 have_cmd curl    || missing+=(curl)
+# The tests signal the real binary with /bin/kill (not the shell builtin `command -v` finds).
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 have_pkg ca-certificates || missing+=(ca-certificates)
 
 if [ "${#missing[@]}" -eq 0 ]; then
