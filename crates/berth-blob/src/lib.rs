@@ -55,16 +55,19 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn create_upload(&self, id: &str) -> io::Result<()>;
 
     /// Opens upload `id` for appending at `offset`. Bytes past `offset` (left by a
-    /// request that died before its progress was recorded) are discarded first.
+    /// request that died before its progress was recorded) are discarded first. A
+    /// missing upload or an `offset` past the end may be reported here or only by the
+    /// writer's first `write` or its `finish`.
     async fn append_upload(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>>;
 
     /// Reads back the first `len` bytes staged for upload `id`. Only for recovering a
     /// hash state that was lost (a restart between chunks); never on the normal path.
     async fn read_upload(&self, id: &str, len: u64) -> io::Result<BlobBody>;
 
-    /// Publishes upload `id` as blob `digest`: durable first (fsync), then visible
-    /// atomically. The caller has verified that the staged bytes hash to `digest`.
-    async fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()>;
+    /// Publishes the first `len` bytes of upload `id` as blob `digest`: durable first
+    /// (fsync), then visible atomically. Staged bytes past `len` (never recorded) are
+    /// dropped. The caller has verified that those `len` bytes hash to `digest`.
+    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> io::Result<()>;
 
     /// Drops upload `id` and its bytes; absent uploads are not an error.
     async fn abort_upload(&self, id: &str) -> io::Result<()>;

@@ -347,7 +347,7 @@ impl Registry {
                 "uploaded content has digest {computed}, not {digest}"
             )));
         }
-        self.blobs.commit_upload(id, digest).await?;
+        self.blobs.commit_upload(id, digest, session.offset).await?;
         self.meta
             .complete_upload(id, repo, digest, session.offset)
             .await?;
@@ -385,7 +385,7 @@ impl Registry {
                     "uploaded content has digest {computed}, not {digest}"
                 )));
             }
-            self.blobs.commit_upload(&id, digest).await?;
+            self.blobs.commit_upload(&id, digest, size).await?;
             Ok(size)
         }
         .await;

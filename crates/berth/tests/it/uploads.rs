@@ -92,6 +92,72 @@ async fn end_5_streamed_patch_then_empty_put() {
     assert_served(&s, "stream", &digest, &data).await;
 }
 
+/// Megabyte chunks of odd sizes, back to back, then a final chunk with the PUT: the
+/// store writes large chunks past the page cache and lets each chunk's last writes land
+/// after its response, so every byte must still be where the digest says, on the
+/// first read (from disk) and on later ones (through the page cache).
+#[tokio::test(flavor = "multi_thread")]
+async fn large_chunks_back_to_back_are_stored_exactly() {
+    let s = TestServer::start().await;
+    let data = pseudo_random(21 * 1024 * 1024 + 12_345, 11);
+    let sizes = [
+        3 * 1024 * 1024 + 5,
+        4 * 1024 * 1024 - 3,
+        1,
+        6 * 1024 * 1024 + 4_095,
+    ];
+    let loc = start(&s, "big/chunks").await;
+    let mut at = 0;
+    for size in sizes {
+        let range = format!("{at}-{}", at + size - 1);
+        let r = patch(&s, &loc, Some(&range), &data[at..at + size]).await;
+        assert_eq!(r.status(), 202, "chunk {range}");
+        assert_eq!(header(&r, "range"), format!("0-{}", at + size - 1));
+        at += size;
+    }
+    let digest = sha256(&data);
+    let r = http()
+        .put(s.url(&format!("{loc}?digest={digest}")))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{at}-{}", data.len() - 1))
+        .body(data[at..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for _ in 0..3 {
+        assert_served(&s, "big/chunks", &digest, &data).await;
+    }
+    let r = http()
+        .get(s.url(&format!("/v2/big/chunks/blobs/{digest}")))
+        .header("range", "bytes=4097-9000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == data[4097..=9_000_000]);
+
+    // The same shape with a wrong digest at the end publishes nothing.
+    let loc = start(&s, "big/chunks").await;
+    let r = patch(&s, &loc, Some("0-8388607"), &data[..8 * 1024 * 1024]).await;
+    assert_eq!(r.status(), 202);
+    let wrong = sha256(&data[..8 * 1024 * 1024 - 1]);
+    let r = http()
+        .put(s.url(&format!("{loc}?digest={wrong}")))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let r = http()
+        .head(s.url(&format!("/v2/big/chunks/blobs/{wrong}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn end_5_chunks_out_of_order_are_416_and_leave_the_session_usable() {
     let s = TestServer::start().await;

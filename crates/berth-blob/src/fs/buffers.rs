@@ -1,0 +1,110 @@
+//! Block-aligned buffers for direct I/O, pooled so that large transfers reuse memory
+//! that is already mapped instead of faulting in fresh pages.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// Direct I/O wants buffer addresses, file offsets and lengths in whole logical
+/// blocks; 4 KiB covers every common device.
+pub(super) const ALIGN: usize = 4096;
+/// One buffer: a large upload holds two (one filling, one being written), a large
+/// download up to three (one being read, one queued, one being sent).
+pub(super) const BUFFER: usize = 4 * 1024 * 1024;
+/// Buffers kept for the next transfer.
+const POOLED: usize = 6;
+
+/// A `BUFFER`-sized, `ALIGN`-aligned region inside an ordinary `Vec`.
+pub(super) struct AlignedBuffer {
+    storage: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuffer {
+    fn new() -> AlignedBuffer {
+        let storage = vec![0u8; BUFFER + ALIGN];
+        // Always < ALIGN for bytes; if it were not, direct I/O would fail with EINVAL
+        // and the callers fall back to the page cache, which is still correct.
+        let start = storage.as_ptr().align_offset(ALIGN).min(ALIGN);
+        AlignedBuffer { storage, start }
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.storage[self.start..self.start + BUFFER]
+    }
+
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + BUFFER]
+    }
+}
+
+/// Buffers shared by all transfers of one store.
+#[derive(Clone, Default)]
+pub(super) struct BufferPool(Arc<Mutex<Vec<AlignedBuffer>>>);
+
+impl BufferPool {
+    pub(super) fn take(&self) -> AlignedBuffer {
+        let pooled = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        pooled.unwrap_or_else(AlignedBuffer::new)
+    }
+
+    pub(super) fn give(&self, buffer: AlignedBuffer) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOLED {
+            pool.push(buffer);
+        }
+    }
+
+    /// The first `len` bytes of `buffer` as `Bytes`, without copying; the buffer comes
+    /// back to the pool when the last reference is dropped (after the socket write).
+    pub(super) fn share(&self, buffer: AlignedBuffer, len: usize) -> Bytes {
+        Bytes::from_owner(PooledBytes {
+            buffer: Some(buffer),
+            len: len.min(BUFFER),
+            pool: self.clone(),
+        })
+    }
+}
+
+struct PooledBytes {
+    buffer: Option<AlignedBuffer>,
+    len: usize,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for PooledBytes {
+    fn as_ref(&self) -> &[u8] {
+        match &self.buffer {
+            Some(buffer) => &buffer.bytes()[..self.len],
+            None => &[],
+        }
+    }
+}
+
+impl Drop for PooledBytes {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            self.pool.give(buffer);
+        }
+    }
+}
+
+/// Opens `path` for direct I/O (reading, or writing when `write`).
+#[cfg(target_os = "linux")]
+pub(super) fn open_direct(path: &Path, write: bool) -> io::Result<File> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(OFlags::DIRECT.bits() as i32)
+        .open(path)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn open_direct(_path: &Path, _write: bool) -> io::Result<File> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}

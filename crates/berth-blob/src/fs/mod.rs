@@ -1,0 +1,287 @@
+//! The filesystem backend: `blobs/<alg>/<hex[..2]>/<hex>` for published blobs,
+//! `uploads/<id>` for staging.
+//!
+//! Publishing is staging file → fsync → rename → fsync directory, so after a crash a
+//! blob path holds either nothing or the complete, verified bytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_core::Digest;
+
+mod buffers;
+mod reading;
+mod staging;
+
+use crate::{BlobBody, BlobStore, UploadWriter};
+use buffers::BufferPool;
+use reading::FileReader;
+use staging::{StagedState, StagingWriter};
+
+pub struct FsBlobStore {
+    root: PathBuf,
+    buffers: BufferPool,
+    reader: FileReader,
+    uploads: Arc<UploadLocks>,
+}
+
+/// One lock per upload, held by its writer until the last byte it started writing has
+/// landed. A request dropped mid-write (its client went away), or one that answered
+/// while its last buffer was still being written, leaves a write running on the
+/// blocking pool; the next append, the commit, the read-back and the abort wait for it,
+/// so a stale write can never land in bytes that were cut off and written again. The
+/// lock also records a failed write, after which the upload cannot be used.
+#[derive(Default)]
+struct UploadLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<StagedState>>>>);
+
+impl UploadLocks {
+    /// Waits for the upload's writes to land.
+    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<StagedState> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(id.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Waits for the upload's writes to land; fails if one of them failed.
+    async fn lock_intact(&self, id: &str) -> io::Result<tokio::sync::OwnedMutexGuard<StagedState>> {
+        let guard = self.lock(id).await;
+        if guard.lost_write {
+            return Err(io::Error::other(format!(
+                "upload {id} lost a write to its staging file; it must be started again"
+            )));
+        }
+        Ok(guard)
+    }
+
+    /// Forgets an upload that no longer exists (called while holding its lock).
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`. Does not scan anything.
+    pub async fn open(root: impl Into<PathBuf>) -> io::Result<FsBlobStore> {
+        let root = root.into();
+        let buffers = BufferPool::default();
+        tokio::fs::create_dir_all(root.join("blobs")).await?;
+        tokio::fs::create_dir_all(root.join("uploads")).await?;
+        Ok(FsBlobStore {
+            root,
+            buffers: buffers.clone(),
+            reader: FileReader::new(buffers),
+            uploads: Arc::default(),
+        })
+    }
+
+    /// Where the bytes of `digest` live once published.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_path(&self, id: &str) -> PathBuf {
+        // Upload ids are validated by berth-core (alphanumerics, '-', '_'); never a path.
+        self.root.join("uploads").join(id)
+    }
+}
+
+fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        let meta = not_found_as_none(tokio::fs::metadata(self.blob_path(digest)).await)?;
+        Ok(meta.map(|m| m.len()))
+    }
+
+    async fn open(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> io::Result<Option<BlobBody>> {
+        let path = self.blob_path(digest);
+        let range = match range {
+            Some(r) => r,
+            None => match not_found_as_none(tokio::fs::metadata(&path).await)? {
+                Some(m) => 0..m.len(),
+                None => return Ok(None),
+            },
+        };
+        not_found_as_none(self.reader.read(&path, range).await)
+    }
+
+    async fn delete(&self, digest: &Digest) -> io::Result<bool> {
+        Ok(not_found_as_none(tokio::fs::remove_file(self.blob_path(digest)).await)?.is_some())
+    }
+
+    async fn create_upload(&self, id: &str) -> io::Result<()> {
+        tokio::fs::File::create(self.upload_path(id)).await?;
+        Ok(())
+    }
+
+    /// The writer comes back at once; the file is opened (and cut back to `offset`)
+    /// once the upload's earlier writes have landed, and any failure to do so is
+    /// reported by the first write that needs the file, or by `finish`.
+    async fn append_upload(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
+        let uploads = self.uploads.clone();
+        let path = self.upload_path(id);
+        let id = id.to_owned();
+        let opened = path.clone();
+        let opening = tokio::spawn(async move {
+            let guard = uploads.lock_intact(&id).await?;
+            let file = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+                let file = std::fs::OpenOptions::new().write(true).open(opened)?;
+                let len = file.metadata()?.len();
+                if len < offset {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("upload {id} holds {len} bytes, fewer than the {offset} recorded"),
+                    ));
+                }
+                if len > offset {
+                    file.set_len(offset)?;
+                }
+                Ok(file)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            Ok((file, guard))
+        });
+        Ok(Box::new(StagingWriter::new(
+            path,
+            opening,
+            offset,
+            self.buffers.clone(),
+        )))
+    }
+
+    async fn read_upload(&self, id: &str, len: u64) -> io::Result<BlobBody> {
+        // Only to wait for writes still landing; appends are serialized by the caller.
+        drop(self.uploads.lock_intact(id).await?);
+        self.reader.read(&self.upload_path(id), 0..len).await
+    }
+
+    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> io::Result<()> {
+        let _guard = self.uploads.lock_intact(id).await?;
+        let staging = self.upload_path(id);
+        let target = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let dir = target
+                .parent()
+                .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+            if target.exists() {
+                // Same digest, same bytes: someone published it first.
+                return std::fs::remove_file(&staging);
+            }
+            let file = std::fs::OpenOptions::new().write(true).open(&staging)?;
+            let staged = file.metadata()?.len();
+            if staged < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("staged upload holds {staged} bytes, fewer than the {len} verified"),
+                ));
+            }
+            if staged > len {
+                file.set_len(len)?;
+            }
+            file.sync_all()?;
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&staging, &target)?;
+            sync_dir(dir)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.uploads.forget(id);
+        Ok(())
+    }
+
+    async fn abort_upload(&self, id: &str) -> io::Result<()> {
+        let _guard = self.uploads.lock(id).await;
+        not_found_as_none(tokio::fs::remove_file(self.upload_path(id)).await)?;
+        self.uploads.forget(id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UploadWriter;
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn fs_store_passes_the_blob_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        crate::testsuite::run_all(&store).await;
+    }
+
+    /// A write that fails after its request was answered (the last buffer lands in
+    /// the background) must make the upload unusable, never publishable.
+    #[tokio::test]
+    async fn a_failed_write_poisons_the_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        store.create_upload("p1").await.unwrap();
+        let path = store.upload_path("p1");
+        // The page-cache descriptor is read-only, so the unaligned tail cannot be written.
+        let read_only = std::fs::File::open(&path).unwrap();
+        let lock = store.uploads.lock("p1").await;
+        let opening = tokio::spawn(async move { Ok((read_only, lock)) });
+        let mut writer = StagingWriter::new(path, opening, 0, store.buffers.clone());
+        let bytes = vec![7u8; 5 * 1024 * 1024 + 100];
+        let written = writer.write(Bytes::from(bytes.clone())).await;
+        let finished = Box::new(writer).finish().await;
+        assert!(
+            written.is_ok() && finished.is_ok(),
+            "the tail is written in the background"
+        );
+        let digest = berth_core::Algorithm::Sha256.digest_of(&bytes);
+        let refused = store.commit_upload("p1", &digest, bytes.len() as u64).await;
+        assert!(refused.unwrap_err().to_string().contains("lost a write"));
+        let writer = store.append_upload("p1", 0).await.unwrap();
+        assert!(
+            writer.finish().await.is_err(),
+            "a poisoned upload takes no more bytes"
+        );
+        assert!(store.read_upload("p1", 10).await.is_err());
+        assert_eq!(store.stat(&digest).await.unwrap(), None);
+        store.abort_upload("p1").await.unwrap();
+        assert!(!dir.path().join("uploads/p1").exists());
+    }
+
+    #[tokio::test]
+    async fn published_blob_lives_at_its_digest_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        let digest = crate::testsuite::put(&store, "u1", b"hello").await;
+        let path = store.blob_path(&digest);
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+        assert!(path.to_string_lossy().contains("/blobs/sha256/"));
+        assert!(
+            !dir.path().join("uploads/u1").exists(),
+            "staging file must be gone"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Streaming file bytes to a response.
+//!
+//! One blocking thread reads ahead and hands chunks over a small channel: far fewer
+//! thread hops than an async file, and a bounded number of chunks in memory per
+//! download. Large reads use pooled aligned buffers that go to the socket uncopied.
+//!
+//! Where the bytes come from: the first time a large file is read (since the server
+//! started), with direct I/O, which leaves the page cache alone; every later read,
+//! through the page cache. So a blob read once (the usual pull right after a push, which
+//! staged it with direct I/O too) does not fill the page cache, and blobs pulled again
+//! and again end up served from memory. Filling the page cache is costly on VMs that
+//! hand free memory back to their host: measured on this project's 2-core VM, a cold
+//! 1 GiB read ran at 340 MB/s through fresh page cache and 1.4 GB/s direct.
+//!
+//! (Asking the page cache first, with `RWF_NOWAIT`, is no good: a miss starts
+//! readahead, which fills the page cache anyway.)
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::buffers::{ALIGN, AlignedBuffer, BUFFER, BufferPool, open_direct};
+use crate::BlobBody;
+
+/// Chunks a download may read ahead of the client.
+const READ_AHEAD: usize = 1;
+/// Reads smaller than this go through the page cache in one exact-size chunk.
+const DIRECT_MIN: u64 = 1024 * 1024;
+/// Buffers one direct read fills.
+const DIRECT_BATCH: usize = 2;
+/// How many files the second-read rule remembers before it starts over.
+const REMEMBERED: usize = 4096;
+
+pub(super) struct FileReader {
+    buffers: BufferPool,
+    /// Files read at least once (recently): their next read goes through the page cache.
+    read_before: Mutex<HashSet<PathBuf>>,
+}
+
+/// How one download reads.
+enum Source {
+    /// Through the page cache.
+    Cached(File),
+    /// With direct I/O; `cached` takes over if the device refuses it.
+    Direct { cached: File, direct: File },
+}
+
+impl FileReader {
+    pub(super) fn new(buffers: BufferPool) -> FileReader {
+        FileReader {
+            buffers,
+            read_before: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// True the first time `path` is seen (since the set last started over).
+    fn first_read(&self, path: &Path) -> bool {
+        let mut seen = self.read_before.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(path) {
+            return false;
+        }
+        if seen.len() >= REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(path.to_owned());
+        true
+    }
+
+    /// Streams `range` of the file at `path`.
+    pub(super) async fn read(&self, path: &Path, range: Range<u64>) -> io::Result<BlobBody> {
+        let len = range.end - range.start;
+        let may_go_direct =
+            len >= DIRECT_MIN && range.start.is_multiple_of(ALIGN as u64) && self.first_read(path);
+        let path = path.to_owned();
+        let source = tokio::task::spawn_blocking(move || -> io::Result<Source> {
+            let cached = File::open(&path)?;
+            if may_go_direct && let Ok(direct) = open_direct(&path, false) {
+                return Ok(Source::Direct { cached, direct });
+            }
+            Ok(Source::Cached(cached))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let buffers = self.buffers.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut source = source;
+            let mut offset = range.start;
+            while offset < range.end {
+                let result = read_chunks(&mut source, &buffers, offset, range.end - offset);
+                let (chunks, failure) = match result {
+                    Ok(chunks) => (chunks, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                };
+                for chunk in chunks {
+                    offset += chunk.len() as u64;
+                    // A closed channel means the client went away: stop reading.
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                }
+                if let Some(e) = failure {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        });
+        let mut rx = rx;
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+        Ok(BlobBody { len, stream })
+    }
+}
+
+/// Reads the next chunks at `offset`, at most `left` bytes: one chunk through the
+/// page cache, or `DIRECT_BATCH` with direct I/O (one request, so the disk sees a
+/// larger one).
+fn read_chunks(
+    source: &mut Source,
+    buffers: &BufferPool,
+    offset: u64,
+    left: u64,
+) -> io::Result<Vec<Bytes>> {
+    let (cached, direct) = match source {
+        Source::Cached(file) => {
+            let want = left.min(BUFFER as u64) as usize;
+            return Ok(vec![read_cached(file, buffers, offset, want)?]);
+        }
+        Source::Direct { cached, direct } => (cached, direct),
+    };
+    let want = left.min((DIRECT_BATCH * BUFFER) as u64) as usize;
+    let mut batch: Vec<AlignedBuffer> =
+        (0..want.div_ceil(BUFFER)).map(|_| buffers.take()).collect();
+    match read_direct(direct, &mut batch, offset, want) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            // The device wants another alignment: page cache from here on.
+            *source = Source::Cached(cached.try_clone()?);
+            return read_chunks(source, buffers, offset, left);
+        }
+        Err(e) => return Err(e),
+    }
+    let mut lens = (0..batch.len()).map(|i| (want - i * BUFFER).min(BUFFER));
+    Ok(batch
+        .into_iter()
+        .filter_map(|buffer| Some(buffers.share(buffer, lens.next()?)))
+        .collect())
+}
+
+/// Reads `want` bytes at `offset` through the page cache.
+fn read_cached(file: &File, buffers: &BufferPool, offset: u64, want: usize) -> io::Result<Bytes> {
+    if want < BUFFER {
+        // Small blobs (and the tail of a large one) get an exact-size chunk.
+        let mut chunk = vec![0; want];
+        file.read_exact_at(&mut chunk, offset)?;
+        return Ok(Bytes::from(chunk));
+    }
+    let mut buffer = buffers.take();
+    file.read_exact_at(&mut buffer.bytes_mut()[..want], offset)?;
+    Ok(buffers.share(buffer, want))
+}
+
+/// Fills `want` bytes of `batch` (buffer after buffer) from `offset` (block-aligned)
+/// with direct reads of whole blocks; the last block may run past the end of the file,
+/// where the read stops short.
+fn read_direct(
+    direct: &File,
+    batch: &mut [AlignedBuffer],
+    offset: u64,
+    want: usize,
+) -> io::Result<()> {
+    let blocks = want.next_multiple_of(ALIGN).min(batch.len() * BUFFER);
+    let mut got = 0;
+    while got < want {
+        let mut slices: Vec<io::IoSliceMut<'_>> = batch
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, buffer)| {
+                let start = i * BUFFER;
+                let (lo, hi) = (got.max(start), blocks.min(start + BUFFER));
+                (lo < hi)
+                    .then(|| io::IoSliceMut::new(&mut buffer.bytes_mut()[lo - start..hi - start]))
+            })
+            .collect();
+        let n = read_vectored_at(direct, &mut slices, offset + got as u64)?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        got += n;
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn read_vectored_at(
+    file: &File,
+    slices: &mut [io::IoSliceMut<'_>],
+    offset: u64,
+) -> io::Result<usize> {
+    Ok(rustix::io::preadv(file, slices, offset)?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_vectored_at(
+    file: &File,
+    slices: &mut [io::IoSliceMut<'_>],
+    offset: u64,
+) -> io::Result<usize> {
+    match slices.first_mut() {
+        Some(slice) => file.read_at(slice, offset),
+        None => Ok(0),
+    }
+}
