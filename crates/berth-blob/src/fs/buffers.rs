@@ -16,6 +16,10 @@ pub(super) const ALIGN: usize = 4096;
 pub(super) const BUFFER: usize = 4 * 1024 * 1024;
 /// Buffers kept for the next transfer.
 const POOLED: usize = 6;
+/// Buffers lent out at once, across all transfers (64 MiB). Past it, transfers go
+/// through the page cache in small chunks: slower here, but memory stays bounded
+/// however many large pushes and pulls run.
+const BUDGET: usize = 16;
 
 /// A `BUFFER`-sized, `ALIGN`-aligned region inside an ordinary `Vec`.
 pub(super) struct AlignedBuffer {
@@ -43,18 +47,33 @@ impl AlignedBuffer {
 
 /// Buffers shared by all transfers of one store.
 #[derive(Clone, Default)]
-pub(super) struct BufferPool(Arc<Mutex<Vec<AlignedBuffer>>>);
+pub(super) struct BufferPool(Arc<Mutex<PoolState>>);
+
+#[derive(Default)]
+struct PoolState {
+    free: Vec<AlignedBuffer>,
+    lent: usize,
+}
 
 impl BufferPool {
-    pub(super) fn take(&self) -> AlignedBuffer {
-        let pooled = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        pooled.unwrap_or_else(AlignedBuffer::new)
+    /// A buffer, unless `BUDGET` buffers are out already.
+    pub(super) fn try_take(&self) -> Option<AlignedBuffer> {
+        let pooled = {
+            let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.lent >= BUDGET {
+                return None;
+            }
+            pool.lent += 1;
+            pool.free.pop()
+        };
+        Some(pooled.unwrap_or_else(AlignedBuffer::new))
     }
 
     pub(super) fn give(&self, buffer: AlignedBuffer) {
         let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOLED {
-            pool.push(buffer);
+        pool.lent = pool.lent.saturating_sub(1);
+        if pool.free.len() < POOLED {
+            pool.free.push(buffer);
         }
     }
 
@@ -107,4 +126,34 @@ pub(super) fn open_direct(path: &Path, write: bool) -> io::Result<File> {
 #[cfg(not(target_os = "linux"))]
 pub(super) fn open_direct(_path: &Path, _write: bool) -> io::Result<File> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_bounds_lent_buffers_and_giving_back_restores_it() {
+        let pool = BufferPool::default();
+        let lent: Vec<AlignedBuffer> = (0..BUDGET).map_while(|_| pool.try_take()).collect();
+        assert_eq!(lent.len(), BUDGET);
+        assert!(pool.try_take().is_none(), "no buffer past the budget");
+        let mut lent = lent.into_iter();
+        let first = lent.next().unwrap();
+        assert_eq!(
+            first.bytes().as_ptr() as usize % ALIGN,
+            0,
+            "buffers are aligned"
+        );
+        let shared = pool.share(first, 10);
+        assert!(pool.try_take().is_none(), "a shared buffer is still lent");
+        drop(shared);
+        assert!(
+            pool.try_take().is_some(),
+            "dropping the last reference gives it back"
+        );
+        lent.for_each(|buffer| pool.give(buffer));
+        let pooled = pool.0.lock().unwrap().free.len();
+        assert_eq!(pooled, POOLED, "only POOLED buffers are kept");
+    }
 }

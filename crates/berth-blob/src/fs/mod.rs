@@ -237,6 +237,27 @@ mod tests {
         crate::testsuite::run_all(&store).await;
     }
 
+    /// Past the buffer budget, uploads and reads go through the page cache in small
+    /// chunks; with the budget spent from the start, and with one buffer left (so a
+    /// transfer starts direct and falls back midway), every byte must still be kept.
+    #[tokio::test]
+    async fn with_the_buffer_budget_spent_every_byte_is_still_kept() {
+        for left in [0, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsBlobStore::open(dir.path()).await.unwrap();
+            let mut held: Vec<_> = std::iter::from_fn(|| store.buffers.try_take()).collect();
+            assert!(
+                held.len() > left,
+                "the budget holds more than {left} buffer"
+            );
+            held.drain(..left)
+                .for_each(|buffer| store.buffers.give(buffer));
+            crate::testsuite::run_all(&store).await;
+            held.into_iter()
+                .for_each(|buffer| store.buffers.give(buffer));
+        }
+    }
+
     /// A write that fails after its request was answered (the last buffer lands in
     /// the background) must make the upload unusable, never publishable.
     #[tokio::test]

@@ -33,6 +33,8 @@ use crate::BlobBody;
 const READ_AHEAD: usize = 1;
 /// Reads smaller than this go through the page cache in one exact-size chunk.
 const DIRECT_MIN: u64 = 1024 * 1024;
+/// Chunk size while the pool's budget is spent.
+const FALLBACK_CHUNK: usize = 512 * 1024;
 /// Buffers one direct read fills.
 const DIRECT_BATCH: usize = 2;
 /// How many files the second-read rule remembers before it starts over.
@@ -135,8 +137,14 @@ fn read_chunks(
         Source::Direct { cached, direct } => (cached, direct),
     };
     let want = left.min((DIRECT_BATCH * BUFFER) as u64) as usize;
-    let mut batch: Vec<AlignedBuffer> =
-        (0..want.div_ceil(BUFFER)).map(|_| buffers.take()).collect();
+    let needed = want.div_ceil(BUFFER);
+    let mut batch: Vec<AlignedBuffer> = (0..needed).map_while(|_| buffers.try_take()).collect();
+    if batch.len() < needed {
+        // The pool's budget is spent: a small chunk through the page cache this time.
+        batch.into_iter().for_each(|buffer| buffers.give(buffer));
+        let want = left.min(FALLBACK_CHUNK as u64) as usize;
+        return Ok(vec![read_cached(cached, buffers, offset, want)?]);
+    }
     match read_direct(direct, &mut batch, offset, want) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
@@ -153,17 +161,21 @@ fn read_chunks(
         .collect())
 }
 
-/// Reads `want` bytes at `offset` through the page cache.
+/// Reads up to `want` (at most `BUFFER`) bytes at `offset` through the page cache: a
+/// whole buffer's worth into a pooled buffer; otherwise (small blobs, the tail of a
+/// large one, and everything while the pool's budget is spent) into a chunk of its
+/// own, at most `FALLBACK_CHUNK` long unless it is a tail.
 fn read_cached(file: &File, buffers: &BufferPool, offset: u64, want: usize) -> io::Result<Bytes> {
-    if want < BUFFER {
-        // Small blobs (and the tail of a large one) get an exact-size chunk.
-        let mut chunk = vec![0; want];
-        file.read_exact_at(&mut chunk, offset)?;
-        return Ok(Bytes::from(chunk));
+    if want == BUFFER
+        && let Some(mut buffer) = buffers.try_take()
+    {
+        file.read_exact_at(&mut buffer.bytes_mut()[..want], offset)?;
+        return Ok(buffers.share(buffer, want));
     }
-    let mut buffer = buffers.take();
-    file.read_exact_at(&mut buffer.bytes_mut()[..want], offset)?;
-    Ok(buffers.share(buffer, want))
+    let len = if want < BUFFER { want } else { FALLBACK_CHUNK };
+    let mut chunk = vec![0; len];
+    file.read_exact_at(&mut chunk, offset)?;
+    Ok(Bytes::from(chunk))
 }
 
 /// Fills `want` bytes of `batch` (buffer after buffer) from `offset` (block-aligned)

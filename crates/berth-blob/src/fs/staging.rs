@@ -184,26 +184,35 @@ impl StagingWriter {
         }
     }
 
-    /// Copies `bytes` into aligned buffers, handing each full one to the disk.
-    async fn copy_in(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Makes `buffer` the one filling, placed so that its index 0 is the start of the
+    /// block holding the next byte.
+    fn start_fill(&mut self, buffer: super::buffers::AlignedBuffer) {
+        let in_block = (self.offset % ALIGN as u64) as usize;
+        self.fill = Some(buffer);
+        self.fill_base = self.offset - in_block as u64;
+        self.fill_lo = in_block;
+        self.fill_hi = in_block;
+    }
+
+    /// Copies `bytes` into aligned buffers, handing each full one to the disk. When the
+    /// pool's budget is spent, the rest waits in `pending` for the page cache.
+    async fn copy_in(&mut self, mut bytes: Bytes) -> io::Result<()> {
         while !bytes.is_empty() {
-            if self.fill.is_none() {
-                self.fill = Some(self.pool.take());
-                let in_block = (self.offset % ALIGN as u64) as usize;
-                self.fill_base = self.offset - in_block as u64;
-                self.fill_lo = in_block;
-                self.fill_hi = in_block;
-            }
             let Some(buffer) = self.fill.as_mut() else {
-                continue;
+                self.pending_len += bytes.len();
+                self.pending.push(bytes);
+                return Ok(());
             };
             let n = (BUFFER - self.fill_hi).min(bytes.len());
             buffer.bytes_mut()[self.fill_hi..self.fill_hi + n].copy_from_slice(&bytes[..n]);
             self.fill_hi += n;
             self.offset += n as u64;
-            bytes = &bytes[n..];
+            bytes = bytes.slice(n..);
             if self.fill_hi == BUFFER {
                 self.submit_fill().await?;
+                if let Some(next) = self.pool.try_take() {
+                    self.start_fill(next);
+                }
             }
         }
         Ok(())
@@ -263,7 +272,8 @@ impl StagingWriter {
         }
     }
 
-    /// Writes the small-upload chunks through the page cache.
+    /// Writes the kept chunks through the page cache: a small upload, or a large one
+    /// while the pool's budget is spent.
     async fn write_pending(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -302,17 +312,25 @@ impl StagingWriter {
 #[async_trait]
 impl UploadWriter for StagingWriter {
     async fn write(&mut self, bytes: Bytes) -> io::Result<()> {
-        if self.fill.is_none() && self.pending_len + bytes.len() < DIRECT_MIN {
-            self.pending_len += bytes.len();
-            self.pending.push(bytes);
+        if self.fill.is_some() {
+            return self.copy_in(bytes).await;
+        }
+        // `pending` only ever holds bytes while no buffer is filling.
+        self.pending_len += bytes.len();
+        self.pending.push(bytes);
+        if self.pending_len < DIRECT_MIN {
             return Ok(());
         }
-        // Large after all: move what was kept into the aligned buffers.
-        for chunk in std::mem::take(&mut self.pending) {
-            self.copy_in(&chunk).await?;
-        }
+        // Large: into aligned buffers if the budget allows, else through the page cache.
+        let Some(buffer) = self.pool.try_take() else {
+            return self.write_pending().await;
+        };
+        self.start_fill(buffer);
         self.pending_len = 0;
-        self.copy_in(&bytes).await
+        for chunk in std::mem::take(&mut self.pending) {
+            self.copy_in(chunk).await?;
+        }
+        Ok(())
     }
 
     /// Returns once the last buffers' writes have started, not finished: the response
