@@ -58,6 +58,20 @@ fn check_chunk_start(session: &UploadSession, start: Option<u64>) -> Result<()> 
     }
 }
 
+/// Whether reading back a session's staged bytes failed because they are not there:
+/// the file is missing or shorter than recorded, or a write to it failed.
+fn staged_bytes_lost(e: &RegistryError) -> bool {
+    let RegistryError::Internal(e) = e else {
+        return false;
+    };
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound
+        )
+    })
+}
+
 fn new_upload_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -290,9 +304,21 @@ impl Registry {
             return Ok(hash);
         }
         tracing::info!(upload = %session.id, offset = session.offset, "rebuilding upload hash state");
-        let hasher = self
+        let hasher = match self
             .hash_staged(&session.id, session.offset, session.algorithm)
-            .await?;
+            .await
+        {
+            Ok(hasher) => hasher,
+            Err(e) if staged_bytes_lost(&e) => {
+                // A crash (of the machine, or of the process while its last writes were
+                // landing) took bytes the session had recorded. Resuming cannot work;
+                // "unknown upload" makes clients start the blob again.
+                tracing::warn!(upload = %session.id, error = %e, "staged bytes are gone; dropping the upload");
+                self.drop_session(&session.id).await?;
+                return Err(RegistryError::UploadUnknown);
+            }
+            Err(e) => return Err(e),
+        };
         Ok(HashState {
             offset: session.offset,
             hasher,

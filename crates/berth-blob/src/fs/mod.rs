@@ -52,9 +52,11 @@ impl UploadLocks {
     async fn lock_intact(&self, id: &str) -> io::Result<tokio::sync::OwnedMutexGuard<StagedState>> {
         let guard = self.lock(id).await;
         if guard.lost_write {
-            return Err(io::Error::other(format!(
-                "upload {id} lost a write to its staging file; it must be started again"
-            )));
+            // NotFound: the staged bytes are as good as gone.
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("upload {id} lost a write to its staging file; it must be started again"),
+            ));
         }
         Ok(guard)
     }

@@ -778,6 +778,78 @@ async fn chunked_upload_resumes_after_sigkill() {
     assert_blob(&base, repo, &digest, &data).await;
 }
 
+/// Bytes a session had recorded but that a crash took (the machine went down before
+/// they reached the disk): the next chunk gets `BLOB_UPLOAD_UNKNOWN`, so the client
+/// starts the blob again, and nothing short is ever published.
+#[tokio::test(flavor = "multi_thread")]
+async fn staged_bytes_lost_in_a_crash_make_the_upload_unknown() {
+    let mut berth = BerthProcess::start().await;
+    let base = berth.base.clone();
+    let repo = "crash/lost";
+    let data = pseudo_random(3 * 1024 * 1024, 6);
+    let digest = sha256(&data);
+    let split = 2 * 1024 * 1024;
+
+    let location = start_upload(&base, repo).await;
+    let r = http()
+        .patch(location.as_str())
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", split - 1))
+        .body(data[..split].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "first chunk");
+    let location = absolute(&base, header(&r, "location"));
+
+    berth.kill9();
+    let staged: Vec<_> = std::fs::read_dir(berth.data_dir.join("uploads"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(staged.len(), 1, "one staged upload: {staged:?}");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&staged[0])
+        .unwrap();
+    file.set_len(1024 * 1024 + 3).unwrap();
+    drop(file);
+    berth.restart().await;
+
+    let r = http()
+        .patch(location.as_str())
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{split}-{}", data.len() - 1))
+        .body(data[split..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "the next chunk of a session that lost bytes"
+    );
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+    let r = http().get(location.as_str()).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the session is gone");
+    assert!(
+        staged[0].metadata().is_err(),
+        "its staged bytes are gone too"
+    );
+
+    // Starting again works.
+    let location = start_upload(&base, repo).await;
+    let r = http()
+        .put(with_digest(&location, &digest))
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "the whole blob again");
+    assert_blob(&base, repo, &digest, &data).await;
+}
+
 /// SIGTERM lets requests in flight finish, then berth exits cleanly.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_requests_then_exits() {
