@@ -1,13 +1,14 @@
 //! Appending upload bytes to a staging file.
 //!
-//! Small uploads go through the page cache as they always did. Large ones are copied
-//! into reused, block-aligned buffers and written with direct I/O (`O_DIRECT`), which
+//! Small uploads go through the page cache. Large ones are copied into reused,
+//! block-aligned buffers and written with direct I/O (`O_DIRECT`), which
 //! skips the page cache: growing the page cache means touching memory the kernel has
 //! not used lately, and on virtual machines that hand free memory back to the host
 //! (free page reporting) every such page costs a trip to the host. Measured on this
 //! project's 2-core VM, 1 GiB written and synced: 205 MB/s through fresh page cache,
 //! 1.4 GB/s with direct I/O. A staged blob is read back at most once (publishing
-//! renames it), so the page cache bought nothing here.
+//! renames it), so the page cache bought nothing here. While the pool's buffer budget
+//! is spent, large uploads go through the page cache too.
 //!
 //! While earlier buffers are being written on the blocking pool, the next one fills
 //! from the network, so the disk and the request overlap; a request's last writes are
