@@ -172,6 +172,29 @@ def upload_blob(cl, repo, data):
     return digest
 
 
+def timed_get(port, path, buf, what):
+    """GET `path` into the preallocated `buf`, as regbench's (c) does; returns the
+    seconds it took and whether exactly len(buf) bytes came. The caller checks the body
+    afterwards, outside the timing."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = now()
+    c.request("GET", path)
+    r = c.getresponse()
+    if r.status != 200:
+        raise Failure("%s: %d" % (what, r.status))
+    mv = memoryview(buf)
+    size, got = len(buf), 0
+    while got < size:
+        n = r.readinto(mv[got:])
+        if not n:
+            break
+        got += n
+    el = now() - t0
+    extra = r.read(1)
+    c.close()
+    return el, got == size and not extra
+
+
 def pool(n_threads, jobs, fn):
     """Run fn(job) over jobs on a thread pool; the first exception aborts."""
     with concurrent.futures.ThreadPoolExecutor(n_threads) as ex:
@@ -483,22 +506,8 @@ http {{
         buf = bytearray(size)
         runs = []
         for _ in range(args.runs):
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            t0 = now()
-            c.request("GET", "/blob.bin")
-            r = c.getresponse()
-            if r.status != 200:
-                raise Failure("nginx GET blob: %d" % r.status)
-            mv = memoryview(buf)
-            got = 0
-            while got < size:
-                n = r.readinto(mv[got:])
-                if not n:
-                    break
-                got += n
-            el = now() - t0
-            c.close()
-            if got != size or hashlib.sha256(buf).hexdigest() != blob_digest:
+            el, whole = timed_get(port, "/blob.bin", buf, "nginx GET blob")
+            if not whole or hashlib.sha256(buf).hexdigest() != blob_digest:
                 raise Failure("nginx GET blob: wrong body")
             runs.append(size / el / 1e6)
         del buf
@@ -604,23 +613,8 @@ def get_again(kind, args, tmp):
         runs = []
         warm_up = 2
         for i in range(warm_up + args.runs):
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            t0 = now()
-            c.request("GET", "/v2/%s/blobs/%s" % (repo, digest))
-            r = c.getresponse()
-            if r.status != 200:
-                raise Failure("GET blob again: %d" % r.status)
-            mv = memoryview(buf)
-            got = 0
-            while got < size:
-                n = r.readinto(mv[got:])
-                if not n:
-                    break
-                got += n
-            el = now() - t0
-            extra = r.read(1)
-            c.close()
-            if got != size or extra or buf != blob:
+            el, whole = timed_get(port, "/v2/%s/blobs/%s" % (repo, digest), buf, "GET blob again")
+            if not whole or buf != blob:
                 raise Failure("GET blob again: body differs from what was uploaded")
             if i >= warm_up:
                 runs.append(size / el / 1e6)

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::buffers::{ALIGN, AlignedBuffer, BUFFER, BufferPool, open_direct};
+use super::buffers::{ALIGN, BUFFER, BufferPool, open_direct};
 use crate::BlobBody;
 
 /// Chunks a download may read ahead of the client.
@@ -35,8 +35,6 @@ const READ_AHEAD: usize = 1;
 const DIRECT_MIN: u64 = 1024 * 1024;
 /// Chunk size while the pool's budget is spent.
 const FALLBACK_CHUNK: usize = 512 * 1024;
-/// Buffers one direct read fills.
-const DIRECT_BATCH: usize = 2;
 /// How many files the second-read rule remembers before it starts over.
 const REMEMBERED: usize = 4096;
 
@@ -96,22 +94,14 @@ impl FileReader {
             let mut source = source;
             let mut offset = range.start;
             while offset < range.end {
-                let result = read_chunks(&mut source, &buffers, offset, range.end - offset);
-                let (chunks, failure) = match result {
-                    Ok(chunks) => (chunks, None),
-                    Err(e) => (Vec::new(), Some(e)),
-                };
-                for chunk in chunks {
-                    offset += chunk.len() as u64;
-                    // A closed channel means the client went away: stop reading.
-                    if tx.blocking_send(Ok(chunk)).is_err() {
-                        return;
-                    }
-                }
-                if let Some(e) = failure {
-                    let _ = tx.blocking_send(Err(e));
+                let result = read_chunk(&mut source, &buffers, offset, range.end - offset);
+                let failed = result.is_err();
+                let len = result.as_ref().map_or(0, Bytes::len);
+                // A closed channel means the client went away: stop reading.
+                if tx.blocking_send(result).is_err() || failed {
                     return;
                 }
+                offset += len as u64;
             }
         });
         let mut rx = rx;
@@ -120,45 +110,36 @@ impl FileReader {
     }
 }
 
-/// Reads the next chunks at `offset`, at most `left` bytes: one chunk through the
-/// page cache, or `DIRECT_BATCH` with direct I/O (one request, so the disk sees a
-/// larger one).
-fn read_chunks(
+/// Reads the next chunk at `offset`, at most `left` bytes.
+fn read_chunk(
     source: &mut Source,
     buffers: &BufferPool,
     offset: u64,
     left: u64,
-) -> io::Result<Vec<Bytes>> {
+) -> io::Result<Bytes> {
+    let want = left.min(BUFFER as u64) as usize;
     let (cached, direct) = match source {
-        Source::Cached(file) => {
-            let want = left.min(BUFFER as u64) as usize;
-            return Ok(vec![read_cached(file, buffers, offset, want)?]);
-        }
+        Source::Cached(file) => return read_cached(file, buffers, offset, want),
         Source::Direct { cached, direct } => (cached, direct),
     };
-    let want = left.min((DIRECT_BATCH * BUFFER) as u64) as usize;
-    let needed = want.div_ceil(BUFFER);
-    let mut batch: Vec<AlignedBuffer> = (0..needed).map_while(|_| buffers.try_take()).collect();
-    if batch.len() < needed {
+    let Some(mut buffer) = buffers.try_take() else {
         // The pool's budget is spent: a small chunk through the page cache this time.
-        batch.into_iter().for_each(|buffer| buffers.give(buffer));
         let want = left.min(FALLBACK_CHUNK as u64) as usize;
-        return Ok(vec![read_cached(cached, buffers, offset, want)?]);
-    }
-    match read_direct(direct, &mut batch, offset, want) {
-        Ok(()) => {}
+        return read_cached(cached, buffers, offset, want);
+    };
+    match read_direct(direct, buffer.bytes_mut(), offset, want) {
+        Ok(()) => Ok(buffers.share(buffer, want)),
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
             // The device wants another alignment: page cache from here on.
+            buffers.give(buffer);
             *source = Source::Cached(cached.try_clone()?);
-            return read_chunks(source, buffers, offset, left);
+            read_chunk(source, buffers, offset, left)
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            buffers.give(buffer);
+            Err(e)
+        }
     }
-    let mut lens = (0..batch.len()).map(|i| (want - i * BUFFER).min(BUFFER));
-    Ok(batch
-        .into_iter()
-        .filter_map(|buffer| Some(buffers.share(buffer, lens.next()?)))
-        .collect())
 }
 
 /// Reads up to `want` (at most `BUFFER`) bytes at `offset` through the page cache: a
@@ -178,54 +159,17 @@ fn read_cached(file: &File, buffers: &BufferPool, offset: u64, want: usize) -> i
     Ok(Bytes::from(chunk))
 }
 
-/// Fills `want` bytes of `batch` (buffer after buffer) from `offset` (block-aligned)
-/// with direct reads of whole blocks; the last block may run past the end of the file,
-/// where the read stops short.
-fn read_direct(
-    direct: &File,
-    batch: &mut [AlignedBuffer],
-    offset: u64,
-    want: usize,
-) -> io::Result<()> {
-    let blocks = want.next_multiple_of(ALIGN).min(batch.len() * BUFFER);
+/// Fills `buf[..want]` from `offset` (block-aligned) with direct reads of whole blocks;
+/// the last block may run past the end of the file, where the read stops short.
+fn read_direct(direct: &File, buf: &mut [u8], offset: u64, want: usize) -> io::Result<()> {
+    let blocks = want.next_multiple_of(ALIGN).min(buf.len());
     let mut got = 0;
     while got < want {
-        let mut slices: Vec<io::IoSliceMut<'_>> = batch
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, buffer)| {
-                let start = i * BUFFER;
-                let (lo, hi) = (got.max(start), blocks.min(start + BUFFER));
-                (lo < hi)
-                    .then(|| io::IoSliceMut::new(&mut buffer.bytes_mut()[lo - start..hi - start]))
-            })
-            .collect();
-        let n = read_vectored_at(direct, &mut slices, offset + got as u64)?;
+        let n = direct.read_at(&mut buf[got..blocks], offset + got as u64)?;
         if n == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
         got += n;
     }
     Ok(())
-}
-
-#[cfg(target_os = "linux")]
-fn read_vectored_at(
-    file: &File,
-    slices: &mut [io::IoSliceMut<'_>],
-    offset: u64,
-) -> io::Result<usize> {
-    Ok(rustix::io::preadv(file, slices, offset)?)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn read_vectored_at(
-    file: &File,
-    slices: &mut [io::IoSliceMut<'_>],
-    offset: u64,
-) -> io::Result<usize> {
-    match slices.first_mut() {
-        Some(slice) => file.read_at(slice, offset),
-        None => Ok(0),
-    }
 }
