@@ -7,8 +7,6 @@
 //! - An **access** token lists what it grants (`access`) and lives minutes.
 //! - A **refresh** token is what `docker login` keeps as its identity token and trades
 //!   for access tokens (the OAuth2 `refresh_token` grant). It grants nothing itself.
-//! - A **session** token is the web session cookie of `/api/v1`. It is a separate kind
-//!   so that a docker identity token read from a machine's config is not a session.
 //!
 //! Both name the credential they came from: `tid` (an access token, checked for
 //! revocation on every use) or `epoch` (a password, ended by a password change).
@@ -19,7 +17,6 @@ use serde::{Deserialize, Serialize};
 const ISSUER: &str = "berth";
 const ACCESS: &str = "access";
 const REFRESH: &str = "refresh";
-const SESSION: &str = "session";
 /// Clock skew tolerated between the nodes that issue and check a token.
 const LEEWAY_SECONDS: u64 = 5;
 
@@ -181,27 +178,6 @@ impl TokenSigner {
         now: i64,
         expires_at: i64,
     ) -> Result<String, TokenError> {
-        self.issue_sign_in(REFRESH, user, credential, now, expires_at)
-    }
-
-    pub fn issue_session(
-        &self,
-        user: &str,
-        credential: &Credential,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<String, TokenError> {
-        self.issue_sign_in(SESSION, user, credential, now, expires_at)
-    }
-
-    fn issue_sign_in(
-        &self,
-        kind: &str,
-        user: &str,
-        credential: &Credential,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<String, TokenError> {
         let (tid, epoch) = credential.split();
         self.sign(&RefreshClaims {
             iss: ISSUER.to_owned(),
@@ -210,7 +186,7 @@ impl TokenSigner {
             exp: expires_at,
             iat: now,
             jti: jti(),
-            typ: kind.to_owned(),
+            typ: REFRESH.to_owned(),
             tid,
             epoch,
         })
@@ -225,17 +201,9 @@ impl TokenSigner {
     }
 
     pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims, TokenError> {
-        self.verify_sign_in(REFRESH, token)
-    }
-
-    pub fn verify_session(&self, token: &str) -> Result<RefreshClaims, TokenError> {
-        self.verify_sign_in(SESSION, token)
-    }
-
-    fn verify_sign_in(&self, kind: &str, token: &str) -> Result<RefreshClaims, TokenError> {
         let claims: RefreshClaims = self.verify(token)?;
-        if claims.typ != kind || claims.sub.is_empty() {
-            return Err(TokenError::Invalid(format!("not a {kind} token")));
+        if claims.typ != REFRESH || claims.sub.is_empty() {
+            return Err(TokenError::Invalid("not a refresh token".into()));
         }
         Ok(claims)
     }
@@ -296,13 +264,6 @@ mod tests {
             .unwrap();
         assert!(signer.verify_access(&refresh).is_err());
         assert_eq!(signer.verify_refresh(&refresh).unwrap().sub, "alice");
-        // A docker identity token is not a web session, nor the other way round.
-        assert!(signer.verify_session(&refresh).is_err());
-        let session = signer
-            .issue_session("alice", &cred, now(), now() + 60)
-            .unwrap();
-        assert!(signer.verify_refresh(&session).is_err());
-        assert_eq!(signer.verify_session(&session).unwrap().sub, "alice");
     }
 
     #[test]

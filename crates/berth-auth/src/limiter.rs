@@ -50,6 +50,20 @@ impl FailureLimiter {
         Ok(())
     }
 
+    /// `Err(wait)` if `key` is locked out for `wait` more; counts nothing.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        match keys.get(key) {
+            Some((failures, start))
+                if *failures >= self.max_failures && *start + self.window > now =>
+            {
+                Err(*start + self.window - now)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Forgives the attempt `begin` counted: it succeeded.
     pub fn succeeded(&self, key: &str) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
@@ -71,7 +85,10 @@ mod tests {
         }
         let wait = limiter.begin("ip:1").unwrap_err();
         assert!(wait <= Duration::from_millis(200));
+        assert!(limiter.check("ip:1").is_err(), "checking sees the lock");
         assert!(limiter.begin("ip:2").is_ok(), "other keys are not affected");
+        assert!(limiter.check("ip:3").is_ok() && limiter.check("ip:3").is_ok());
+        assert!(limiter.begin("ip:3").is_ok(), "checking counts nothing");
         std::thread::sleep(Duration::from_millis(250));
         assert!(
             limiter.begin("ip:1").is_ok(),

@@ -9,8 +9,7 @@
 //! A repository that does not exist is never public, so to anyone without rights in
 //! its namespace a private repository and a missing one look the same.
 
-use berth_core::Actions;
-use berth_meta::{Relation, RepositoryFacts};
+use berth_core::{Actions, Relation, RepositoryFacts};
 
 /// Who is asking, as established by a password, an access token or a bearer JWT.
 #[derive(Debug, Clone, PartialEq, Eq)]

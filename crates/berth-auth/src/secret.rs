@@ -4,45 +4,150 @@
 //! tokens are 192 random bits, so a fast SHA-256 of the secret is enough to store, and
 //! it lets the store find a token by its hash in one indexed read.
 
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use hmac::{KeyInit, Mac};
 use sha2::Digest as _;
 
 /// Every access token starts with this, so a client (and a secret scanner) can tell a
 /// token from a password.
 pub const TOKEN_PREFIX: &str = "berth_pat_";
 
+/// The most memory a stored hash may ask for when it is verified (64 MiB): hashes are
+/// berth's own, and one with a larger cost is refused rather than allowed to
+/// allocate without bound.
+const MAX_VERIFY_BLOCKS: u32 = 64 * 1024;
+
+/// A hash with the full parameters and a salt no password can reach: verifying against
+/// it costs what a real check costs, so an unknown user takes as long to refuse.
+pub const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3lkZWNveWRlY295$6w9l8f2S8Yh1k0cVhmXk7m8m3mRzC0r1qGvNqGzv7xE";
+
 #[derive(Debug, thiserror::Error)]
 #[error("hashing the password failed: {0}")]
-pub struct HashError(String);
+pub struct HashError(pub String);
 
-pub fn hash_password(password: &str) -> Result<String, HashError> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|e| HashError(e.to_string()))
+/// How much work a new password hash costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// argon2id's defaults (19 MiB, 2 passes): for passwords people choose.
+    Full,
+    /// 1 MiB, 1 pass: for passwords berth generated itself (128 random bits). Nobody
+    /// can guess them, so they need no work factor, and the first start stays fast.
+    Light,
 }
 
-/// Hashes a password berth generated itself (128 random bits). Nobody can guess it, so
-/// it needs no work factor against guessing: a light argon2id keeps the first start in
-/// milliseconds. Passwords people choose always get [`hash_password`]'s full cost.
-pub fn hash_generated_password(password: &str) -> Result<String, HashError> {
-    let params = argon2::Params::new(1024, 1, 1, None).map_err(|e| HashError(e.to_string()))?;
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|e| HashError(e.to_string()))
+impl Cost {
+    fn params(self) -> Result<Params, HashError> {
+        match self {
+            Cost::Full => Ok(Params::DEFAULT),
+            Cost::Light => Params::new(1024, 1, 1, None).map_err(|e| HashError(e.to_string())),
+        }
+    }
 }
 
-/// Whether `password` matches a stored argon2 hash (with the parameters it was made
-/// with); a malformed hash matches nothing.
-pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .map(|hash| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok()
-        })
-        .unwrap_or(false)
+/// The memory one argon2 computation works in, kept and reused: hashing allocates
+/// nothing, so a server that holds a fixed number of these holds a fixed amount of
+/// memory however many sign-ins arrive. It grows to the largest cost it has served.
+#[derive(Default)]
+pub struct PasswordWork {
+    blocks: Vec<Block>,
+}
+
+impl PasswordWork {
+    pub fn new() -> PasswordWork {
+        PasswordWork::default()
+    }
+
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        self.blocks.len() * Block::SIZE
+    }
+
+    fn blocks(&mut self, params: &Params) -> &mut [Block] {
+        let count = params.block_count();
+        if self.blocks.len() < count {
+            self.blocks.resize(count, Block::new());
+        }
+        &mut self.blocks[..count]
+    }
+
+    /// A PHC string (`$argon2id$v=19$…`) for a new password.
+    pub fn hash(&mut self, password: &str, cost: Cost) -> Result<String, HashError> {
+        let failed = |e: &dyn std::fmt::Display| HashError(e.to_string());
+        let params = cost.params()?;
+        let mut salt = [0u8; 16];
+        rand::fill(&mut salt);
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        argon2
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                &salt,
+                &mut out,
+                self.blocks(&params),
+            )
+            .map_err(|e| failed(&e))?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+            salt: Some(Salt::new(&salt).map_err(|e| failed(&e))?),
+            hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+        };
+        Ok(hash.to_string())
+    }
+
+    /// Whether `password` matches a stored argon2 hash (with the parameters it was made
+    /// with); a malformed hash, or one asking for more than 64 MiB, matches nothing.
+    pub fn verify(&mut self, password: &str, stored: &str) -> bool {
+        self.try_verify(password, stored).unwrap_or(false)
+    }
+
+    fn try_verify(&mut self, password: &str, stored: &str) -> Option<bool> {
+        let hash = PasswordHash::new(stored).ok()?;
+        let algorithm = Algorithm::try_from(hash.algorithm.as_str()).ok()?;
+        let version = hash
+            .version
+            .map_or(Some(Version::V0x13), |v| Version::try_from(v).ok())?;
+        let params = Params::try_from(&hash).ok()?;
+        if params.m_cost() > MAX_VERIFY_BLOCKS {
+            return None;
+        }
+        let (salt, expected) = (hash.salt?, hash.hash?);
+        let mut out = vec![0u8; expected.len()];
+        Argon2::new(algorithm, version, params.clone())
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt.as_ref(),
+                &mut out,
+                self.blocks(&params),
+            )
+            .ok()?;
+        // `Output`'s equality is constant-time.
+        Some(Output::new(&out).ok()? == expected)
+    }
+}
+
+/// The key under which a verified sign-in is remembered: an HMAC of the user, the
+/// secret and the user's credentials epoch, under a key that exists only in this
+/// process. Neither the secret nor anything that could be checked against it offline
+/// is kept, and a password change (a new epoch) finds nothing.
+pub fn sign_in_fingerprint(key: &[u8; 32], user: &str, secret: &str, epoch: i64) -> [u8; 32] {
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    for part in [user.as_bytes(), secret.as_bytes()] {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.update(&epoch.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// A random key for [`sign_in_fingerprint`].
+pub fn new_fingerprint_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    key
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -56,7 +161,13 @@ pub fn new_token_secret() -> String {
     format!("{TOKEN_PREFIX}{}", random_hex(24))
 }
 
-/// A short public id for a token (what `token ls` shows and `token revoke` takes).
+/// A new web session secret (the cookie's value). Like access tokens, 192 random bits,
+/// stored only as a SHA-256 hash.
+pub fn new_session_secret() -> String {
+    format!("berth_ses_{}", random_hex(24))
+}
+
+/// A short public id for a token or session (what `token ls` shows and `token revoke` takes).
 pub fn new_token_id() -> String {
     random_hex(8)
 }
@@ -86,18 +197,70 @@ mod tests {
 
     #[test]
     fn passwords_verify_only_against_their_hash() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
+        let mut work = PasswordWork::new();
+        let hash = work.hash("correct horse", Cost::Full).unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
         assert!(!hash.contains("correct horse"));
-        assert!(verify_password("correct horse", &hash));
-        assert!(!verify_password("correct horse!", &hash));
-        assert!(!verify_password("correct horse", "not a hash"));
-        // A light hash of a generated password verifies the same way.
+        assert!(work.verify("correct horse", &hash));
+        assert!(!work.verify("correct horse!", &hash));
+        assert!(!work.verify("correct horse", "not a hash"));
+        assert_eq!(
+            work.size(),
+            19 * 1024 * 1024,
+            "the area is reused, not grown"
+        );
+        // A light hash of a generated password verifies the same way, in the same area.
         let generated = new_password();
-        let light = hash_generated_password(&generated).unwrap();
+        let light = work.hash(&generated, Cost::Light).unwrap();
         assert!(light.starts_with("$argon2id$") && light.contains("m=1024,t=1"));
-        assert!(verify_password(&generated, &light));
-        assert!(!verify_password("guess", &light));
+        assert!(work.verify(&generated, &light));
+        assert!(!work.verify("guess", &light));
+        assert_eq!(work.size(), 19 * 1024 * 1024);
+    }
+
+    #[test]
+    fn hashes_made_by_the_argon2_crate_itself_verify() {
+        use argon2::PasswordHasher as _;
+        let hash = Argon2::default()
+            .hash_password(b"made elsewhere")
+            .unwrap()
+            .to_string();
+        let mut work = PasswordWork::new();
+        assert!(work.verify("made elsewhere", &hash));
+        assert!(!work.verify("made elsewher", &hash));
+    }
+
+    #[test]
+    fn the_decoy_costs_a_full_check_and_matches_nothing() {
+        let mut work = PasswordWork::new();
+        assert!(!work.verify("", DECOY_HASH));
+        assert!(!work.verify("decoy", DECOY_HASH));
+        assert_eq!(work.size(), 19 * 1024 * 1024, "it was really computed");
+    }
+
+    #[test]
+    fn costs_beyond_the_bound_are_refused_without_allocating() {
+        let greedy = DECOY_HASH.replace("m=19456", "m=4194304");
+        let mut work = PasswordWork::new();
+        assert!(!work.verify("x", &greedy));
+        assert_eq!(work.size(), 0);
+    }
+
+    #[test]
+    fn fingerprints_depend_on_every_part_and_the_key() {
+        let key = new_fingerprint_key();
+        let base = sign_in_fingerprint(&key, "alice", "pw", 7);
+        assert_eq!(base, sign_in_fingerprint(&key, "alice", "pw", 7));
+        assert_ne!(base, sign_in_fingerprint(&key, "alice", "pw", 8));
+        assert_ne!(base, sign_in_fingerprint(&key, "alice", "pw2", 7));
+        assert_ne!(base, sign_in_fingerprint(&key, "alicep", "w", 7));
+        assert_ne!(
+            base,
+            sign_in_fingerprint(&new_fingerprint_key(), "alice", "pw", 7)
+        );
     }
 
     #[test]

@@ -71,4 +71,10 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Drops upload `id` and its bytes; absent uploads are not an error.
     async fn abort_upload(&self, id: &str) -> io::Result<()>;
+
+    /// Hands back memory the store keeps for reuse (transfer buffers) if none of it was
+    /// used for `idle`. Returns the bytes released.
+    fn release_idle_memory(&self, _idle: std::time::Duration) -> usize {
+        0
+    }
 }

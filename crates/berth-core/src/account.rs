@@ -1,6 +1,7 @@
 //! The vocabulary of accounts and access: account names, organization roles, the three
-//! access-token scopes, and the actions a registry request needs (`pull`, `push`,
-//! `delete`, as in Docker's token scopes).
+//! access-token scopes, the actions a registry request needs (`pull`, `push`, `delete`,
+//! as in Docker's token scopes), and the facts access to a repository depends on (which
+//! the metadata store reports and `berth-auth` judges).
 
 use std::fmt;
 use std::str::FromStr;
@@ -196,6 +197,23 @@ impl fmt::Display for TokenScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())
     }
+}
+
+/// How a user stands towards a repository's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    None,
+    /// The namespace is the user's own.
+    Owner,
+    Member(Role),
+}
+
+/// The facts access to one repository depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepositoryFacts {
+    pub exists: bool,
+    pub public: bool,
+    pub relation: Relation,
 }
 
 #[cfg(test)]

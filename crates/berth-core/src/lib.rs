@@ -10,8 +10,11 @@ pub mod endpoint;
 pub mod error;
 pub mod manifest;
 pub mod name;
+pub mod range;
 
-pub use account::{AccountError, AccountName, Actions, Role, TokenScope};
+pub use account::{
+    AccountError, AccountName, Actions, Relation, RepositoryFacts, Role, TokenScope,
+};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ErrorCode;

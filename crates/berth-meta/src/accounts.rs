@@ -1,11 +1,12 @@
 //! Accounts in the metadata store: users, organizations and their members, access
-//! tokens (only their hashes), namespace defaults, repository visibility, and the few
+//! tokens and web sessions (only their hashes), namespace defaults, repository
+//! visibility, and the few
 //! server-wide settings that every node must share (such as the token signing key).
 //!
 //! The store records facts; deciding what they allow is `berth-auth`'s job.
 
 use async_trait::async_trait;
-use berth_core::{AccountName, RepoName, Role, TokenScope};
+use berth_core::{AccountName, RepoName, RepositoryFacts, Role, TokenScope};
 
 use crate::{MetaError, Page, Result};
 
@@ -56,6 +57,26 @@ impl AccessToken {
     }
 }
 
+/// A signed-in web session. The cookie holds its secret; the store only its hash, so a
+/// session ends when its row goes (sign-out, sign out everywhere, a removed user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// Public id, shown in session lists and used to end one session.
+    pub id: String,
+    pub user: AccountName,
+    pub secret_hash: String,
+    /// The password generation it was signed in with: a password change ends it.
+    pub epoch: Option<i64>,
+    /// The access token it was signed in with instead: revoking the token ends it.
+    pub token_id: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_seen_at: i64,
+    /// Where it was signed in from, and with what (for the owner's list).
+    pub client: String,
+    pub user_agent: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamespaceKind {
     User,
@@ -68,23 +89,6 @@ pub struct Namespace {
     pub kind: NamespaceKind,
     /// Visibility of new repositories here; `None` follows the server default.
     pub default_public: Option<bool>,
-}
-
-/// How a user stands towards a repository's namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Relation {
-    None,
-    /// The namespace is the user's own.
-    Owner,
-    Member(Role),
-}
-
-/// The facts access to one repository depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RepositoryFacts {
-    pub exists: bool,
-    pub public: bool,
-    pub relation: Relation,
 }
 
 /// Whose view of the repository list to give.
@@ -103,6 +107,10 @@ pub enum Viewer<'a> {
 pub enum AccountRefusal {
     #[error("the name {0:?} is already taken")]
     NameTaken(String),
+    /// Names of removed users are never given out again: their repositories stay, and
+    /// a newcomer with the name must not inherit them.
+    #[error("the name {0:?} belonged to a removed user and is not given out again")]
+    NameRetired(String),
     #[error("no user named {0:?}")]
     UnknownUser(String),
     #[error("no organization named {0:?}")]
@@ -120,8 +128,8 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 
     // ---- users ----
-    /// Creates a user and their namespace. A namespace left by a removed user may be
-    /// taken again (an administrator's decision); one held by anyone else may not.
+    /// Creates a user and their namespace. A name that was ever used, by a user who has
+    /// been removed since or by an organization, is refused.
     async fn create_user(
         &self,
         name: &AccountName,
@@ -130,10 +138,11 @@ pub trait AccountStore: Send + Sync + 'static {
     ) -> std::result::Result<(), AccountRefusal>;
     async fn user(&self, name: &str) -> Result<Option<User>>;
     async fn list_users(&self) -> Result<Vec<User>>;
-    /// Replaces the password hash and bumps the credentials epoch.
+    /// Replaces the password hash, bumps the credentials epoch and ends the sessions
+    /// signed in with a password.
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool>;
-    /// Removes the user, their tokens and memberships. Their namespace and its
-    /// repositories stay, so nobody else can take the name by accident.
+    /// Removes the user, their tokens, sessions and memberships. Their namespace and its
+    /// repositories stay, and the name is never given out again.
     async fn delete_user(&self, name: &str) -> Result<bool>;
 
     // ---- organizations ----
@@ -188,4 +197,21 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn revoke_token(&self, id: &str) -> Result<bool>;
     /// Records that a token was used at `now`.
     async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
+
+    // ---- web sessions ----
+    async fn create_web_session(
+        &self,
+        session: &WebSession,
+    ) -> std::result::Result<(), AccountRefusal>;
+    async fn web_session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<WebSession>>;
+    /// A user's sessions that have not expired, newest first.
+    async fn web_sessions(&self, user: &str, now: i64) -> Result<Vec<WebSession>>;
+    /// Ends one session; `false` if there was none with that id.
+    async fn delete_web_session(&self, id: &str) -> Result<bool>;
+    /// Ends every session of a user ("sign out everywhere"); `false` if there was none.
+    async fn delete_web_sessions(&self, user: &str) -> Result<bool>;
+    /// Records that a session was used at `now`.
+    async fn touch_web_session(&self, id: &str, now: i64) -> Result<()>;
+    /// Removes sessions that expired before `now`.
+    async fn expire_web_sessions(&self, now: i64) -> Result<()>;
 }

@@ -15,8 +15,8 @@ pub mod sqlite;
 pub mod testsuite;
 
 pub use accounts::{
-    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, Relation,
-    RepositoryFacts, User, Viewer,
+    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, User, Viewer,
+    WebSession,
 };
 pub use sqlite::SqliteMetaStore;
 
@@ -37,6 +37,9 @@ pub struct UploadSession {
     pub offset: u64,
     /// Unix seconds of the last change, for expiring idle sessions.
     pub updated_at: i64,
+    /// Who opened it (`user:NAME`, or `addr:ADDRESS` when anonymous), for the limit on
+    /// open sessions per client.
+    pub client: String,
 }
 
 /// A manifest as stored: the exact pushed bytes and what indexes need.
@@ -44,7 +47,8 @@ pub struct UploadSession {
 pub struct ManifestRecord {
     pub digest: Digest,
     pub media_type: String,
-    pub body: Vec<u8>,
+    /// The exact pushed bytes (shared, not copied, on their way to the store).
+    pub body: bytes::Bytes,
     pub subject: Option<Digest>,
     pub artifact_type: Option<String>,
     /// The manifest's `annotations` as JSON text, served in referrers.
@@ -93,7 +97,9 @@ pub trait MetaStore: AccountStore {
     async fn unlink_blob(&self, repository: &RepoName, digest: &Digest) -> Result<bool>;
 
     // ---- upload sessions ----
-    async fn create_upload(&self, session: &UploadSession) -> Result<()>;
+    /// Records a new session unless its client holds `max_per_client` open sessions
+    /// already (then `false`; checked and written in one transaction).
+    async fn create_upload(&self, session: &UploadSession, max_per_client: u32) -> Result<bool>;
     async fn upload(&self, id: &str) -> Result<Option<UploadSession>>;
     /// Moves a session's offset from `from` to `to`; `false` if it was no longer at
     /// `from` (another request got there first) or is gone.

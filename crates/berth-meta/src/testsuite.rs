@@ -4,11 +4,11 @@
 // Test support: panicking on a broken contract is the point.
 #![allow(clippy::unwrap_used)]
 
-use berth_core::{AccountName, Algorithm, Digest, RepoName, Role, Tag, TokenScope};
+use berth_core::{AccountName, Algorithm, Digest, Relation, RepoName, Role, Tag, TokenScope};
 
 use crate::{
-    AccessToken, AccountRefusal, ManifestRecord, MetaStore, PutManifestError, Relation,
-    UploadSession, Viewer,
+    AccessToken, AccountRefusal, ManifestRecord, MetaStore, PutManifestError, UploadSession,
+    Viewer, WebSession,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -28,7 +28,7 @@ fn manifest(seed: &str, subject: Option<Digest>, artifact_type: Option<&str>) ->
     ManifestRecord {
         digest: Algorithm::Sha256.digest_of(&body),
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        body,
+        body: body.into(),
         subject,
         artifact_type: artifact_type.map(str::to_owned),
         annotations: None,
@@ -44,7 +44,87 @@ pub async fn run_all(store: &dyn MetaStore) {
     referrers_follow_subjects(store).await;
     concurrent_writes_succeed_or_fail_alone(store).await;
     users_orgs_and_tokens(store).await;
+    web_sessions_end_with_their_row(store).await;
     visibility_follows_namespace_defaults(store).await;
+}
+
+async fn web_sessions_end_with_their_row(store: &dyn MetaStore) {
+    store
+        .create_user(&account("wendy"), "h", false)
+        .await
+        .unwrap();
+    let session = |id: &str, epoch: Option<i64>, expires_at: i64| WebSession {
+        id: id.to_owned(),
+        user: account("wendy"),
+        secret_hash: format!("hash-{id}"),
+        epoch,
+        token_id: epoch.is_none().then(|| "tok".to_owned()),
+        created_at: 100,
+        expires_at,
+        last_seen_at: 100,
+        client: "192.0.2.1".to_owned(),
+        user_agent: "test".to_owned(),
+    };
+    for s in [
+        session("s1", Some(1), 1000),
+        session("s2", Some(1), 1000),
+        session("s3", None, 1000),
+        session("old", Some(1), 150),
+    ] {
+        store.create_web_session(&s).await.unwrap();
+    }
+    let mut ghost = session("g", Some(1), 1000);
+    ghost.user = account("nobody");
+    assert!(matches!(
+        store.create_web_session(&ghost).await,
+        Err(AccountRefusal::UnknownUser(_))
+    ));
+    assert_eq!(
+        store.web_session_by_secret_hash("hash-s1").await.unwrap(),
+        Some(session("s1", Some(1), 1000))
+    );
+    assert_eq!(store.web_sessions("wendy", 200).await.unwrap().len(), 3);
+    store.touch_web_session("s1", 300).await.unwrap();
+    let s1 = store.web_session_by_secret_hash("hash-s1").await.unwrap();
+    assert_eq!(s1.map(|s| s.last_seen_at), Some(300));
+    store.expire_web_sessions(200).await.unwrap();
+    assert!(
+        store
+            .web_session_by_secret_hash("hash-old")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.delete_web_session("s1").await.unwrap());
+    assert!(!store.delete_web_session("s1").await.unwrap());
+    // A password change ends the sessions signed in with a password, not a token's.
+    assert!(store.set_password("wendy", "h2").await.unwrap());
+    let left: Vec<String> = store
+        .web_sessions("wendy", 200)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, ["s3"]);
+    store
+        .create_web_session(&session("s4", Some(2), 1000))
+        .await
+        .unwrap();
+    assert!(store.delete_web_sessions("wendy").await.unwrap());
+    assert!(store.web_sessions("wendy", 200).await.unwrap().is_empty());
+    store
+        .create_web_session(&session("s5", Some(2), 1000))
+        .await
+        .unwrap();
+    assert!(store.delete_user("wendy").await.unwrap());
+    assert!(
+        store
+            .web_session_by_secret_hash("hash-s5")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 fn account(s: &str) -> AccountName {
@@ -154,8 +234,8 @@ async fn users_orgs_and_tokens(store: &dyn MetaStore) {
     assert!(!store.token("t1").await.unwrap().unwrap().is_active(150));
     assert_eq!(store.list_tokens("alice").await.unwrap().len(), 1);
 
-    // Removing a user ends their tokens and memberships but keeps the name reserved
-    // for an administrator to give back.
+    // Removing a user ends their tokens and memberships, and the name is never given
+    // out again: the repositories in its namespace stay, and must not pass to a newcomer.
     assert!(store.remove_member("team", "alice").await.unwrap());
     assert!(store.delete_user("alice").await.unwrap());
     assert!(store.user("alice").await.unwrap().is_none());
@@ -164,16 +244,14 @@ async fn users_orgs_and_tokens(store: &dyn MetaStore) {
         store.create_org(&account("alice"), "bob").await,
         Err(AccountRefusal::NameTaken(_))
     ));
-    store
-        .create_user(&account("alice"), "h5", false)
-        .await
-        .unwrap();
-
-    let new_alice = store.user("alice").await.unwrap().unwrap();
-    assert_ne!(
-        new_alice.credentials_epoch, alice2.credentials_epoch,
-        "a re-created user starts a new credentials epoch"
-    );
+    assert!(matches!(
+        store.create_user(&account("alice"), "h5", false).await,
+        Err(AccountRefusal::NameRetired(_))
+    ));
+    assert!(matches!(
+        store.create_user(&account("team"), "h5", false).await,
+        Err(AccountRefusal::NameTaken(_))
+    ));
 
     assert_eq!(store.setting("k").await.unwrap(), None);
     assert_eq!(store.init_setting("k", "v1").await.unwrap(), "v1");
@@ -344,8 +422,9 @@ async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
         algorithm: Algorithm::Sha512,
         offset: 0,
         updated_at: 100,
+        client: "user:alice".into(),
     };
-    store.create_upload(&s).await.unwrap();
+    assert!(store.create_upload(&s, 2).await.unwrap());
     assert_eq!(store.upload("u-1").await.unwrap(), Some(s.clone()));
     assert!(store.advance_upload("u-1", 0, 10, 200).await.unwrap());
     assert!(
@@ -368,7 +447,28 @@ async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
         id: "u-2".into(),
         ..s
     };
-    store.create_upload(&done).await.unwrap();
+    assert!(store.create_upload(&done, 2).await.unwrap());
+    let second = UploadSession {
+        id: "u-3".into(),
+        ..done.clone()
+    };
+    assert!(store.create_upload(&second, 2).await.unwrap());
+    let third = UploadSession {
+        id: "u-4".into(),
+        ..done.clone()
+    };
+    assert!(
+        !store.create_upload(&third, 2).await.unwrap(),
+        "a client may hold at most max_per_client open sessions"
+    );
+    assert_eq!(store.upload("u-4").await.unwrap(), None);
+    let elsewhere = UploadSession {
+        client: "addr:192.0.2.1".into(),
+        ..third.clone()
+    };
+    assert!(store.create_upload(&elsewhere, 2).await.unwrap());
+    assert!(store.delete_upload("u-3").await.unwrap());
+    assert!(store.delete_upload("u-4").await.unwrap());
     let d = digest("uploaded");
     store
         .complete_upload("u-2", &done.repository, &d, 7)

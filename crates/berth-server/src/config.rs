@@ -39,6 +39,11 @@ pub struct AuthConfig {
     /// Take the client address (for failed-login limits) from the last
     /// `X-Forwarded-For` entry: set this only behind a proxy that appends it.
     pub trust_forwarded_for: bool,
+    /// Take the scheme and host the client used (token realms, cookies, same-origin
+    /// checks) from `X-Forwarded-Proto`/`-Host`: only behind a proxy that sets them.
+    pub trust_forwarded_host: bool,
+    /// argon2 checks that may run at once, each in its own 19 MiB work area.
+    pub password_workers: usize,
 }
 
 impl Default for AuthConfig {
@@ -52,6 +57,8 @@ impl Default for AuthConfig {
             login_failures: 10,
             login_window: Duration::from_secs(60),
             trust_forwarded_for: false,
+            trust_forwarded_host: false,
+            password_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -71,7 +78,51 @@ impl std::fmt::Debug for AuthConfig {
             .field("login_failures", &self.login_failures)
             .field("login_window", &self.login_window)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("trust_forwarded_host", &self.trust_forwarded_host)
+            .field("password_workers", &self.password_workers)
             .finish()
+    }
+}
+
+/// What connections and clients may hold and ask for. Each bound has a default that
+/// one busy CI host (64 concurrent uploads, 256 connections) never reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A request's headers must arrive within this, counted from the connection's
+    /// start or from the first byte after the previous response.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A response the client takes no bytes of for this long is abandoned.
+    pub send_timeout: Duration,
+    /// Open connections at once.
+    pub max_connections: usize,
+    /// Open connections at once from one client address (an IPv6 client by its /64).
+    pub max_connections_per_address: usize,
+    /// Bytes per second a request body must average while the server waits for it
+    /// (0: no floor).
+    pub min_body_rate: u64,
+    /// The stretch of waiting that rate is averaged over.
+    pub body_rate_window: Duration,
+    /// Memory all request bodies held whole (manifests, JSON, forms) may take together.
+    pub max_body_memory: usize,
+    /// Open upload sessions per client (a user, or the address of an anonymous one).
+    pub max_uploads_per_client: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_connections_per_address: 512,
+            min_body_rate: 1024,
+            body_rate_window: Duration::from_secs(30),
+            max_body_memory: 64 * 1024 * 1024,
+            max_uploads_per_client: 1024,
+        }
     }
 }
 
@@ -85,6 +136,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Upload sessions idle longer than this are removed with their bytes.
     pub upload_idle_timeout: Duration,
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +179,7 @@ impl Config {
             open: false,
             auth: AuthConfig::default(),
             upload_idle_timeout: Duration::from_secs(24 * 60 * 60),
+            limits: Limits::default(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum RegistryError {
     ManifestTooLarge { limit: usize },
     #[error("repository {0} is not known")]
     NameUnknown(RepoName),
+    #[error("this client has {limit} upload sessions open already; finish or cancel some first")]
+    TooManyUploads { limit: u32 },
     #[error("range not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     /// A fault of the server or its stores: logged with its cause, sent as `UNKNOWN`.

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_blob::{BlobStore, FsBlobStore};
 use berth_meta::{MetaStore, SqliteMetaStore};
@@ -16,9 +17,10 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod registry;
+pub mod transport;
 
 pub use accounts::Accounts;
-pub use config::{AuthConfig, Config, DatabaseConfig, StorageConfig};
+pub use config::{AuthConfig, Config, DatabaseConfig, Limits, StorageConfig};
 pub use registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,12 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
         registry: Arc::new(Registry::new(blobs, meta)),
         accounts,
         open: config.open,
+        trusted_proxy: http::origin::TrustedProxy {
+            forwarded_for: config.auth.trust_forwarded_for,
+            forwarded_host: config.auth.trust_forwarded_host,
+        },
+        body_budget: http::limits::BodyBudget::new(config.limits.max_body_memory),
+        max_uploads_per_client: config.limits.max_uploads_per_client,
     }))
 }
 
@@ -83,34 +91,49 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let expiry = tokio::spawn(expire_uploads(
-        state.registry.clone(),
-        config.upload_idle_timeout,
-    ));
+    let housekeeping = tokio::spawn(housekeeping(state.clone(), config.upload_idle_timeout));
     let app = http::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    expiry.abort();
+    let mut limits = config.limits.clone();
+    if config.auth.trust_forwarded_for {
+        // Every connection comes from the proxy: limiting its address would limit all.
+        limits.max_connections_per_address = limits.max_connections;
+    }
+    let served = transport::serve(listener, app, limits, shutdown).await;
+    housekeeping.abort();
     served.map_err(ServerError::Serve)
 }
 
-/// Removes idle upload sessions, checking a few times per timeout period.
-async fn expire_uploads(registry: Arc<Registry>, idle: std::time::Duration) {
-    let period = (idle / 4).clamp(
-        std::time::Duration::from_millis(200),
-        std::time::Duration::from_secs(600),
-    );
+/// Memory held for reuse is handed back after this long unused.
+const IDLE_MEMORY: Duration = Duration::from_secs(10);
+
+/// Background upkeep: removes idle upload sessions and expired web sessions, and hands
+/// back memory kept for reuse that has been idle (password work areas, transfer
+/// buffers). Checks a few times per upload timeout, and at least every few seconds.
+async fn housekeeping(state: Arc<http::AppState>, upload_idle: Duration) {
+    let period = (upload_idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut ticker = tokio::time::interval(period);
+    let mut last_sweep = std::time::Instant::now();
     loop {
         ticker.tick().await;
-        match registry.expire_uploads(idle).await {
+        state.accounts.passwords().release_idle(IDLE_MEMORY);
+        state.registry.release_idle_memory(IDLE_MEMORY);
+        // The store is swept less often than memory is checked.
+        if last_sweep.elapsed() < (upload_idle / 4).min(Duration::from_secs(60)) {
+            continue;
+        }
+        last_sweep = std::time::Instant::now();
+        match state.registry.expire_uploads(upload_idle).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired idle upload sessions"),
             Err(e) => tracing::warn!(error = %e, "expiring upload sessions failed"),
+        }
+        if let Err(e) = state
+            .accounts
+            .meta()
+            .expire_web_sessions(accounts::now())
+            .await
+        {
+            tracing::warn!(error = %e, "expiring web sessions failed");
         }
     }
 }

@@ -101,6 +101,11 @@ impl Registry {
         sessions.remove(id);
     }
 
+    /// Hands back memory the blob store keeps for reuse, if it has been idle for `idle`.
+    pub fn release_idle_memory(&self, idle: Duration) -> usize {
+        self.blobs.release_idle_memory(idle)
+    }
+
     // ---------------------------------------------------------------- blobs
 
     /// Size of a blob this repository may serve.
@@ -159,11 +164,14 @@ impl Registry {
 
     // ---------------------------------------------------------------- uploads
 
-    /// Opens an upload session whose bytes will be hashed with `algorithm`.
+    /// Opens an upload session whose bytes will be hashed with `algorithm`, for
+    /// `client` (`user:NAME` or `addr:ADDRESS`), who may hold `max_per_client` at once.
     pub async fn start_upload(
         &self,
         repo: &RepoName,
         algorithm: Algorithm,
+        client: String,
+        max_per_client: u32,
     ) -> Result<UploadSession> {
         let session = UploadSession {
             id: new_upload_id(),
@@ -171,9 +179,15 @@ impl Registry {
             algorithm,
             offset: 0,
             updated_at: now(),
+            client,
         };
         self.blobs.create_upload(&session.id).await?;
-        self.meta.create_upload(&session).await?;
+        if !self.meta.create_upload(&session, max_per_client).await? {
+            self.blobs.abort_upload(&session.id).await?;
+            return Err(RegistryError::TooManyUploads {
+                limit: max_per_client,
+            });
+        }
         *self.slot(&session.id).lock().await = Some(HashState {
             offset: 0,
             hasher: algorithm.hasher(),
@@ -493,7 +507,7 @@ impl Registry {
         let record = ManifestRecord {
             digest: digest.clone(),
             media_type: parsed.media_type,
-            body: body.to_vec(),
+            body,
             subject: parsed.subject.clone(),
             artifact_type: parsed.artifact_type,
             annotations: parsed

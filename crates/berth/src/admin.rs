@@ -4,12 +4,11 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use berth_core::{RepoName, Role, TokenScope};
-use berth_server::{Accounts, AuthConfig};
+use berth_server::Accounts;
 use clap::{Args, Subcommand};
 
 /// Where the database is: the same flags and variables as `berth serve`.
@@ -180,13 +179,9 @@ async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let meta = berth_server::open_meta(&database).await?;
-    let config = AuthConfig {
-        admin_password: std::env::var("BERTH_ADMIN_PASSWORD").ok(),
-        ..AuthConfig::default()
-    };
-    let accounts = Accounts::new(Arc::clone(&meta), &config);
-    accounts.bootstrap(config.admin_password.as_deref()).await?;
-    Ok(accounts)
+    // The first administrator is `berth serve`'s to create (it logs the password); a
+    // command never creates an account it was not asked to.
+    Ok(Accounts::open_for_commands(meta).await?)
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -49,10 +50,21 @@ impl AlignedBuffer {
 #[derive(Clone, Default)]
 pub(super) struct BufferPool(Arc<Mutex<PoolState>>);
 
-#[derive(Default)]
 struct PoolState {
     free: Vec<AlignedBuffer>,
     lent: usize,
+    /// When a buffer was last taken or given back.
+    last_used: Instant,
+}
+
+impl Default for PoolState {
+    fn default() -> PoolState {
+        PoolState {
+            free: Vec::new(),
+            lent: 0,
+            last_used: Instant::now(),
+        }
+    }
 }
 
 impl BufferPool {
@@ -64,6 +76,7 @@ impl BufferPool {
                 return None;
             }
             pool.lent += 1;
+            pool.last_used = Instant::now();
             pool.free.pop()
         };
         Some(pooled.unwrap_or_else(AlignedBuffer::new))
@@ -72,9 +85,23 @@ impl BufferPool {
     pub(super) fn give(&self, buffer: AlignedBuffer) {
         let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
         pool.lent = pool.lent.saturating_sub(1);
+        pool.last_used = Instant::now();
         if pool.free.len() < POOLED {
             pool.free.push(buffer);
         }
+    }
+
+    /// Frees the pooled buffers if none was taken or given back for `idle`; returns the
+    /// bytes freed. A burst of large transfers leaves nothing behind once it is over.
+    pub(super) fn release_idle(&self, idle: Duration) -> usize {
+        let released = {
+            let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.last_used.elapsed() < idle {
+                return 0;
+            }
+            std::mem::take(&mut pool.free)
+        };
+        released.len() * (BUFFER + ALIGN)
     }
 
     /// The first `len` bytes of `buffer` as `Bytes`, without copying; the buffer comes
@@ -155,5 +182,12 @@ mod tests {
         lent.for_each(|buffer| pool.give(buffer));
         let pooled = pool.0.lock().unwrap().free.len();
         assert_eq!(pooled, POOLED, "only POOLED buffers are kept");
+        assert_eq!(
+            pool.release_idle(Duration::from_secs(60)),
+            0,
+            "not idle yet"
+        );
+        assert_eq!(pool.release_idle(Duration::ZERO), POOLED * (BUFFER + ALIGN));
+        assert!(pool.0.lock().unwrap().free.is_empty());
     }
 }

@@ -224,6 +224,10 @@ impl BlobStore for FsBlobStore {
         self.uploads.forget(id);
         Ok(())
     }
+
+    fn release_idle_memory(&self, idle: std::time::Duration) -> usize {
+        self.buffers.release_idle(idle)
+    }
 }
 
 #[cfg(test)]

@@ -2,15 +2,15 @@
 //! writer task like every other write (so account changes share its group commit).
 
 use async_trait::async_trait;
-use berth_core::{AccountName, RepoName, Role, TokenScope};
+use berth_core::{AccountName, Relation, RepoName, RepositoryFacts, Role, TokenScope};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::writes::{Outcome, Write};
 use super::{SqliteMetaStore, backend, changed, corrupt, into_page, now};
 use crate::accounts::{
-    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, Relation,
-    RepositoryFacts, User, Viewer,
+    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, User, Viewer,
+    WebSession,
 };
 use crate::{Page, Result};
 
@@ -63,6 +63,20 @@ pub(super) enum AccountWrite {
     },
     TouchToken {
         id: String,
+        now: i64,
+    },
+    CreateWebSession(WebSession),
+    DeleteWebSession {
+        id: String,
+    },
+    DeleteWebSessions {
+        user: String,
+    },
+    TouchWebSession {
+        id: String,
+        now: i64,
+    },
+    ExpireWebSessions {
         now: i64,
     },
 }
@@ -122,11 +136,9 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             let user_exists =
                 exists(conn, "SELECT 1 FROM users WHERE name = ?", &[name.as_str()]).await?;
             match kind.as_deref() {
-                Some("org") => return refused(AccountRefusal::NameTaken(name.clone())),
-                Some(_) if user_exists => {
-                    return refused(AccountRefusal::NameTaken(name.clone()));
-                }
-                Some(_) => {}
+                Some(_) if user_exists => return refused(AccountRefusal::NameTaken(name.clone())),
+                Some("user") => return refused(AccountRefusal::NameRetired(name.clone())),
+                Some(_) => return refused(AccountRefusal::NameTaken(name.clone())),
                 None => {
                     sqlx::query(
                         "INSERT INTO namespaces (name, kind, created_at) VALUES (?, 'user', ?)",
@@ -163,10 +175,16 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
+            sqlx::query("DELETE FROM web_sessions WHERE username = ? AND epoch IS NOT NULL")
+                .bind(name)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
             Ok(Outcome::Changed(done.rows_affected() > 0))
         }
         AccountWrite::DeleteUser { name } => {
             for sql in [
+                "DELETE FROM web_sessions WHERE username = ?",
                 "DELETE FROM access_tokens WHERE user = ?",
                 "DELETE FROM org_members WHERE user = ?",
             ] {
@@ -308,6 +326,64 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
                 .map_err(backend)?;
             Ok(Outcome::Done)
         }
+        AccountWrite::CreateWebSession(session) => {
+            let user = session.user.as_str();
+            if !exists(conn, "SELECT 1 FROM users WHERE name = ?", &[user]).await? {
+                return refused(AccountRefusal::UnknownUser(user.to_owned()));
+            }
+            sqlx::query(
+                "INSERT INTO web_sessions (id, username, secret_hash, epoch, token_id,
+                   created_at, expires_at, last_seen_at, client, user_agent)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&session.id)
+            .bind(user)
+            .bind(&session.secret_hash)
+            .bind(session.epoch)
+            .bind(&session.token_id)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .bind(session.last_seen_at)
+            .bind(&session.client)
+            .bind(&session.user_agent)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::DeleteWebSession { id } => {
+            let done = sqlx::query("DELETE FROM web_sessions WHERE id = ?")
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        AccountWrite::DeleteWebSessions { user } => {
+            let done = sqlx::query("DELETE FROM web_sessions WHERE username = ?")
+                .bind(user)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        AccountWrite::TouchWebSession { id, now } => {
+            sqlx::query("UPDATE web_sessions SET last_seen_at = ? WHERE id = ?")
+                .bind(*now)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::ExpireWebSessions { now } => {
+            sqlx::query("DELETE FROM web_sessions WHERE expires_at <= ?")
+                .bind(*now)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
     }
 }
 
@@ -344,6 +420,24 @@ fn token_from_row(row: &SqliteRow) -> Result<AccessToken> {
 }
 
 const USER_COLUMNS: &str = "name, password_hash, admin, credentials_epoch, created_at";
+fn web_session_from_row(row: &SqliteRow) -> Result<WebSession> {
+    Ok(WebSession {
+        id: row.try_get("id").map_err(backend)?,
+        user: account_name(row.try_get("username").map_err(backend)?)?,
+        secret_hash: row.try_get("secret_hash").map_err(backend)?,
+        epoch: row.try_get("epoch").map_err(backend)?,
+        token_id: row.try_get("token_id").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+        expires_at: row.try_get("expires_at").map_err(backend)?,
+        last_seen_at: row.try_get("last_seen_at").map_err(backend)?,
+        client: row.try_get("client").map_err(backend)?,
+        user_agent: row.try_get("user_agent").map_err(backend)?,
+    })
+}
+
+const WEB_SESSION_COLUMNS: &str = "id, username, secret_hash, epoch, token_id, created_at, \
+     expires_at, last_seen_at, client, user_agent";
+
 const TOKEN_COLUMNS: &str =
     "id, user, name, secret_hash, scope, created_at, expires_at, last_used_at, revoked_at";
 
@@ -682,5 +776,64 @@ impl AccountStore for SqliteMetaStore {
         })
         .await
         .map(drop)
+    }
+
+    async fn create_web_session(
+        &self,
+        session: &WebSession,
+    ) -> std::result::Result<(), AccountRefusal> {
+        self.account_write(AccountWrite::CreateWebSession(session.clone()))
+            .await
+    }
+
+    async fn web_session_by_secret_hash(&self, secret_hash: &str) -> Result<Option<WebSession>> {
+        let sql = format!("SELECT {WEB_SESSION_COLUMNS} FROM web_sessions WHERE secret_hash = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(secret_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(web_session_from_row).transpose()
+    }
+
+    async fn web_sessions(&self, user: &str, now: i64) -> Result<Vec<WebSession>> {
+        let sql = format!(
+            "SELECT {WEB_SESSION_COLUMNS} FROM web_sessions WHERE username = ? AND expires_at > ?
+             ORDER BY created_at DESC, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user)
+            .bind(now)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(web_session_from_row).collect()
+    }
+
+    async fn delete_web_session(&self, id: &str) -> Result<bool> {
+        self.account_change(AccountWrite::DeleteWebSession { id: id.to_owned() })
+            .await
+    }
+
+    async fn delete_web_sessions(&self, user: &str) -> Result<bool> {
+        self.account_change(AccountWrite::DeleteWebSessions {
+            user: user.to_owned(),
+        })
+        .await
+    }
+
+    async fn touch_web_session(&self, id: &str, now: i64) -> Result<()> {
+        self.account_change(AccountWrite::TouchWebSession {
+            id: id.to_owned(),
+            now,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn expire_web_sessions(&self, now: i64) -> Result<()> {
+        self.account_change(AccountWrite::ExpireWebSessions { now })
+            .await
+            .map(drop)
     }
 }

@@ -109,6 +109,24 @@ CREATE INDEX access_tokens_by_user ON access_tokens(user, created_at);
 ALTER TABLE repositories ADD COLUMN public INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX public_repositories ON repositories(name) WHERE public = 1;
 "#,
+    r#"
+CREATE TABLE web_sessions (
+    id           TEXT PRIMARY KEY,
+    username     TEXT NOT NULL REFERENCES users(name),
+    secret_hash  TEXT NOT NULL UNIQUE,
+    epoch        INTEGER,
+    token_id     TEXT,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    client       TEXT NOT NULL,
+    user_agent   TEXT NOT NULL
+);
+CREATE INDEX web_sessions_by_user ON web_sessions(username, created_at);
+CREATE INDEX web_sessions_by_expiry ON web_sessions(expires_at);
+ALTER TABLE uploads ADD COLUMN client TEXT NOT NULL DEFAULT '';
+CREATE INDEX uploads_by_client ON uploads(client);
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -200,7 +218,9 @@ async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<()> {
 }
 
 async fn apply_migrations(conn: &mut sqlx::SqliteConnection) -> Result<()> {
-    let mut tx = sqlx::Connection::begin(conn).await.map_err(backend)?;
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE")
+        .await
+        .map_err(backend)?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut *tx)
         .await
@@ -225,7 +245,7 @@ fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
     Ok(ManifestRecord {
         digest: parse_digest(&digest)?,
         media_type: row.try_get("media_type").map_err(backend)?,
-        body: row.try_get("body").map_err(backend)?,
+        body: row.try_get::<Vec<u8>, _>("body").map_err(backend)?.into(),
         subject: subject.as_deref().map(parse_digest).transpose()?,
         artifact_type: row.try_get("artifact_type").map_err(backend)?,
         annotations: row.try_get("annotations").map_err(backend)?,
@@ -285,15 +305,19 @@ impl MetaStore for SqliteMetaStore {
         )
     }
 
-    async fn create_upload(&self, session: &UploadSession) -> Result<()> {
-        self.write(Write::CreateUpload(session.clone()))
-            .await
-            .map(drop)
+    async fn create_upload(&self, session: &UploadSession, max_per_client: u32) -> Result<bool> {
+        changed(
+            self.write(Write::CreateUpload {
+                session: session.clone(),
+                max_per_client,
+            })
+            .await,
+        )
     }
 
     async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
         let row = sqlx::query(
-            r#"SELECT id, repository, algorithm, "offset", updated_at FROM uploads WHERE id = ?"#,
+            r#"SELECT id, repository, algorithm, "offset", updated_at, client FROM uploads WHERE id = ?"#,
         )
         .bind(id)
         .fetch_optional(&self.reader)
@@ -313,6 +337,7 @@ impl MetaStore for SqliteMetaStore {
                 .map_err(|e| corrupt(format!("upload algorithm: {e}")))?,
             offset: offset as u64,
             updated_at: row.try_get("updated_at").map_err(backend)?,
+            client: row.try_get("client").map_err(backend)?,
         }))
     }
 

@@ -28,7 +28,10 @@ pub(super) enum Write {
         repository: RepoName,
         digest: Digest,
     },
-    CreateUpload(UploadSession),
+    CreateUpload {
+        session: UploadSession,
+        max_per_client: u32,
+    },
     AdvanceUpload {
         id: String,
         from: u64,
@@ -170,7 +173,10 @@ async fn apply_in_transaction(
     conn: &mut SqliteConnection,
     batch: &[Job],
 ) -> Result<Vec<Result<Outcome>>> {
-    let mut tx = conn.begin().await.map_err(backend)?;
+    // IMMEDIATE: take the write lock first. A deferred transaction that reads and then
+    // writes fails at once (SQLITE_BUSY_SNAPSHOT) when another process, such as a
+    // `berth user` command beside the server, committed in between.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
         sqlx::query("SAVEPOINT write")
@@ -219,10 +225,21 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             .map_err(backend)?;
             Ok(Outcome::Changed(done.rows_affected() > 0))
         }
-        Write::CreateUpload(session) => {
+        Write::CreateUpload {
+            session,
+            max_per_client,
+        } => {
+            let open: i64 = sqlx::query_scalar("SELECT count(*) FROM uploads WHERE client = ?")
+                .bind(&session.client)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(backend)?;
+            if open >= i64::from(*max_per_client) {
+                return Ok(Outcome::Changed(false));
+            }
             sqlx::query(
-                r#"INSERT INTO uploads (id, repository, algorithm, "offset", created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?)"#,
+                r#"INSERT INTO uploads (id, repository, algorithm, "offset", created_at, updated_at, client)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)"#,
             )
             .bind(&session.id)
             .bind(session.repository.as_str())
@@ -230,10 +247,11 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             .bind(session.offset as i64)
             .bind(session.updated_at)
             .bind(session.updated_at)
+            .bind(&session.client)
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
-            Ok(Outcome::Done)
+            Ok(Outcome::Changed(true))
         }
         Write::AdvanceUpload { id, from, to, now } => {
             let done = sqlx::query(
@@ -398,7 +416,7 @@ async fn put_manifest(
     .bind(repo_id)
     .bind(manifest.digest.to_string())
     .bind(&manifest.media_type)
-    .bind(&manifest.body)
+    .bind(manifest.body.as_ref())
     .bind(manifest.subject.as_ref().map(Digest::to_string))
     .bind(&manifest.artifact_type)
     .bind(&manifest.annotations)

@@ -11,26 +11,18 @@
 //! - `403 DENIED` when a signed-in caller may not do it at all;
 //! - a private repository answers exactly like a missing one.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
-use base64::Engine as _;
-use berth_auth::{AccessClaims, Principal};
+use axum::http::{StatusCode, header};
+use berth_auth::Principal;
+use berth_auth::credentials::parse_authorization;
 use berth_core::{Actions, Endpoint, ErrorCode, RepoName};
 use berth_meta::Viewer;
 
-use crate::accounts::{Accounts, SignInError};
+use crate::accounts::{Accounts, Caller, SignInError};
 use crate::http::ApiError;
-
-/// A caller whose credentials checked out.
-pub struct Caller {
-    pub principal: Principal,
-    /// The claims of the bearer JWT the request came with, if that is how.
-    pub claims: Option<Box<AccessClaims>>,
-}
+use crate::http::origin::RequestOrigin;
 
 /// What a handler may rely on about the caller.
 pub enum Access {
@@ -66,6 +58,18 @@ impl Access {
         match self {
             Access::Open => true,
             Access::Checked { caller, .. } => caller.as_ref().is_some_and(|c| c.principal.admin),
+        }
+    }
+
+    /// Who a request counts against in per-client limits: the signed-in user, or the
+    /// address of an anonymous client.
+    pub fn client_key(&self, origin: &RequestOrigin) -> String {
+        match self {
+            Access::Checked {
+                caller: Some(caller),
+                ..
+            } if !caller.name().is_empty() => format!("user:{}", caller.name()),
+            _ => format!("addr:{}", origin.client),
         }
     }
 
@@ -138,59 +142,26 @@ fn need(endpoint: &Endpoint) -> Need<'_> {
     }
 }
 
-/// The client's address, for failed-login limits: the peer, or behind a trusted proxy
-/// the last `X-Forwarded-For` entry (the one the proxy appended; earlier ones are the
-/// client's to invent). An IPv6 client is keyed by its /64, which it can vary freely.
-pub fn client_address(accounts: &Accounts, parts: &Parts) -> String {
-    let forwarded = accounts
-        .trusts_forwarded_for()
-        .then(|| {
-            parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .next_back()
-                .and_then(|last| last.trim().parse::<IpAddr>().ok())
-        })
-        .flatten();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    match forwarded.or(peer) {
-        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Some(IpAddr::V6(v6)) => v6
-            .to_ipv4_mapped()
-            .map_or_else(String::new, |v4| v4.to_string()),
-        Some(ip) => ip.to_string(),
-        None => "unknown".to_owned(),
+/// The token realm: configured, or this server as the client reached it.
+pub fn realm(accounts: &Accounts, origin: &RequestOrigin) -> String {
+    match accounts.configured_realm() {
+        Some(realm) => realm.to_owned(),
+        None => format!("{}/token", origin.base_url()),
     }
 }
 
-/// The token realm: configured, or this server as the client reached it (through a
-/// TLS-terminating proxy, as the proxy's `X-Forwarded-*` headers say).
-pub fn realm(accounts: &Accounts, headers: &HeaderMap) -> String {
-    if let Some(realm) = accounts.configured_realm() {
-        return realm.to_owned();
+/// A quoted-string of RFC 9110 §5.6.4, for values that go into a challenge.
+fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars().filter(|c| !c.is_control()) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
     }
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let proto = first("x-forwarded-proto").unwrap_or("http");
-    let host = first("x-forwarded-host")
-        .or_else(|| first(header::HOST.as_str()))
-        .unwrap_or("localhost");
-    format!("{proto}://{host}/token")
+    out.push('"');
+    out
 }
 
 /// The `detail` Distribution gives with refusals: the access asked for, one entry per
@@ -212,20 +183,20 @@ fn access_detail(scope: &str) -> serde_json::Value {
 
 fn challenge(
     accounts: &Accounts,
-    headers: &HeaderMap,
+    origin: &RequestOrigin,
     scope: Option<String>,
     error: Option<&str>,
 ) -> ApiError {
     let mut value = format!(
-        "Bearer realm=\"{}\",service=\"{}\"",
-        realm(accounts, headers),
-        accounts.service()
+        "Bearer realm={},service={}",
+        quoted(&realm(accounts, origin)),
+        quoted(accounts.service())
     );
     if let Some(scope) = &scope {
-        value.push_str(&format!(",scope=\"{scope}\""));
+        value.push_str(&format!(",scope={}", quoted(scope)));
     }
     if let Some(error) = error {
-        value.push_str(&format!(",error=\"{error}\""));
+        value.push_str(&format!(",error={}", quoted(error)));
     }
     let message = match error {
         Some("invalid_token") => "the bearer token is invalid or has expired",
@@ -241,8 +212,8 @@ fn challenge(
 
 /// `403 DENIED`, with the RFC 6750 `insufficient_scope` challenge: a `HEAD` answer has
 /// no body, and the header is how Docker's client then knows the refusal is final.
-fn denied(accounts: &Accounts, headers: &HeaderMap, scope: String) -> ApiError {
-    let challenge = challenge(accounts, headers, Some(scope), Some("insufficient_scope"));
+fn denied(accounts: &Accounts, origin: &RequestOrigin, scope: String) -> ApiError {
+    let challenge = challenge(accounts, origin, Some(scope), Some("insufficient_scope"));
     let mut error = ApiError::new(
         ErrorCode::Denied,
         "requested access to the resource is denied",
@@ -252,99 +223,49 @@ fn denied(accounts: &Accounts, headers: &HeaderMap, scope: String) -> ApiError {
     error
 }
 
-pub fn locked_out(wait: std::time::Duration) -> ApiError {
-    ApiError::new(
-        ErrorCode::TooManyRequests,
-        "too many failed sign-ins; try again later",
-    )
-    .with_status(StatusCode::TOO_MANY_REQUESTS)
-    .with_header(header::RETRY_AFTER, wait.as_secs().max(1).to_string())
-}
-
-/// Basic credentials from an `Authorization` value.
-pub fn basic_credentials(value: &str) -> Option<(String, String)> {
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
+/// A sign-in refused for a reason other than the credentials themselves: locked out,
+/// too many checks waiting (`429` with `Retry-After`), or a fault of the store.
+pub fn sign_in_refusal(e: SignInError) -> ApiError {
+    let message = e.to_string();
+    let too_many = |wait: u64| {
+        ApiError::new(ErrorCode::TooManyRequests, message.clone())
+            .with_status(StatusCode::TOO_MANY_REQUESTS)
+            .with_header(header::RETRY_AFTER, wait.max(1).to_string())
+    };
+    match e {
+        SignInError::Locked(wait) => too_many(wait.as_secs()),
+        SignInError::Busy => too_many(1),
+        SignInError::Store(e) => ApiError::from(crate::error::RegistryError::from(e)),
+        SignInError::BadCredentials | SignInError::InvalidToken => {
+            ApiError::new(ErrorCode::Unauthorized, message)
+        }
+    }
 }
 
 /// Establishes the caller, if any credentials came. Bad credentials are refused here,
 /// never treated as anonymous.
-pub async fn authenticate(accounts: &Accounts, parts: &Parts) -> Result<Option<Caller>, ApiError> {
-    let Some(value) = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+pub async fn authenticate(
+    accounts: &Accounts,
+    parts: &Parts,
+    origin: &RequestOrigin,
+) -> Result<Option<Caller>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let store_error =
-        |e: berth_meta::MetaError| ApiError::from(crate::error::RegistryError::from(e));
-    if let Some((user, password)) = basic_credentials(value) {
-        return match accounts
-            .sign_in(&user, &password, &client_address(accounts, parts))
-            .await
-        {
-            Ok((principal, _)) => Ok(Some(Caller {
-                principal,
-                claims: None,
-            })),
-            Err(SignInError::BadCredentials) => {
-                Err(challenge(accounts, &parts.headers, None, None)
-                    .with_message("incorrect username or password"))
-            }
-            Err(SignInError::Locked(wait)) => Err(locked_out(wait)),
-            Err(SignInError::Store(e)) => Err(store_error(e)),
-        };
-    }
-    let bearer = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim);
-    let Some(bearer) = bearer else {
-        return Err(challenge(accounts, &parts.headers, None, None));
+    let presented = match parse_authorization(value.as_bytes()) {
+        Ok(presented) => presented,
+        Err(_) => return Err(challenge(accounts, origin, None, None)),
     };
-    if berth_auth::secret::looks_like_token(bearer) {
-        return match accounts
-            .sign_in_with_token(bearer)
-            .await
-            .map_err(store_error)?
-        {
-            Some((principal, _)) => Ok(Some(Caller {
-                principal,
-                claims: None,
-            })),
-            None => Err(challenge(
-                accounts,
-                &parts.headers,
-                None,
-                Some("invalid_token"),
-            )),
-        };
-    }
-    let invalid = || challenge(accounts, &parts.headers, None, Some("invalid_token"));
-    let claims = accounts
-        .signer()
-        .await
-        .map_err(store_error)?
-        .verify_access(bearer)
-        .map_err(|_| invalid())?;
-    match accounts
-        .principal_for_access(&claims)
-        .await
-        .map_err(store_error)?
-    {
-        Some(principal) => Ok(Some(Caller {
-            principal,
-            claims: Some(Box::new(claims)),
-        })),
-        None => Err(invalid()),
+    match accounts.authenticate(&presented, &origin.client).await {
+        Ok(caller) => Ok(Some(caller)),
+        Err(SignInError::BadCredentials) => {
+            Err(challenge(accounts, origin, None, None)
+                .with_message("incorrect username or password"))
+        }
+        Err(SignInError::InvalidToken) => {
+            Err(challenge(accounts, origin, None, Some("invalid_token")))
+        }
+        Err(other) => Err(sign_in_refusal(other)),
     }
 }
 
@@ -353,24 +274,22 @@ pub async fn admit(
     accounts: &Arc<Accounts>,
     endpoint: &Endpoint,
     parts: &Parts,
+    origin: &RequestOrigin,
 ) -> Result<Access, ApiError> {
-    let caller = authenticate(accounts, parts).await?;
+    let caller = authenticate(accounts, parts, origin).await?;
     match need(endpoint) {
         Need::SignedIn if caller.is_none() => {
-            return Err(challenge(accounts, &parts.headers, None, None));
+            return Err(challenge(accounts, origin, None, None));
         }
         Need::SignedIn => {}
         Need::Catalog => {
             let scope = "registry:catalog:*";
-            if let Some(Caller {
-                claims: Some(claims),
-                ..
-            }) = &caller
+            if let Some(claims) = caller.as_ref().and_then(Caller::claims)
                 && !claims.allows("registry", "catalog", "*")
             {
                 return Err(challenge(
                     accounts,
-                    &parts.headers,
+                    origin,
                     Some(scope.to_owned()),
                     Some("insufficient_scope"),
                 ));
@@ -390,7 +309,7 @@ pub async fn admit(
             let could = rights(accounts, principal, name).await?.contains(action);
             let in_token = caller
                 .as_ref()
-                .and_then(|c| c.claims.as_ref())
+                .and_then(Caller::claims)
                 .is_none_or(|claims| {
                     action
                         .names()
@@ -398,7 +317,7 @@ pub async fn admit(
                         .all(|a| claims.allows("repository", name.as_str(), a))
                 });
             if !(could && in_token) {
-                let token_in_hand = caller.as_ref().is_some_and(|c| c.claims.is_some());
+                let token_in_hand = caller.as_ref().and_then(Caller::claims).is_some();
                 let signed_in = principal.user.is_some();
                 // A new token helps if the holder could get the scope, or if nobody has
                 // signed in yet; otherwise the answer is no.
@@ -406,12 +325,12 @@ pub async fn admit(
                 return Err(if could || !signed_in {
                     challenge(
                         accounts,
-                        &parts.headers,
+                        origin,
                         Some(scope_text),
                         token_in_hand.then_some("insufficient_scope"),
                     )
                 } else {
-                    denied(accounts, &parts.headers, scope_text)
+                    denied(accounts, origin, scope_text)
                 });
             }
         }

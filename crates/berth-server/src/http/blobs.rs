@@ -1,13 +1,14 @@
 //! Blob endpoints: GET/HEAD/DELETE, and the upload protocol (POST, PATCH, PUT, GET
 //! status, DELETE cancel, cross-repository mount).
 
-use std::ops::Range;
-
 use axum::body::Body;
 use axum::http::{StatusCode, header};
+use berth_core::range::{ChunkRangeError, parse_chunk_range};
 use berth_core::{Algorithm, Digest, RepoName};
 
-use super::{ApiError, ApiResult, CONTENT_DIGEST, Req, UPLOAD_UUID, response, upload_range};
+use super::{
+    ApiError, ApiResult, AppState, CONTENT_DIGEST, Req, UPLOAD_UUID, response, upload_range,
+};
 use crate::error::RegistryError;
 use crate::http::auth::Access;
 use crate::registry::Registry;
@@ -27,7 +28,8 @@ pub async fn get(
         (header::CONTENT_TYPE, "application/octet-stream".into()),
     ];
     let range = match req.header(&header::RANGE) {
-        Some(value) => parse_range(value, size)?,
+        Some(value) => berth_core::range::parse_range(value, size)
+            .map_err(|_| RegistryError::RangeNotSatisfiable { size })?,
         None => None,
     };
     let (status, len) = match &range {
@@ -49,40 +51,6 @@ pub async fn get(
         .open_blob(repo, digest, Some(range.unwrap_or(0..size)))
         .await?;
     Ok(response(status, headers, Body::from_stream(blob.stream)))
-}
-
-/// Parses a `Range: bytes=…` header against a blob of `size` bytes. Other units and
-/// multi-range requests are ignored (the whole blob is served), as RFC 9110 allows.
-fn parse_range(value: &str, size: u64) -> Result<Option<Range<u64>>, RegistryError> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let unsatisfiable = RegistryError::RangeNotSatisfiable { size };
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return Err(unsatisfiable);
-    };
-    let number = |s: &str| s.trim().parse::<u64>().ok();
-    match (first.trim().is_empty(), last.trim().is_empty()) {
-        // bytes=-N: the last N bytes
-        (true, false) => match number(last) {
-            Some(n) if n > 0 && size > 0 => Ok(Some(size.saturating_sub(n)..size)),
-            _ => Err(unsatisfiable),
-        },
-        // bytes=A-
-        (false, true) => match number(first) {
-            Some(a) if a < size => Ok(Some(a..size)),
-            _ => Err(unsatisfiable),
-        },
-        // bytes=A-B (B past the end is clamped)
-        (false, false) => match (number(first), number(last)) {
-            (Some(a), Some(b)) if a <= b && a < size => Ok(Some(a..b.min(size - 1) + 1)),
-            _ => Err(unsatisfiable),
-        },
-        (true, true) => Err(unsatisfiable),
-    }
 }
 
 pub async fn delete(registry: &Registry, repo: &RepoName, digest: &Digest) -> ApiResult {
@@ -119,12 +87,8 @@ fn created(repo: &RepoName, digest: &Digest) -> axum::response::Response {
     )
 }
 
-pub async fn start_upload(
-    registry: &Registry,
-    repo: &RepoName,
-    req: Req,
-    access: &Access,
-) -> ApiResult {
+pub async fn start_upload(app: &AppState, repo: &RepoName, req: Req, access: &Access) -> ApiResult {
+    let registry = &*app.registry;
     if let Some(mount) = req.param("mount") {
         let digest: Digest = mount.parse().map_err(ApiError::from)?;
         let from = match req.param("from") {
@@ -158,7 +122,10 @@ pub async fn start_upload(
         Some(a) => a.parse::<Algorithm>().map_err(ApiError::from)?,
         None => Algorithm::Sha256,
     };
-    let session = registry.start_upload(repo, algorithm).await?;
+    let client = access.client_key(&req.origin);
+    let session = registry
+        .start_upload(repo, algorithm, client, app.max_uploads_per_client)
+        .await?;
     Ok(response(
         StatusCode::ACCEPTED,
         session_headers(repo, &session.id, 0),
@@ -175,34 +142,18 @@ pub async fn upload_status(registry: &Registry, repo: &RepoName, id: &str) -> Ap
     ))
 }
 
-/// Reads `Content-Range: <start>-<end>` (inclusive; a `bytes ` prefix and `/total` are
-/// tolerated) and checks it against `Content-Length`. Returns where the chunk starts.
+/// Where a chunk starts, from its `Content-Range` (checked against `Content-Length`).
 fn chunk_start(req: &Req) -> Result<Option<u64>, ApiError> {
     let Some(value) = req.header(&header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let invalid = || {
-        ApiError::new(
-            berth_core::ErrorCode::BlobUploadInvalid,
-            format!("malformed Content-Range {value:?}: expected <start>-<end>"),
-        )
-    };
-    let spec = value.trim();
-    let spec = spec
-        .strip_prefix("bytes")
-        .map(|s| s.trim_start_matches([' ', '=']))
-        .unwrap_or(spec);
-    let spec = spec.split('/').next().unwrap_or(spec);
-    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
-    let start: u64 = start.trim().parse().map_err(|_| invalid())?;
-    let end: u64 = end.trim().parse().map_err(|_| invalid())?;
-    if end < start {
-        return Err(ApiError::new(
-            berth_core::ErrorCode::BlobUploadInvalid,
-            "Content-Range ends before it starts",
-        )
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
-    }
+    let (start, end) = parse_chunk_range(value).map_err(|e| {
+        let error = ApiError::new(berth_core::ErrorCode::BlobUploadInvalid, e.to_string());
+        match e {
+            ChunkRangeError::Backwards => error.with_status(StatusCode::RANGE_NOT_SATISFIABLE),
+            ChunkRangeError::Malformed(_) => error,
+        }
+    })?;
     if let Some(len) = req
         .header(&header::CONTENT_LENGTH)
         .and_then(|l| l.parse::<u64>().ok())
@@ -251,36 +202,4 @@ pub async fn finish_upload(registry: &Registry, repo: &RepoName, id: &str, req: 
 pub async fn cancel_upload(registry: &Registry, repo: &RepoName, id: &str) -> ApiResult {
     registry.cancel_upload(repo, id).await?;
     Ok(response(StatusCode::NO_CONTENT, vec![], Body::empty()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_follow_rfc_9110() {
-        let r = |v: &str| parse_range(v, 2048).map_err(|_| ());
-        assert_eq!(r("bytes=500-1499"), Ok(Some(500..1500)));
-        assert_eq!(r("bytes=500-"), Ok(Some(500..2048)));
-        assert_eq!(r("bytes=-500"), Ok(Some(1548..2048)));
-        assert_eq!(r("bytes=2000-5000"), Ok(Some(2000..2048)));
-        assert_eq!(r("bytes=-5000"), Ok(Some(0..2048)));
-        assert_eq!(r("bytes=0-1,5-6"), Ok(None));
-        assert_eq!(r("items=0-1"), Ok(None));
-        for bad in [
-            "bytes=500-0",
-            "bytes=5000-10000",
-            "bytes=2048-",
-            "bytes=-0",
-            "bytes=x-y",
-            "bytes=-",
-            "bytes=5",
-        ] {
-            assert_eq!(r(bad), Err(()), "{bad}");
-        }
-        assert!(
-            parse_range("bytes=0-", 0).is_err(),
-            "nothing to serve of an empty blob"
-        );
-    }
 }

@@ -1,4 +1,5 @@
-//! The one place errors become HTTP: status, OCI error code, JSON envelope.
+//! The one place registry-API errors (`/v2/`, `/token`) become HTTP: status, OCI error
+//! code, JSON envelope.
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -17,6 +18,8 @@ pub struct ApiError {
     /// The `detail` of the error body (`null` when absent).
     pub detail: Option<serde_json::Value>,
     pub headers: Vec<(HeaderName, String)>,
+    /// The OAuth2 `error` code, for the token endpoint's OAuth2 clients.
+    pub oauth_error: Option<&'static str>,
 }
 
 impl ApiError {
@@ -29,7 +32,23 @@ impl ApiError {
             message: message.into(),
             detail: None,
             headers: Vec::new(),
+            oauth_error: None,
         }
+    }
+
+    /// A fault of the server: logged with an error id, sent as `UNKNOWN` without details.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        let id = uuid::Uuid::new_v4();
+        tracing::error!(error_id = %id, error = %cause, "request failed");
+        ApiError::new(
+            ErrorCode::Unknown,
+            format!("internal server error (error id {id})"),
+        )
+    }
+
+    pub fn with_oauth_error(mut self, error: &'static str) -> ApiError {
+        self.oauth_error = Some(error);
+        self
     }
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
@@ -80,19 +99,15 @@ impl From<RegistryError> for ApiError {
                     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
             }
             RegistryError::NameUnknown(_) => ApiError::new(ErrorCode::NameUnknown, message),
+            RegistryError::TooManyUploads { .. } => {
+                ApiError::new(ErrorCode::TooManyRequests, message)
+            }
             RegistryError::RangeNotSatisfiable { size } => {
                 ApiError::new(ErrorCode::SizeInvalid, message)
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                     .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
             }
-            RegistryError::Internal(cause) => {
-                let id = uuid::Uuid::new_v4();
-                tracing::error!(error_id = %id, error = %cause, "request failed");
-                ApiError::new(
-                    ErrorCode::Unknown,
-                    format!("internal server error (error id {id})"),
-                )
-            }
+            RegistryError::Internal(cause) => ApiError::internal(cause),
         }
     }
 }
@@ -129,9 +144,13 @@ impl From<EndpointError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "errors": [{ "code": self.code.as_str(), "message": self.message, "detail": self.detail }]
         });
+        if let Some(error) = self.oauth_error {
+            body["error"] = error.into();
+            body["error_description"] = self.message.into();
+        }
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();

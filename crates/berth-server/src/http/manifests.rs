@@ -1,23 +1,24 @@
 //! Manifest endpoints, and the listings built from manifests: tags, referrers, catalog.
 
+use super::limits::{BodyError, declared_length};
+use super::{
+    ApiError, ApiResult, AppState, CONTENT_DIGEST, OCI_FILTERS_APPLIED, OCI_SUBJECT, OCI_TAG, Req,
+    response,
+};
+use crate::error::RegistryError;
+use crate::http::auth::Access;
+use crate::registry::Registry;
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use berth_core::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use berth_core::{Digest, ErrorCode, Reference, RepoName, Tag};
 use berth_meta::Page;
-use futures::StreamExt;
 
-use super::{
-    ApiError, ApiResult, CONTENT_DIGEST, OCI_FILTERS_APPLIED, OCI_SUBJECT, OCI_TAG, Req, response,
-};
-use crate::error::RegistryError;
-use crate::http::auth::Access;
-use crate::registry::Registry;
-
-/// Page size when a tag listing does not ask for one; clients follow `Link` for more.
-const DEFAULT_TAG_PAGE: u32 = 10_000;
-/// Page size when a catalog listing does not ask for one.
-const DEFAULT_CATALOG_PAGE: u32 = 1_000;
+/// Largest page of a tag listing, and its size when `n` is not given; clients follow
+/// `Link` for more.
+pub const MAX_TAG_PAGE: u32 = 10_000;
+/// Largest page of a catalog listing, and its size when `n` is not given.
+pub const MAX_CATALOG_PAGE: u32 = 1_000;
 
 pub async fn get(
     registry: &Registry,
@@ -40,63 +41,7 @@ pub async fn get(
     Ok(response(StatusCode::OK, headers, body))
 }
 
-/// How much of an oversized manifest body is read and discarded before answering 413, so
-/// that an ordinary client, still sending, reads the answer instead of a broken pipe.
-const OVERSIZED_DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// Reads a manifest body, refusing more than the limit without buffering it all
-/// (bodies may come chunked, with no `Content-Length`).
-async fn read_manifest_body(req: Req) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::from(RegistryError::ManifestTooLarge {
-            limit: MAX_MANIFEST_BYTES,
-        })
-    };
-    let declared = req
-        .header(&header::CONTENT_LENGTH)
-        .and_then(|l| l.parse::<u64>().ok());
-    let mut stream = req.into_stream();
-    if declared.is_some_and(|len| len > MAX_MANIFEST_BYTES as u64) {
-        drain(stream, declared.unwrap_or(0)).await;
-        return Err(too_large());
-    }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                ErrorCode::ManifestInvalid,
-                format!("request body failed: {e}"),
-            )
-        })?;
-        if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
-            drain(stream, 0).await;
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
-/// Discards what is left of a body, unless it is (or turns out) larger than the drain limit.
-async fn drain(mut stream: crate::registry::ByteStream, declared: u64) {
-    if declared > OVERSIZED_DRAIN_LIMIT {
-        return;
-    }
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len() as u64;
-        if seen > OVERSIZED_DRAIN_LIMIT {
-            return;
-        }
-    }
-}
-
-pub async fn put(
-    registry: &Registry,
-    repo: &RepoName,
-    reference: &Reference,
-    req: Req,
-) -> ApiResult {
+pub async fn put(app: &AppState, repo: &RepoName, reference: &Reference, req: Req) -> ApiResult {
     let content_type = req.header(&header::CONTENT_TYPE).map(str::to_owned);
     let mut tags = Vec::new();
     for (key, value) in &req.query {
@@ -108,9 +53,31 @@ pub async fn put(
             );
         }
     }
-    let body = read_manifest_body(req).await?;
-    let (digest, subject) = registry
-        .put_manifest(repo, reference, content_type.as_deref(), body, tags.clone())
+    let declared = declared_length(&req.headers);
+    // Held in memory (and counted against the shared budget) until stored.
+    let body = app
+        .body_budget
+        .read(req.body, MAX_MANIFEST_BYTES, declared)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => ApiError::from(RegistryError::ManifestTooLarge {
+                limit: MAX_MANIFEST_BYTES,
+            }),
+            BodyError::Failed(why) => ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("request body failed: {why}"),
+            ),
+            busy => busy.into(),
+        })?;
+    let (digest, subject) = app
+        .registry
+        .put_manifest(
+            repo,
+            reference,
+            content_type.as_deref(),
+            body.bytes.clone(),
+            tags.clone(),
+        )
         .await?;
     let mut headers = vec![
         (header::LOCATION, format!("/v2/{repo}/manifests/{digest}")),
@@ -136,17 +103,20 @@ pub async fn delete(registry: &Registry, repo: &RepoName, reference: &Reference)
     ))
 }
 
-/// `n` and `last` of a paginated listing.
-fn page_params(req: &Req, default: u32) -> Result<(u32, Option<String>), ApiError> {
+/// `n` (at most `max`, which is also the default) and `last` of a paginated listing.
+fn page_params(req: &Req, max: u32) -> Result<(u32, Option<String>), ApiError> {
     let n = match req.param("n") {
-        Some(n) => n.parse::<u32>().map_err(|_| {
-            ApiError::new(
-                ErrorCode::Unsupported,
-                format!("n must be a non-negative integer, not {n:?}"),
-            )
-            .with_status(StatusCode::BAD_REQUEST)
-        })?,
-        None => default,
+        Some(n) => n
+            .parse::<u32>()
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::Unsupported,
+                    format!("n must be a non-negative integer, not {n:?}"),
+                )
+                .with_status(StatusCode::BAD_REQUEST)
+            })?
+            .min(max),
+        None => max,
     };
     Ok((n, req.param("last").map(str::to_owned)))
 }
@@ -166,7 +136,7 @@ fn next_link(path: &str, n: u32, page: &Page) -> Vec<(axum::http::HeaderName, St
 }
 
 pub async fn list_tags(registry: &Registry, repo: &RepoName, req: Req) -> ApiResult {
-    let (n, last) = page_params(&req, DEFAULT_TAG_PAGE)?;
+    let (n, last) = page_params(&req, MAX_TAG_PAGE)?;
     let page = registry.list_tags(repo, last.as_deref(), n).await?;
     let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
     let mut headers = next_link(&format!("/v2/{repo}/tags/list"), n, &page);
@@ -179,7 +149,7 @@ pub async fn list_tags(registry: &Registry, repo: &RepoName, req: Req) -> ApiRes
 }
 
 pub async fn catalog(registry: &Registry, req: Req, access: &Access) -> ApiResult {
-    let (n, last) = page_params(&req, DEFAULT_CATALOG_PAGE)?;
+    let (n, last) = page_params(&req, MAX_CATALOG_PAGE)?;
     let page = registry
         .catalog(access.viewer(), last.as_deref(), n)
         .await?;

@@ -3,7 +3,8 @@
 //! Handlers translate between HTTP and the [`Registry`] service; they hold no registry
 //! logic of their own. Every error leaves through [`ApiError`] in the OCI envelope.
 //! [`auth`] admits each `/v2/` request first; `/token` ([`token`]) and `/api/v1`
-//! ([`api`]) sit beside it.
+//! ([`api`]) sit beside it. [`limits::guard`] runs in front of all of them: size limits,
+//! and the request's [`RequestOrigin`](origin::RequestOrigin).
 
 use std::io;
 use std::sync::Arc;
@@ -19,13 +20,16 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::accounts::Accounts;
 use crate::http::auth::Access;
+use crate::http::origin::RequestOrigin;
 use crate::registry::{ByteStream, Registry};
 
 pub mod api;
 pub mod auth;
 mod blobs;
 pub mod error;
+pub mod limits;
 mod manifests;
+pub mod origin;
 pub mod token;
 
 pub use error::ApiError;
@@ -45,6 +49,12 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// `--open`: `/v2/` without authentication.
     pub open: bool,
+    /// Which forwarded headers to believe.
+    pub trusted_proxy: origin::TrustedProxy,
+    /// The memory all request bodies held in memory may take together.
+    pub body_budget: limits::BodyBudget,
+    /// Open upload sessions allowed per client (user, or address when anonymous).
+    pub max_uploads_per_client: u32,
 }
 
 /// The whole HTTP application over a registry.
@@ -56,6 +66,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/token", axum::routing::any(token::token))
         .route("/api/v1/{*rest}", axum::routing::any(api::dispatch))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard,
+        ))
         .with_state(state)
 }
 
@@ -70,6 +84,7 @@ pub struct Req {
     pub headers: HeaderMap,
     pub query: Vec<(String, String)>,
     pub body: Body,
+    pub origin: RequestOrigin,
 }
 
 impl Req {
@@ -92,31 +107,28 @@ impl Req {
 
 async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let result = match Endpoint::parse(parts.method.as_str(), parts.uri.path()) {
-        Ok(endpoint) => {
-            let admitted = if app.open {
-                Ok(Access::Open)
-            } else {
-                auth::admit(&app.accounts, &endpoint, &parts).await
-            };
-            match admitted {
-                Ok(access) => {
-                    let req = Req {
-                        headers: parts.headers,
-                        query: query_pairs(parts.uri.query()),
-                        body,
-                    };
-                    handle(&app.registry, endpoint, req, &access).await
-                }
-                Err(refused) => Err(refused),
-            }
-        }
-        Err(e) => Err(manifest_lookup_error(
-            parts.method.as_str(),
-            parts.uri.path(),
-            e,
-        )),
-    };
+    let result = async {
+        let endpoint = Endpoint::parse(parts.method.as_str(), parts.uri.path())
+            .map_err(|e| manifest_lookup_error(parts.method.as_str(), parts.uri.path(), e))?;
+        let origin = parts
+            .extensions
+            .get::<RequestOrigin>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("the request has no origin"))?;
+        let access = if app.open {
+            Access::Open
+        } else {
+            auth::admit(&app.accounts, &endpoint, &parts, &origin).await?
+        };
+        let req = Req {
+            headers: parts.headers,
+            query: query_pairs(parts.uri.query()),
+            body,
+            origin,
+        };
+        handle(&app, endpoint, req, &access).await
+    }
+    .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response
         .headers_mut()
@@ -137,7 +149,8 @@ fn manifest_lookup_error(method: &str, path: &str, e: berth_core::EndpointError)
     e.into()
 }
 
-async fn handle(registry: &Registry, endpoint: Endpoint, req: Req, access: &Access) -> ApiResult {
+async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -> ApiResult {
+    let registry = &*app.registry;
     match endpoint {
         Endpoint::ApiVersion => Ok(json_response(StatusCode::OK, "{}".to_string())),
         Endpoint::Catalog => manifests::catalog(registry, req, access).await,
@@ -148,7 +161,7 @@ async fn handle(registry: &Registry, endpoint: Endpoint, req: Req, access: &Acce
             head,
         } => manifests::get(registry, &name, &reference, head).await,
         Endpoint::PutManifest { name, reference } => {
-            manifests::put(registry, &name, &reference, req).await
+            manifests::put(app, &name, &reference, req).await
         }
         Endpoint::DeleteManifest { name, reference } => {
             manifests::delete(registry, &name, &reference).await
@@ -160,7 +173,7 @@ async fn handle(registry: &Registry, endpoint: Endpoint, req: Req, access: &Acce
             blobs::get(registry, &name, &digest, head, req).await
         }
         Endpoint::DeleteBlob { name, digest } => blobs::delete(registry, &name, &digest).await,
-        Endpoint::StartUpload { name } => blobs::start_upload(registry, &name, req, access).await,
+        Endpoint::StartUpload { name } => blobs::start_upload(app, &name, req, access).await,
         Endpoint::UploadStatus { name, id } => {
             blobs::upload_status(registry, &name, id.as_str()).await
         }

@@ -1,12 +1,14 @@
 //! The token endpoint of Docker's token-auth flow (distribution `docs/spec/auth/`):
 //!
 //! - `GET /token?service=…&scope=…[&offline_token=true]`, with Basic credentials (a
-//!   password or an access token) or none (an anonymous token);
+//!   password or an access token), `Bearer <access token>`, or none (an anonymous
+//!   token);
 //! - `POST /token` with the OAuth2 `password` and `refresh_token` grants, which is how
 //!   `docker login`'s identity token is traded for access tokens.
 //!
 //! What is granted is the intersection of what was asked and what the caller may do;
-//! a partial grant is never an error.
+//! a partial grant is never an error. Errors are the registry API's envelope
+//! ([`ApiError`]) with the OAuth2 `error` field added, which both kinds of client read.
 
 use std::sync::Arc;
 
@@ -14,55 +16,40 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_auth::{Credential, Principal, Scope};
+use berth_auth::credentials::{Presented, parse_authorization};
+use berth_auth::token_request::{
+    TokenGrant, TokenRequest, TokenRequestError, parse_token_form, parse_token_query,
+};
+use berth_auth::{Credential, Principal};
 use berth_core::ErrorCode;
-use berth_core::endpoint::{all_values, first_value, query_pairs};
 use serde_json::json;
 
-use crate::accounts::{Accounts, IssuedTokens, SignInError};
-use crate::http::auth::{basic_credentials, client_address, locked_out};
+use crate::accounts::{Accounts, Caller, IssuedTokens, SignInError};
+use crate::http::auth::sign_in_refusal;
+use crate::http::limits::{MAX_JSON_BODY, declared_length};
+use crate::http::origin::RequestOrigin;
 use crate::http::{ApiError, AppState, json_response};
 
-/// Largest OAuth2 form accepted.
-const MAX_FORM: usize = 64 * 1024;
+fn bad_credentials() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "incorrect username or password")
+        .with_oauth_error("invalid_grant")
+}
 
-fn oauth_error(status: StatusCode, code: ErrorCode, error: &str, description: &str) -> Response {
-    // Both shapes: Docker's clients read the OCI envelope, OAuth2 clients `error`.
-    let body = json!({
-        "errors": [{ "code": code.as_str(), "message": description, "detail": null }],
-        "error": error,
-        "error_description": description,
-    });
-    let mut response = json_response(status, body.to_string());
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Basic realm=\"berth\""),
-        );
+fn invalid_request(description: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, description)
+        .with_status(StatusCode::BAD_REQUEST)
+        .with_oauth_error("invalid_request")
+}
+
+fn caller_parts(caller: Caller) -> (Principal, Option<Credential>) {
+    (caller.principal, caller.credential)
+}
+
+fn refused(e: SignInError) -> ApiError {
+    match e {
+        SignInError::BadCredentials | SignInError::InvalidToken => bad_credentials(),
+        other => sign_in_refusal(other),
     }
-    response
-}
-
-fn bad_credentials() -> Response {
-    oauth_error(
-        StatusCode::UNAUTHORIZED,
-        ErrorCode::Unauthorized,
-        "invalid_grant",
-        "incorrect username or password",
-    )
-}
-
-fn invalid_request(description: &str) -> Response {
-    oauth_error(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::Unsupported,
-        "invalid_request",
-        description,
-    )
-}
-
-fn server_error(e: impl Into<crate::error::RegistryError>) -> Response {
-    ApiError::from(e.into()).into_response()
 }
 
 /// The granted access as a space-separated scope list (OAuth2's `scope`).
@@ -97,117 +84,91 @@ fn issued(tokens: IssuedTokens) -> Response {
     response
 }
 
-fn service_matches(accounts: &Accounts, service: Option<&str>) -> bool {
-    service.is_none_or(|s| s.is_empty() || s == accounts.service())
-}
-
 pub async fn token(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    match parts.method.as_str() {
-        "GET" => get_token(&app.accounts, &parts).await,
-        "POST" => match axum::body::to_bytes(body, MAX_FORM).await {
-            Ok(form) => post_token(&app.accounts, &parts, &form).await,
-            Err(_) => invalid_request("the form is too large or was cut off"),
-        },
-        _ => ApiError::new(ErrorCode::Unsupported, "use GET or POST")
-            .with_status(StatusCode::METHOD_NOT_ALLOWED)
-            .into_response(),
+    let result = async {
+        let origin = parts
+            .extensions
+            .get::<RequestOrigin>()
+            .ok_or_else(|| invalid_request("no request origin"))?;
+        let parsed = match parts.method.as_str() {
+            "GET" => parse_token_query(parts.uri.query().unwrap_or_default()),
+            "POST" => {
+                let declared = declared_length(&parts.headers);
+                let form = app.body_budget.read(body, MAX_JSON_BODY, declared).await?;
+                parse_token_form(&form.bytes)
+            }
+            _ => {
+                return Err(ApiError::new(ErrorCode::Unsupported, "use GET or POST")
+                    .with_status(StatusCode::METHOD_NOT_ALLOWED));
+            }
+        };
+        let request = parsed.map_err(|e| match e {
+            TokenRequestError::TooLarge => ApiError::new(ErrorCode::SizeInvalid, e.to_string())
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            _ => invalid_request(e.to_string()),
+        })?;
+        grant(&app.accounts, &parts, origin, request).await
     }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn sign_in(
+async fn grant(
     accounts: &Accounts,
     parts: &Parts,
-    user: &str,
-    password: &str,
-) -> Result<(Principal, Credential), Response> {
-    match accounts
-        .sign_in(user, password, &client_address(accounts, parts))
-        .await
+    origin: &RequestOrigin,
+    request: TokenRequest,
+) -> Result<Response, ApiError> {
+    if request
+        .service
+        .as_deref()
+        .is_some_and(|s| !s.is_empty() && s != accounts.service())
     {
-        Ok(found) => Ok(found),
-        Err(SignInError::BadCredentials) => Err(bad_credentials()),
-        Err(SignInError::Locked(wait)) => Err(locked_out(wait).into_response()),
-        Err(SignInError::Store(e)) => Err(server_error(e)),
+        return Err(invalid_request("unknown service"));
     }
-}
-
-async fn get_token(accounts: &Accounts, parts: &Parts) -> Response {
-    let query = query_pairs(parts.uri.query());
-    let param = |key: &str| first_value(&query, key);
-    if !service_matches(accounts, param("service")) {
-        return invalid_request("unknown service");
-    }
-    let scopes = Scope::parse_all(all_values(&query, "scope"));
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let (principal, credential) = match authorization {
-        None => (Principal::anonymous(), None),
-        Some(value) => match basic_credentials(value) {
-            Some((user, password)) => match sign_in(accounts, parts, &user, &password).await {
-                Ok((principal, credential)) => (principal, Some(credential)),
-                Err(refused) => return refused,
+    let signed_in: Option<(Principal, Option<Credential>)> = match &request.grant {
+        TokenGrant::Header => match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => match parse_authorization(value.as_bytes()) {
+                // A token from this endpoint is not traded for another.
+                Ok(Presented::Jwt(_)) | Err(_) => return Err(bad_credentials()),
+                Ok(presented) => Some(caller_parts(
+                    accounts
+                        .authenticate(&presented, &origin.client)
+                        .await
+                        .map_err(refused)?,
+                )),
             },
-            None => return bad_credentials(),
         },
-    };
-    let want_refresh = param("offline_token") == Some("true");
-    match accounts
-        .issue(&principal, credential.as_ref(), &scopes, want_refresh)
-        .await
-    {
-        Ok(tokens) => issued(tokens),
-        Err(e) => server_error(crate::error::RegistryError::internal(e)),
-    }
-}
-
-async fn post_token(accounts: &Accounts, parts: &Parts, form: &[u8]) -> Response {
-    let fields: Vec<(String, String)> = form_urlencoded::parse(form).into_owned().collect();
-    let field = |key: &str| first_value(&fields, key);
-    if !service_matches(accounts, field("service")) {
-        return invalid_request("unknown service");
-    }
-    let scopes = Scope::parse_all(all_values(&fields, "scope"));
-    let (principal, credential, want_refresh) = match field("grant_type") {
-        Some("password") => {
-            let (Some(user), Some(password)) = (field("username"), field("password")) else {
-                return invalid_request("the password grant needs username and password");
-            };
-            match sign_in(accounts, parts, user, password).await {
-                Ok((principal, credential)) => (
-                    principal,
-                    credential,
-                    field("access_type") == Some("offline"),
-                ),
-                Err(refused) => return refused,
-            }
+        TokenGrant::Password { username, password } => Some(caller_parts(
+            accounts
+                .sign_in(username, password, &origin.client)
+                .await
+                .map_err(refused)?,
+        )),
+        TokenGrant::RefreshToken(refresh) => {
+            let signer = accounts.signer().await.map_err(ApiError::internal)?;
+            let claims = signer
+                .verify_refresh(refresh)
+                .map_err(|_| bad_credentials())?;
+            let (principal, credential) = accounts
+                .principal_for_refresh(&claims)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(bad_credentials)?;
+            Some((principal, Some(credential)))
         }
-        Some("refresh_token") => {
-            let Some(refresh) = field("refresh_token") else {
-                return invalid_request("the refresh_token grant needs refresh_token");
-            };
-            let signer = match accounts.signer().await {
-                Ok(signer) => signer,
-                Err(e) => return server_error(e),
-            };
-            let Ok(claims) = signer.verify_refresh(refresh) else {
-                return bad_credentials();
-            };
-            match accounts.principal_for_refresh(&claims).await {
-                Ok(Some((principal, credential))) => (principal, credential, false),
-                Ok(None) => return bad_credentials(),
-                Err(e) => return server_error(e),
-            }
-        }
-        _ => return invalid_request("grant_type must be password or refresh_token"),
     };
-    match accounts
-        .issue(&principal, Some(&credential), &scopes, want_refresh)
+    let (principal, credential) = signed_in.unwrap_or_else(|| (Principal::anonymous(), None));
+    let tokens = accounts
+        .issue(
+            &principal,
+            credential.as_ref(),
+            &request.scopes,
+            request.offline,
+        )
         .await
-    {
-        Ok(tokens) => issued(tokens),
-        Err(e) => server_error(crate::error::RegistryError::internal(e)),
-    }
+        .map_err(ApiError::internal)?;
+    Ok(issued(tokens))
 }

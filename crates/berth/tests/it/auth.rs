@@ -236,14 +236,29 @@ async fn v2_challenges_and_the_realm_follows_the_proxy() {
     );
     assert_eq!(error_code(r).await, "UNAUTHORIZED");
 
-    // Behind a TLS-terminating proxy the realm is the public URL.
-    let r = anonymous()
-        .get(server.url("/v2/"))
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "registry.example.com")
-        .send()
-        .await
-        .unwrap();
+    // Forwarded headers from anyone are ignored...
+    let forwarded = |server: &TestServer| {
+        anonymous()
+            .get(server.url("/v2/"))
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "registry.example.com")
+            .send()
+    };
+    let r = forwarded(&server).await.unwrap();
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        format!(
+            "Bearer realm=\"http://{}/token\",service=\"berth\"",
+            server.host
+        )
+    );
+    // ...but behind a TLS-terminating proxy that sets them, the realm is the public URL.
+    let proxied = TestServer::start_with(|c| {
+        c.open = false;
+        c.auth.trust_forwarded_host = true;
+    })
+    .await;
+    let r = forwarded(&proxied).await.unwrap();
     assert_eq!(
         header(&r, "www-authenticate"),
         "Bearer realm=\"https://registry.example.com/token\",service=\"berth\""

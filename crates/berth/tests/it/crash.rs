@@ -737,6 +737,19 @@ async fn chunked_upload_resumes_after_sigkill() {
     assert_eq!(r.status(), 202, "first chunk");
     assert_eq!(range_end(&r), split as u64 - 1);
     let location = absolute(&base, header(&r, "location"));
+    // A chunk's last writes land just after its 202; a kill in that moment loses them
+    // and the session with them (`staged_bytes_lost_in_a_crash_make_the_upload_unknown`).
+    // Resuming is about bytes that are on disk, so wait for them.
+    let id = location.rsplit('/').next().unwrap().to_owned();
+    let staged = berth.data_dir.join("uploads").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&staged).map_or(0, |m| m.len()) < split as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the first chunk never reached the disk"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     berth.kill9();
     berth.restart().await;

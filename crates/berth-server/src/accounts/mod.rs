@@ -1,24 +1,31 @@
-//! The accounts service: signing in, deciding access, issuing tokens, and the account
-//! administration shared by the CLI and the `/api/v1` JSON API.
+//! The accounts service: signing in, deciding access, issuing tokens, web sessions, and
+//! the account administration shared by the CLI and the `/api/v1` JSON API.
 //!
 //! It joins the metadata store (facts) with `berth-auth` (rules and tokens), the way
-//! [`crate::Registry`] joins the two stores.
+//! [`crate::Registry`] joins the two stores. Every API authenticates through
+//! [`Accounts::authenticate`] (an `Authorization` header) or
+//! [`Accounts::authenticate_session`] (the web session cookie), and gets a [`Caller`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SetOnce};
+use tokio::sync::SetOnce;
 
+use berth_auth::credentials::Presented;
 use berth_auth::jwt::credential_of;
-use berth_auth::secret::{self, looks_like_token};
+use berth_auth::secret::{self, Cost, looks_like_token};
 use berth_auth::{
     AccessClaims, Credential, FailureLimiter, Grant, Principal, RefreshClaims, Resource, Scope,
     TokenSigner, repository_rights,
 };
 use berth_core::{AccountName, Actions, RepoName, Role, TokenScope};
-use berth_meta::{AccessToken, AccountRefusal, MetaError, MetaStore, User, Viewer};
+use berth_meta::{AccessToken, AccountRefusal, MetaError, MetaStore, User, Viewer, WebSession};
 
 use crate::config::AuthConfig;
+
+mod passwords;
+
+pub use passwords::PasswordChecker;
 
 /// The settings key of the JWT signing key, shared by every node through the store.
 const SIGNING_KEY: &str = "jwt_hs256_key";
@@ -27,22 +34,32 @@ pub const DEFAULT_PUBLIC: &str = "default_public";
 /// The account created on first start.
 pub const FIRST_ADMIN: &str = "admin";
 /// The settings key that records that the first administrator was created.
-const FIRST_ADMIN_CREATED: &str = "first_admin_created";
+pub const FIRST_ADMIN_CREATED: &str = "first_admin_created";
 /// The longest lifetime an access token may be given.
 const MAX_TOKEN_LIFETIME: i64 = 10 * 365 * 24 * 3600;
 /// How long a password sign-in's refresh token (docker's identity token) lasts.
 const PASSWORD_REFRESH_LIFETIME: i64 = 90 * 24 * 3600;
 /// How long a token-based refresh token lasts when the access token never expires.
 const TOKEN_REFRESH_LIFETIME: i64 = 365 * 24 * 3600;
-/// A token's last-used time is written at most this often.
+/// A token's or session's last-used time is written at most this often.
 const TOUCH_INTERVAL: i64 = 60;
+/// How long a web session lasts.
+pub const SESSION_SECONDS: i64 = 12 * 3600;
+/// The part of a User-Agent kept with a session.
+const MAX_USER_AGENT: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
     #[error("incorrect username or password")]
     BadCredentials,
+    /// A bearer token (an access token or a JWT) that is not, or no longer, valid.
+    #[error("the bearer token is invalid or has expired")]
+    InvalidToken,
     #[error("too many failed sign-ins; retry in {} s", .0.as_secs().max(1))]
     Locked(Duration),
+    /// Too many password checks are waiting already.
+    #[error("too many sign-ins are being checked; retry shortly")]
+    Busy,
     #[error(transparent)]
     Store(#[from] MetaError),
 }
@@ -77,6 +94,12 @@ pub struct NewToken {
     pub secret: String,
 }
 
+/// A web session just created: its record and the cookie secret, which exists only here.
+pub struct NewSession {
+    pub session: WebSession,
+    pub secret: String,
+}
+
 /// What the token endpoint hands back.
 pub struct IssuedTokens {
     /// What the access token grants (the scopes asked for, intersected).
@@ -85,6 +108,48 @@ pub struct IssuedTokens {
     pub expires_in: i64,
     pub issued_at: i64,
     pub refresh_token: Option<String>,
+}
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    Password,
+    AccessToken,
+    /// The web session cookie; the session's id.
+    Session(String),
+    /// A bearer JWT from `/token`, with what it grants.
+    Jwt(Box<AccessClaims>),
+}
+
+/// A caller whose credentials checked out (anonymous callers have none).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// What the caller's rights stand on: a password generation or an access token
+    /// (`None` for an anonymous JWT).
+    pub credential: Option<Credential>,
+    pub proof: Proof,
+}
+
+impl Caller {
+    /// The user name; empty for an anonymous JWT.
+    pub fn name(&self) -> &str {
+        self.principal.user.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the caller's rights come from an access token (directly, or through a
+    /// session or JWT made with one), not a password.
+    pub fn via_token(&self) -> bool {
+        matches!(self.credential, Some(Credential::AccessToken { .. }))
+    }
+
+    /// The claims of the bearer JWT the request came with, if that is how.
+    pub fn claims(&self) -> Option<&AccessClaims> {
+        match &self.proof {
+            Proof::Jwt(claims) => Some(claims),
+            _ => None,
+        }
+    }
 }
 
 pub fn now() -> i64 {
@@ -103,19 +168,13 @@ pub struct Accounts {
     by_address: FailureLimiter,
     by_user: FailureLimiter,
     realm: Option<String>,
-    /// Set once the first administrator exists (or creating it failed).
+    /// Set once the first administrator exists (or creating it failed, or this process
+    /// never creates it).
     first_admin: SetOnce<()>,
-    /// Bounds the argon2 checks running at once (each takes ~19 MiB and a core).
-    password_checks: Semaphore,
+    /// argon2 in a fixed set of reusable work areas, and verified sign-ins remembered.
+    passwords: PasswordChecker,
     /// Whether the client address comes from `X-Forwarded-For` (behind a proxy).
     trust_forwarded_for: bool,
-}
-
-/// A hash to verify against when the user does not exist, so that a missing user takes
-/// as long to refuse as a wrong password (no user enumeration by timing).
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| secret::hash_password("decoy password").unwrap_or_default())
 }
 
 impl Accounts {
@@ -130,12 +189,21 @@ impl Accounts {
             by_user: FailureLimiter::new(config.login_failures, config.login_window),
             realm: config.realm.clone(),
             first_admin: SetOnce::new(),
-            password_checks: Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            passwords: PasswordChecker::new(config.password_workers),
             trust_forwarded_for: config.trust_forwarded_for,
             meta,
         }
+    }
+
+    /// Accounts for the `berth user|org|token|…` commands: the signing key is loaded,
+    /// but the first administrator is left to `berth serve`, which logs its password.
+    pub async fn open_for_commands(meta: Arc<dyn MetaStore>) -> Result<Accounts, AccountError> {
+        let accounts = Accounts::new(meta, &AuthConfig::default());
+        let _ = accounts.first_admin.set(());
+        let key = accounts.load_signing_key().await?;
+        let signer = TokenSigner::new(key.as_bytes(), &accounts.service, accounts.token_lifetime);
+        let _ = accounts.signer.set(Ok(signer));
+        Ok(accounts)
     }
 
     /// Loads (on first start: creates) the signing key, then the first administrator.
@@ -225,14 +293,14 @@ impl Accounts {
             None => (secret::new_password(), true),
         };
         let name: AccountName = FIRST_ADMIN.parse()?;
-        let hash = if generated {
-            secret::hash_generated_password(&password)
-        } else {
-            secret::hash_password(&password)
-        }
-        .map_err(|e| AccountError::Hash(e.to_string()))?;
+        let cost = if generated { Cost::Light } else { Cost::Full };
+        let hash = self
+            .passwords
+            .hash(&password, cost)
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))?;
         match self.meta.create_user(&name, &hash, true).await {
-            Ok(()) | Err(AccountRefusal::NameTaken(_)) => {}
+            Ok(()) | Err(AccountRefusal::NameTaken(_) | AccountRefusal::NameRetired(_)) => {}
             Err(e) => return Err(e.into()),
         }
         self.meta.set_setting(FIRST_ADMIN_CREATED, "1").await?;
@@ -273,122 +341,171 @@ impl Accounts {
         &*self.meta
     }
 
+    pub fn passwords(&self) -> &PasswordChecker {
+        &self.passwords
+    }
+
     // ---- signing in ----
 
-    /// Checks a user name with a password or an access token, under the failed-login
-    /// limits for `client` (an address) and for the user name. Each attempt counts as
-    /// a failure from its start until it succeeds, so a burst cannot slip past the limit.
+    /// Checks what a request presented in `Authorization`, from `client` (an address,
+    /// for the failed-login limits).
+    pub async fn authenticate(
+        &self,
+        presented: &Presented,
+        client: &str,
+    ) -> Result<Caller, SignInError> {
+        match presented {
+            Presented::Basic { user, secret } => self.sign_in(user, secret, client).await,
+            Presented::AccessToken(token) => self
+                .access_token_caller(None, token)
+                .await?
+                .ok_or(SignInError::InvalidToken),
+            Presented::Jwt(jwt) => {
+                let claims = self
+                    .signer()
+                    .await?
+                    .verify_access(jwt)
+                    .map_err(|_| SignInError::InvalidToken)?;
+                let principal = self
+                    .principal_for_access(&claims)
+                    .await?
+                    .ok_or(SignInError::InvalidToken)?;
+                Ok(Caller {
+                    principal,
+                    credential: credential_of(&claims.tid, claims.epoch),
+                    proof: Proof::Jwt(Box::new(claims)),
+                })
+            }
+        }
+    }
+
+    /// Checks a user name with a password or an access token.
+    ///
+    /// A valid access token signs in whatever the failed-login limits say (it cannot be
+    /// guessed); a wrong one counts against the client address. A password is refused
+    /// while the address or the user is locked out, even the right one, or guessing
+    /// would go on; a sign-in verified a moment ago is then recognised without argon2.
+    /// Any other password check counts as a failure from its start until it succeeds,
+    /// so a burst cannot slip past the limit.
     pub async fn sign_in(
         &self,
         user: &str,
-        password_or_token: &str,
+        secret: &str,
         client: &str,
-    ) -> Result<(Principal, Credential), SignInError> {
+    ) -> Result<Caller, SignInError> {
         let client_key = format!("addr:{client}");
+        if looks_like_token(secret) {
+            if let Some(caller) = self.access_token_caller(Some(user), secret).await? {
+                return Ok(caller);
+            }
+            self.by_address
+                .begin(&client_key)
+                .map_err(SignInError::Locked)?;
+            self.log_failure(user, client);
+            return Err(SignInError::BadCredentials);
+        }
         let user_key = format!("user:{user}");
+        self.by_address
+            .check(&client_key)
+            .and_then(|()| self.by_user.check(&user_key))
+            .map_err(SignInError::Locked)?;
+        // The first administrator may still be being created in the background.
+        self.first_admin.wait().await;
+        let record = self.meta.user(user).await?;
+        if let Some(record) = &record
+            && self
+                .passwords
+                .remembered(user, secret, record.credentials_epoch)
+        {
+            return Ok(password_caller(record));
+        }
         self.by_address
             .begin(&client_key)
             .map_err(SignInError::Locked)?;
-        // Access tokens cannot be guessed: someone guessing a user's password does not
-        // lock that user's tokens out.
-        let user_counted = !looks_like_token(password_or_token);
-        if user_counted && let Err(wait) = self.by_user.begin(&user_key) {
+        if let Err(wait) = self.by_user.begin(&user_key) {
             self.by_address.succeeded(&client_key);
             return Err(SignInError::Locked(wait));
         }
         let forgive = || {
             self.by_address.succeeded(&client_key);
-            if user_counted {
-                self.by_user.succeeded(&user_key);
-            }
+            self.by_user.succeeded(&user_key);
         };
-        match self.check_credentials(user, password_or_token).await {
-            Ok(Some(found)) => {
+        match self.check_password(record, secret).await {
+            Ok(Some(caller)) => {
                 forgive();
-                Ok(found)
+                Ok(caller)
             }
             Ok(None) => {
-                // A token pasted as the user name must not reach the log either.
-                let shown = if looks_like_token(user) {
-                    "<a token>"
-                } else {
-                    user
-                };
-                tracing::info!(user = shown, client, "failed sign-in");
+                self.log_failure(user, client);
                 Err(SignInError::BadCredentials)
             }
             Err(e) => {
+                // Not a wrong guess: the check never ran.
                 forgive();
-                Err(SignInError::Store(e))
+                Err(e)
             }
         }
     }
 
-    async fn check_credentials(
-        &self,
-        user: &str,
-        secret_text: &str,
-    ) -> Result<Option<(Principal, Credential)>, MetaError> {
-        self.first_admin.wait().await;
-        if looks_like_token(secret_text) {
-            // Found by its hash first: an unknown user and a wrong token cost the same.
-            let hash = secret::hash_token_secret(secret_text);
-            let Some(token) = self.meta.token_by_secret_hash(&hash).await? else {
-                return Ok(None);
-            };
-            if token.user.as_str() != user || !token.is_active(now()) {
-                return Ok(None);
-            }
-            let Some(record) = self.meta.user(user).await? else {
-                return Ok(None);
-            };
-            self.touch(&token).await;
-            let principal = token_principal(&record, &token);
-            return Ok(Some((principal, Credential::AccessToken { id: token.id })));
-        }
-        let record = self.meta.user(user).await?;
-        let found = record.is_some();
-        // An unknown user is checked against a decoy, so it takes as long to refuse.
-        let hash = record
-            .as_ref()
-            .map_or_else(|| decoy_hash().to_owned(), |r| r.password_hash.clone());
-        let password = secret_text.to_owned();
-        // argon2 is slow and memory-hungry on purpose: a few at a time, off the async
-        // workers, so a flood of sign-ins queues instead of exhausting memory.
-        let ok = {
-            let _slot = self.password_checks.acquire().await;
-            tokio::task::spawn_blocking(move || secret::verify_password(&password, &hash))
-                .await
-                .unwrap_or(false)
+    fn log_failure(&self, user: &str, client: &str) {
+        // A token pasted as the user name must not reach the log either.
+        let shown = if looks_like_token(user) {
+            "<a token>"
+        } else {
+            user
         };
-        Ok(record.filter(|_| ok && found).map(|record| {
-            (
-                Principal::user(record.name.as_str(), record.admin),
-                Credential::Password {
-                    epoch: record.credentials_epoch,
-                },
-            )
-        }))
+        tracing::info!(user = shown, client, "failed sign-in");
     }
 
-    /// An access token alone (`Authorization: Bearer berth_pat_…`) signs its owner in.
-    pub async fn sign_in_with_token(
+    /// Checks a password against the user's stored hash. An unknown user is checked
+    /// against a decoy, so it takes as long to refuse (no user enumeration by timing).
+    async fn check_password(
         &self,
+        record: Option<User>,
+        password: &str,
+    ) -> Result<Option<Caller>, SignInError> {
+        let (user, stored, epoch) = match &record {
+            Some(r) => (
+                r.name.as_str(),
+                r.password_hash.as_str(),
+                Some(r.credentials_epoch),
+            ),
+            None => ("", secret::DECOY_HASH, None),
+        };
+        let ok = self
+            .passwords
+            .verify(user, password, epoch, stored)
+            .await
+            .map_err(|_| SignInError::Busy)?;
+        Ok(record.filter(|_| ok).map(|r| password_caller(&r)))
+    }
+
+    /// The caller an access token speaks for, if it is active (and, when `user` is
+    /// given, belongs to that user). Found by its hash first: an unknown user and a
+    /// wrong token cost the same.
+    async fn access_token_caller(
+        &self,
+        user: Option<&str>,
         token_secret: &str,
-    ) -> Result<Option<(Principal, Credential)>, MetaError> {
+    ) -> Result<Option<Caller>, MetaError> {
         let hash = secret::hash_token_secret(token_secret);
         let Some(token) = self.meta.token_by_secret_hash(&hash).await? else {
             return Ok(None);
         };
-        let Some(user) = self.meta.user(token.user.as_str()).await? else {
-            return Ok(None);
-        };
-        if !token.is_active(now()) {
+        if user.is_some_and(|u| u != token.user.as_str()) || !token.is_active(now()) {
             return Ok(None);
         }
+        let Some(record) = self.meta.user(token.user.as_str()).await? else {
+            return Ok(None);
+        };
         self.touch(&token).await;
-        let principal = token_principal(&user, &token);
-        Ok(Some((principal, Credential::AccessToken { id: token.id })))
+        Ok(Some(Caller {
+            principal: token_principal(&record, &token),
+            credential: Some(Credential::AccessToken {
+                id: token.id.clone(),
+            }),
+            proof: Proof::AccessToken,
+        }))
     }
 
     async fn touch(&self, token: &AccessToken) {
@@ -451,6 +568,68 @@ impl Accounts {
             .resolve(&claims.sub, &credential)
             .await?
             .map(|p| (p, credential)))
+    }
+
+    // ---- web sessions ----
+
+    /// Starts a web session for a caller who just signed in with a password or token.
+    pub async fn start_session(
+        &self,
+        caller: &Caller,
+        client: &str,
+        user_agent: &str,
+    ) -> Result<NewSession, AccountError> {
+        let user: AccountName = caller.name().parse()?;
+        let secret = secret::new_session_secret();
+        let t = now();
+        let (epoch, token_id) = match &caller.credential {
+            Some(Credential::Password { epoch }) => (Some(*epoch), None),
+            Some(Credential::AccessToken { id }) => (None, Some(id.clone())),
+            None => return Err(AccountError::Invalid("sign in first".into())),
+        };
+        let session = WebSession {
+            id: secret::new_token_id(),
+            user,
+            secret_hash: secret::hash_token_secret(&secret),
+            epoch,
+            token_id,
+            created_at: t,
+            expires_at: t + SESSION_SECONDS,
+            last_seen_at: t,
+            client: client.to_owned(),
+            user_agent: user_agent.chars().take(MAX_USER_AGENT).collect(),
+        };
+        self.meta.create_web_session(&session).await?;
+        Ok(NewSession { session, secret })
+    }
+
+    /// The caller a session cookie speaks for, if the session exists, has not expired,
+    /// and the password or token it was made with still holds.
+    pub async fn authenticate_session(&self, cookie: &str) -> Result<Caller, SignInError> {
+        let hash = secret::hash_token_secret(cookie);
+        let Some(session) = self.meta.web_session_by_secret_hash(&hash).await? else {
+            return Err(SignInError::InvalidToken);
+        };
+        let t = now();
+        if session.expires_at <= t {
+            return Err(SignInError::InvalidToken);
+        }
+        let credential =
+            credential_of(&session.token_id, session.epoch).ok_or(SignInError::InvalidToken)?;
+        let principal = self
+            .resolve(session.user.as_str(), &credential)
+            .await?
+            .ok_or(SignInError::InvalidToken)?;
+        if t - session.last_seen_at >= TOUCH_INTERVAL
+            && let Err(e) = self.meta.touch_web_session(&session.id, t).await
+        {
+            tracing::warn!(error = %e, "recording a session's last use failed");
+        }
+        Ok(Caller {
+            principal,
+            credential: Some(credential),
+            proof: Proof::Session(session.id),
+        })
     }
 
     // ---- access ----
@@ -575,7 +754,7 @@ impl Accounts {
         admin: bool,
     ) -> Result<User, AccountError> {
         let name: AccountName = name.parse()?;
-        let hash = hash_chosen_password(password).await?;
+        let hash = self.hash_chosen_password(password).await?;
         self.meta.create_user(&name, &hash, admin).await?;
         self.meta
             .user(name.as_str())
@@ -584,7 +763,7 @@ impl Accounts {
     }
 
     pub async fn set_password(&self, name: &str, password: &str) -> Result<(), AccountError> {
-        let hash = hash_chosen_password(password).await?;
+        let hash = self.hash_chosen_password(password).await?;
         found(self.meta.set_password(name, &hash).await?, || {
             format!("user {name}")
         })
@@ -653,6 +832,15 @@ impl Accounts {
         })
     }
 
+    /// Checks a password a person chose and hashes it at full cost, in a work area.
+    async fn hash_chosen_password(&self, password: &str) -> Result<String, AccountError> {
+        check_chosen_password(password)?;
+        self.passwords
+            .hash(password, Cost::Full)
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))
+    }
+
     /// Whether `principal` may manage `namespace` (its visibility, its members): the
     /// owner, an organization admin, or a server administrator.
     pub async fn may_manage(
@@ -694,17 +882,18 @@ fn found(changed: bool, what: impl FnOnce() -> String) -> Result<(), AccountErro
     }
 }
 
-/// Checks a password a person chose and hashes it at full cost, off the async workers.
-async fn hash_chosen_password(password: &str) -> Result<String, AccountError> {
-    check_password(password)?;
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || secret::hash_password(&password))
-        .await
-        .map_err(|e| AccountError::Hash(e.to_string()))?
-        .map_err(|e| AccountError::Hash(e.to_string()))
+/// A user signed in with their password.
+fn password_caller(record: &User) -> Caller {
+    Caller {
+        principal: Principal::user(record.name.as_str(), record.admin),
+        credential: Some(Credential::Password {
+            epoch: record.credentials_epoch,
+        }),
+        proof: Proof::Password,
+    }
 }
 
-fn check_password(password: &str) -> Result<(), AccountError> {
+fn check_chosen_password(password: &str) -> Result<(), AccountError> {
     if password.chars().count() < 8 {
         return Err(AccountError::Invalid(
             "passwords need at least 8 characters".into(),

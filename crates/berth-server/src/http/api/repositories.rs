@@ -1,0 +1,97 @@
+//! Repositories: `GET /api/v1/repositories[?n=&last=]` (what the caller may read),
+//! `GET /api/v1/repositories/NAME`, `PUT /api/v1/repositories/NAME/visibility`.
+
+use axum::http::{Method, StatusCode};
+use berth_auth::Principal;
+use berth_core::{Actions, RepoName};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    ApiFailure, ApiResult, Ctx, ok, parse_visibility, require_manage_scope, visibility_word,
+};
+use crate::accounts::Accounts;
+
+/// Largest page of a repository listing.
+pub const MAX_PAGE: u32 = 1000;
+
+#[derive(Deserialize)]
+struct Visibility {
+    visibility: Option<String>,
+}
+
+pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
+    let anonymous = Principal::anonymous();
+    let principal = ctx.caller.as_ref().map_or(&anonymous, |c| &c.principal);
+    if rest.is_empty() {
+        return match *method {
+            Method::GET => list(ctx, principal).await,
+            _ => Err(ApiFailure::method_not_allowed()),
+        };
+    }
+    match (method.clone(), rest) {
+        (Method::PUT, [name @ .., "visibility"]) => {
+            let repo = repo_name(name)?;
+            let caller = ctx.caller()?;
+            require_manage_scope(caller)?;
+            if !ctx.accounts.may_manage(principal, repo.namespace()).await? {
+                return Err(ApiFailure::forbidden("you may not manage this repository"));
+            }
+            let wanted: Visibility = ctx.json()?;
+            let word = wanted
+                .visibility
+                .ok_or_else(|| ApiFailure::invalid("visibility is required".into()))?;
+            let public = parse_visibility(&word)?;
+            ctx.accounts
+                .meta()
+                .set_repository_visibility(&repo, public)
+                .await?;
+            ok(
+                StatusCode::OK,
+                json!({ "name": repo.as_str(), "visibility": visibility_word(public) }),
+            )
+        }
+        (Method::GET, name) => {
+            let repo = repo_name(name)?;
+            // A repository the caller may not pull does not exist, as far as they can tell.
+            let rights = ctx.accounts.rights(principal, &repo).await?;
+            let public = ctx.accounts.meta().repository_visibility(&repo).await?;
+            match public {
+                Some(public) if rights.contains(Actions::PULL) => ok(
+                    StatusCode::OK,
+                    json!({ "name": repo.as_str(), "visibility": visibility_word(public) }),
+                ),
+                _ => Err(ApiFailure::not_found(format!("repository {repo}"))),
+            }
+        }
+        _ => Err(ApiFailure::method_not_allowed()),
+    }
+}
+
+fn repo_name(segments: &[&str]) -> Result<RepoName, ApiFailure> {
+    segments
+        .join("/")
+        .parse()
+        .map_err(|e: berth_core::NameError| ApiFailure::invalid(e.to_string()))
+}
+
+/// `GET /api/v1/repositories[?last=&n=]`: the repositories the caller may read.
+async fn list(ctx: &Ctx<'_>, principal: &Principal) -> ApiResult {
+    let n = match ctx.param("n") {
+        Some(n) => n
+            .parse::<u32>()
+            .map_err(|_| ApiFailure::invalid(format!("n={n}: not a number")))?
+            .clamp(1, MAX_PAGE),
+        None => 100,
+    };
+    let last = ctx.param("last");
+    let page = ctx
+        .accounts
+        .meta()
+        .visible_repositories(Accounts::viewer(principal), last.as_deref(), n)
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({ "repositories": page.items, "more": page.more }),
+    )
+}
