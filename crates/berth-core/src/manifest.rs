@@ -5,7 +5,8 @@
 //! `subject` (for referrers) and its artifact type.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::digest::Digest;
 
@@ -20,6 +21,8 @@ const DOCKER_SCHEMA1: &[&str] = &[
 
 /// Largest manifest accepted (distribution-spec: registries SHOULD accept at least 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Deepest nesting of arrays and objects accepted anywhere in a manifest.
+pub const MAX_JSON_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManifestKind {
@@ -50,7 +53,9 @@ pub struct ParsedManifest {
     pub subject: Option<Digest>,
     /// `artifactType`, or for an image manifest without one, its config's media type.
     pub artifact_type: Option<String>,
-    pub annotations: Option<Map<String, Value>>,
+    /// The `annotations` object as JSON text, kept only for a manifest with a `subject`
+    /// (the referrers listing shows them).
+    pub annotations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +64,7 @@ pub struct ManifestError(pub String);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawManifest {
+struct RawManifest<'a> {
     schema_version: Option<i64>,
     media_type: Option<String>,
     artifact_type: Option<String>,
@@ -67,7 +72,9 @@ struct RawManifest {
     layers: Option<Vec<RawDescriptor>>,
     manifests: Option<Vec<RawDescriptor>>,
     subject: Option<RawDescriptor>,
-    annotations: Option<Map<String, Value>>,
+    /// Left unparsed (it may be most of a large manifest); checked to be an object.
+    #[serde(borrow)]
+    annotations: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -96,8 +103,89 @@ pub fn essence(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or("").trim()
 }
 
+/// Walks a whole JSON document without keeping it, so that every part is checked,
+/// also the fields berth does not read (which serde would skip unchecked): strings are
+/// decoded (valid UTF-8, no lone surrogate escapes) and nesting stays within
+/// [`MAX_JSON_DEPTH`].
+struct Checked {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.nested::<A::Error>()?;
+        while seq.next_element_seed(Checked { depth: inner })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.nested::<A::Error>()?;
+        while map.next_key_seed(Checked { depth: inner })?.is_some() {
+            map.next_value_seed(Checked { depth: inner })?;
+        }
+        Ok(())
+    }
+}
+
+impl Checked {
+    fn nested<E: serde::de::Error>(&self) -> Result<usize, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(E::custom(format!(
+                "nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        Ok(self.depth + 1)
+    }
+}
+
+/// Checks that `body` is one well-formed JSON document (RFC 8259: UTF-8, every string
+/// valid, nothing after it) nested at most [`MAX_JSON_DEPTH`] deep.
+pub fn check_json(body: &[u8]) -> Result<(), ManifestError> {
+    let invalid = |e: &dyn std::fmt::Display| ManifestError(format!("not valid JSON: {e}"));
+    std::str::from_utf8(body).map_err(|e| invalid(&e))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    Checked { depth: 0 }
+        .deserialize(&mut deserializer)
+        .map_err(|e| invalid(&e))?;
+    deserializer.end().map_err(|e| invalid(&e))
+}
+
 /// Validates a manifest body pushed with `content_type`.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, ManifestError> {
+    check_json(body)?;
     let raw: RawManifest = serde_json::from_slice(body)
         .map_err(|e| ManifestError(format!("not a valid manifest JSON document: {e}")))?;
 
@@ -181,6 +269,16 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         .as_ref()
         .map(|s| s.digest("subject"))
         .transpose()?;
+    if raw
+        .annotations
+        .is_some_and(|a| !a.get().trim_start().starts_with('{'))
+    {
+        return Err(ManifestError("annotations must be an object".into()));
+    }
+    let annotations = subject
+        .as_ref()
+        .and(raw.annotations)
+        .map(|a| a.get().to_owned());
 
     Ok(ParsedManifest {
         kind,
@@ -189,7 +287,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         manifests,
         subject,
         artifact_type,
-        annotations: raw.annotations,
+        annotations,
     })
 }
 
@@ -273,6 +371,43 @@ mod tests {
             ),
         ] {
             assert!(parse(ct, body.as_bytes()).is_err(), "{ct:?} {body}");
+        }
+    }
+
+    #[test]
+    fn every_part_of_the_document_must_be_valid_json() {
+        let with_unknown = |value: &str| {
+            let mut body = image("").into_bytes();
+            body.pop(); // the closing brace
+            body.extend_from_slice(format!(r#","x-unknown":{value}}}"#).as_bytes());
+            body
+        };
+        assert!(parse(Some(OCI_MANIFEST), &with_unknown("[1,\"a\",{\"b\":null}]")).is_ok());
+        let lone_surrogate = with_unknown(r#""\ud800""#);
+        let mut invalid_utf8 = with_unknown(r#""ab""#);
+        let at = invalid_utf8.len() - 3;
+        invalid_utf8[at] = 0xff;
+        let deep = with_unknown(&format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+        let just_deep_enough = with_unknown(&format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH - 1),
+            "]".repeat(MAX_JSON_DEPTH - 1)
+        ));
+        let too_deep = with_unknown(&format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        ));
+        assert!(parse(Some(OCI_MANIFEST), &just_deep_enough).is_ok());
+        for (what, body) in [
+            ("a lone surrogate", lone_surrogate),
+            ("invalid UTF-8", invalid_utf8),
+            ("100,000 levels", deep),
+            ("one level too deep", too_deep),
+            ("trailing bytes", format!("{} x", image("")).into_bytes()),
+        ] {
+            let e = parse(Some(OCI_MANIFEST), &body).unwrap_err();
+            assert!(e.0.contains("not valid JSON"), "{what}: {e}");
         }
     }
 

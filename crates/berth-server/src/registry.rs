@@ -510,9 +510,7 @@ impl Registry {
             body,
             subject: parsed.subject.clone(),
             artifact_type: parsed.artifact_type,
-            annotations: parsed
-                .annotations
-                .map(|a| serde_json::Value::Object(a).to_string()),
+            annotations: parsed.annotations,
         };
         match self
             .meta
