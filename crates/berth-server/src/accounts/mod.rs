@@ -384,9 +384,10 @@ impl Accounts {
     /// A valid access token signs in whatever the failed-login limits say (it cannot be
     /// guessed); a wrong one counts against the client address. A password is refused
     /// while the address or the user is locked out, even the right one, or guessing
-    /// would go on; a sign-in verified a moment ago is then recognised without argon2.
+    /// would go on; a sign-in verified a moment ago is then recognised without argon2,
+    /// and clients that arrive together with the same password wait for one check.
     /// Any other password check counts as a failure from its start until it succeeds,
-    /// so a burst cannot slip past the limit.
+    /// so a burst of guesses cannot slip past the limit.
     pub async fn sign_in(
         &self,
         user: &str,
@@ -405,20 +406,24 @@ impl Accounts {
             return Err(SignInError::BadCredentials);
         }
         let user_key = format!("user:{user}");
-        self.by_address
-            .check(&client_key)
-            .and_then(|()| self.by_user.check(&user_key))
-            .map_err(SignInError::Locked)?;
+        let locked = || {
+            self.by_address
+                .check(&client_key)
+                .and_then(|()| self.by_user.check(&user_key))
+                .map_err(SignInError::Locked)
+        };
+        locked()?;
         // The first administrator may still be being created in the background.
         self.first_admin.wait().await;
         let record = self.meta.user(user).await?;
-        if let Some(record) = &record
-            && self
-                .passwords
-                .remembered(user, secret, record.credentials_epoch)
+        let epoch = record.as_ref().map(|r| r.credentials_epoch);
+        let turn = self.passwords.turn(user, secret, epoch).await;
+        if turn.remembered()
+            && let Some(record) = &record
         {
             return Ok(password_caller(record));
         }
+        locked()?;
         self.by_address
             .begin(&client_key)
             .map_err(SignInError::Locked)?;
@@ -430,19 +435,24 @@ impl Accounts {
             self.by_address.succeeded(&client_key);
             self.by_user.succeeded(&user_key);
         };
-        match self.check_password(record, secret).await {
-            Ok(Some(caller)) => {
+        // An unknown user is checked against a decoy, so it takes as long to refuse
+        // (no user enumeration by timing).
+        let stored = record
+            .as_ref()
+            .map_or(secret::DECOY_HASH, |r| r.password_hash.as_str());
+        match (turn.check(secret, stored).await, &record) {
+            (Ok(true), Some(record)) => {
                 forgive();
-                Ok(caller)
+                Ok(password_caller(record))
             }
-            Ok(None) => {
+            (Ok(_), _) => {
                 self.log_failure(user, client);
                 Err(SignInError::BadCredentials)
             }
-            Err(e) => {
+            (Err(_), _) => {
                 // Not a wrong guess: the check never ran.
                 forgive();
-                Err(e)
+                Err(SignInError::Busy)
             }
         }
     }
@@ -455,29 +465,6 @@ impl Accounts {
             user
         };
         tracing::info!(user = shown, client, "failed sign-in");
-    }
-
-    /// Checks a password against the user's stored hash. An unknown user is checked
-    /// against a decoy, so it takes as long to refuse (no user enumeration by timing).
-    async fn check_password(
-        &self,
-        record: Option<User>,
-        password: &str,
-    ) -> Result<Option<Caller>, SignInError> {
-        let (user, stored, epoch) = match &record {
-            Some(r) => (
-                r.name.as_str(),
-                r.password_hash.as_str(),
-                Some(r.credentials_epoch),
-            ),
-            None => ("", secret::DECOY_HASH, None),
-        };
-        let ok = self
-            .passwords
-            .verify(user, password, epoch, stored)
-            .await
-            .map_err(|_| SignInError::Busy)?;
-        Ok(record.filter(|_| ok).map(|r| password_caller(&r)))
     }
 
     /// The caller an access token speaks for, if it is active (and, when `user` is

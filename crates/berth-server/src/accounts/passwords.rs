@@ -8,13 +8,16 @@
 //!   scripts that send a password on every request do not pay argon2 every time. A new
 //!   password (a new epoch) or a removed user finds nothing; a wrong password is a
 //!   different key and is always checked in full.
+//! - Checks of the same (user, secret, epoch) run one at a time: a crowd of clients
+//!   arriving with the same password costs one argon2 run, and the others find it
+//!   remembered.
 //! - At most `MAX_WAITING` checks wait for an area; past that, sign-ins are refused at
 //!   once (`429`), so a flood of guesses cannot grow an unbounded queue. Remembered
 //!   sign-ins and access tokens never enter the queue.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_auth::secret::{self, Cost, HashError, PasswordWork};
@@ -39,6 +42,8 @@ pub struct PasswordChecker {
     waiting: AtomicUsize,
     /// Fingerprints of verified sign-ins and when each was verified.
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Fingerprints being checked now, each with the lock its check holds.
+    checking: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     fingerprint_key: [u8; 32],
     /// When a work area was last handed back.
     last_used: Mutex<Instant>,
@@ -52,22 +57,29 @@ impl PasswordChecker {
             slots: Semaphore::new(areas.max(1)),
             waiting: AtomicUsize::new(0),
             verified: Mutex::new(HashMap::new()),
+            checking: Mutex::new(HashMap::new()),
             fingerprint_key: secret::new_fingerprint_key(),
             last_used: Mutex::new(Instant::now()),
         }
     }
 
+    fn fingerprint(&self, user: &str, secret: &str, epoch: i64) -> [u8; 32] {
+        secret::sign_in_fingerprint(&self.fingerprint_key, user, secret, epoch)
+    }
+
     /// Whether this exact sign-in was verified in the last few minutes.
     pub fn remembered(&self, user: &str, secret: &str, epoch: i64) -> bool {
-        let fingerprint = secret::sign_in_fingerprint(&self.fingerprint_key, user, secret, epoch);
+        self.is_remembered(&self.fingerprint(user, secret, epoch))
+    }
+
+    fn is_remembered(&self, fingerprint: &[u8; 32]) -> bool {
         let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         verified
-            .get(&fingerprint)
+            .get(fingerprint)
             .is_some_and(|at| at.elapsed() < REMEMBER_FOR)
     }
 
-    fn remember(&self, user: &str, secret: &str, epoch: i64) {
-        let fingerprint = secret::sign_in_fingerprint(&self.fingerprint_key, user, secret, epoch);
+    fn remember(&self, fingerprint: [u8; 32]) {
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= MAX_REMEMBERED {
             verified.retain(|_, at| at.elapsed() < REMEMBER_FOR);
@@ -80,8 +92,47 @@ impl PasswordChecker {
         verified.insert(fingerprint, Instant::now());
     }
 
-    /// Checks `password` against `stored` (for `user` at credentials `epoch`; `None` for
-    /// a decoy check of a user that does not exist, never remembered).
+    /// The lock that checks of `fingerprint` take turns on.
+    fn check_lock(&self, fingerprint: [u8; 32]) -> Arc<tokio::sync::Mutex<()>> {
+        let mut checking = self.checking.lock().unwrap_or_else(|e| e.into_inner());
+        checking.entry(fingerprint).or_default().clone()
+    }
+
+    /// Forgets the lock of `fingerprint` once no check holds or awaits it.
+    fn release_check_lock(&self, fingerprint: &[u8; 32]) {
+        let mut checking = self.checking.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map's reference left: nobody holds it or waits for it.
+        if checking
+            .get(fingerprint)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            checking.remove(fingerprint);
+        }
+    }
+
+    /// Waits for this sign-in's turn: checks of the same (user, secret, epoch) run one
+    /// at a time, so the ones that waited find the first one's result remembered.
+    /// `epoch` is `None` for a decoy check of a user that does not exist (no turn to
+    /// wait for, never remembered).
+    pub async fn turn(&self, user: &str, secret: &str, epoch: Option<i64>) -> CheckTurn<'_> {
+        let Some(epoch) = epoch else {
+            return CheckTurn {
+                checker: self,
+                fingerprint: None,
+                guard: None,
+            };
+        };
+        let fingerprint = self.fingerprint(user, secret, epoch);
+        let lock = self.check_lock(fingerprint);
+        let guard = lock.lock_owned().await;
+        CheckTurn {
+            checker: self,
+            fingerprint: Some(fingerprint),
+            guard: Some(guard),
+        }
+    }
+
+    /// Checks `password` against `stored` in its turn (see [`PasswordChecker::turn`]).
     pub async fn verify(
         &self,
         user: &str,
@@ -89,22 +140,21 @@ impl PasswordChecker {
         epoch: Option<i64>,
         stored: &str,
     ) -> Result<bool, Busy> {
-        let _slot = self.slot().await?;
-        // Another request may have verified the same sign-in while this one waited.
-        if let Some(epoch) = epoch
-            && self.remembered(user, password, epoch)
-        {
+        let turn = self.turn(user, password, epoch).await;
+        if turn.remembered() {
             return Ok(true);
         }
-        let (password_owned, stored_owned) = (password.to_owned(), stored.to_owned());
-        let ok = self
-            .with_area(move |area| area.verify(&password_owned, &stored_owned))
+        turn.check(password, stored).await
+    }
+
+    /// One argon2 check in a work area.
+    async fn check(&self, password: &str, stored: &str) -> Result<bool, Busy> {
+        let _slot = self.slot().await?;
+        let (password, stored) = (password.to_owned(), stored.to_owned());
+        Ok(self
+            .with_area(move |area| area.verify(&password, &stored))
             .await
-            .unwrap_or(false);
-        if ok && let Some(epoch) = epoch {
-            self.remember(user, password, epoch);
-        }
-        Ok(ok)
+            .unwrap_or(false))
     }
 
     /// Hashes a new password in a work area (waiting for one however long it takes:
@@ -189,6 +239,40 @@ impl PasswordChecker {
     }
 }
 
+/// A sign-in's turn to be checked (see [`PasswordChecker::turn`]).
+pub struct CheckTurn<'a> {
+    checker: &'a PasswordChecker,
+    fingerprint: Option<[u8; 32]>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl CheckTurn<'_> {
+    /// Whether this sign-in was verified a moment ago (by a check that held the turn
+    /// before, or earlier).
+    pub fn remembered(&self) -> bool {
+        self.fingerprint
+            .is_some_and(|f| self.checker.is_remembered(&f))
+    }
+
+    /// Runs the argon2 check, remembering the sign-in if it succeeds.
+    pub async fn check(self, password: &str, stored: &str) -> Result<bool, Busy> {
+        let ok = self.checker.check(password, stored).await?;
+        if ok && let Some(fingerprint) = self.fingerprint {
+            self.checker.remember(fingerprint);
+        }
+        Ok(ok)
+    }
+}
+
+impl Drop for CheckTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let Some(fingerprint) = &self.fingerprint {
+            self.checker.release_check_lock(fingerprint);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -214,6 +298,10 @@ mod tests {
             assert_eq!(check.await.unwrap(), Ok(i % 2 == 0));
         }
         assert!(checker.held() <= 2 * 19 * 1024 * 1024, "at most two areas");
+        assert!(
+            checker.checking.lock().unwrap().is_empty(),
+            "no check locks are left behind"
+        );
         assert!(checker.remembered("alice", "right password", 7));
         assert!(!checker.remembered("alice", "wrong", 7));
         assert!(
@@ -224,6 +312,25 @@ mod tests {
         assert_eq!(checker.release_idle(Duration::from_secs(60)), 0, "not idle");
         assert!(checker.release_idle(Duration::ZERO) > 0);
         assert_eq!(checker.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_crowd_with_the_same_password_costs_one_check() {
+        let checker = std::sync::Arc::new(PasswordChecker::new(2));
+        let hash = checker.hash("same password", Cost::Full).await.unwrap();
+        checker.release_idle(Duration::ZERO);
+        let crowd: Vec<_> = (0..8)
+            .map(|_| {
+                let (checker, hash) = (checker.clone(), hash.clone());
+                tokio::spawn(
+                    async move { checker.verify("bob", "same password", Some(1), &hash).await },
+                )
+            })
+            .collect();
+        for check in crowd {
+            assert_eq!(check.await.unwrap(), Ok(true));
+        }
+        assert_eq!(checker.held(), 19 * 1024 * 1024, "one work area was enough");
     }
 
     #[tokio::test]
