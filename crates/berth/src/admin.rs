@@ -184,6 +184,25 @@ async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
     Ok(Accounts::open_for_commands(meta).await?)
 }
 
+/// A command about the user `admin` on a data dir where `berth serve` never ran says
+/// where that account comes from, rather than only that it does not exist.
+async fn explain_missing_admin(accounts: &Accounts, user: &str, e: anyhow::Error) -> anyhow::Error {
+    let never_served = accounts
+        .meta()
+        .setting(berth_server::accounts::FIRST_ADMIN_CREATED)
+        .await
+        .is_ok_and(|s| s.is_none());
+    if user == berth_server::accounts::FIRST_ADMIN && never_served {
+        e.context(
+            "the first administrator \"admin\" is created by `berth serve` on its first \
+             start (it logs the password); start the server once, or create users with \
+             `berth user add NAME --admin`",
+        )
+    } else {
+        e
+    }
+}
+
 fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     if !from_stdin {
         return Ok((berth_auth::secret::new_password(), true));
@@ -229,7 +248,9 @@ pub async fn user(command: UserCommand) -> anyhow::Result<()> {
         } => {
             let accounts = open(&store).await?;
             let (password, generated) = read_password(password_stdin)?;
-            accounts.set_password(&name, &password).await?;
+            if let Err(e) = accounts.set_password(&name, &password).await {
+                return Err(explain_missing_admin(&accounts, &name, e.into()).await);
+            }
             if generated {
                 println!("changed the password of {name}; new password: {password}");
             } else {
@@ -300,10 +321,14 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
             name,
             store,
         } => {
-            let created = open(&store)
-                .await?
+            let accounts = open(&store).await?;
+            let created = match accounts
                 .create_token(&user, scope, expires, name.as_deref())
-                .await?;
+                .await
+            {
+                Ok(created) => created,
+                Err(e) => return Err(explain_missing_admin(&accounts, &user, e.into()).await),
+            };
             eprintln!(
                 "created token {} for {user} (scope {scope}, expires {}); it is shown only now:",
                 created.token.id,

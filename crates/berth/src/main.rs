@@ -9,6 +9,13 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod serve;
 
+// jemalloc hands memory back to the system a few seconds after a burst (decay, run by
+// its background threads); glibc's malloc kept hundreds of MiB in per-thread arenas
+// after bursts of large manifests. Measured in ARCHITECTURE.md ("Memory").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -23,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the registry.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage users (against the same database as `berth serve`).
     #[command(subcommand)]
     User(admin::UserCommand),
@@ -42,6 +49,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(target_env = "msvc"))]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!(
+            "berth: jemalloc background threads unavailable ({e}); memory is returned more slowly"
+        );
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -63,7 +76,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::User(c) => admin::user(c).await,
             Command::Org(c) => admin::org(c).await,
             Command::Token(c) => admin::token(c).await,

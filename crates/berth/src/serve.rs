@@ -56,6 +56,39 @@ pub struct ServeArgs {
     /// (only behind a proxy that appends it)
     #[arg(long, env = "BERTH_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// Take the scheme and host clients used from X-Forwarded-Proto and
+    /// X-Forwarded-Host (only behind a proxy that sets them)
+    #[arg(long, env = "BERTH_TRUST_FORWARDED_HOST")]
+    trust_forwarded_host: bool,
+    /// argon2 password checks that may run at once, 19 MiB each [default: one per core]
+    #[arg(long, env = "BERTH_PASSWORD_WORKERS")]
+    password_workers: Option<usize>,
+    /// A request's headers must arrive within this [default: 60s]
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    header_timeout: Option<Duration>,
+    /// Close connections idle between requests for this long [default: 75s]
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Abandon a response the client takes no bytes of for this long [default: 60s]
+    #[arg(long, env = "BERTH_SEND_TIMEOUT", value_parser = humantime::parse_duration)]
+    send_timeout: Option<Duration>,
+    /// Open connections at once [default: 4096]
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections at once from one client address [default: 512]
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
+    /// Bytes per second a request body must average while berth waits for it; 0 turns
+    /// the floor off [default: 1024]
+    #[arg(long, env = "BERTH_MIN_BODY_RATE")]
+    min_body_rate: Option<u64>,
+    /// Memory that request bodies held whole (manifests, JSON) may take together, such
+    /// as 64MiB [default: 64MiB]
+    #[arg(long, env = "BERTH_MAX_BODY_MEMORY", value_parser = parse_size)]
+    max_body_memory: Option<usize>,
+    /// Open upload sessions per client (a user, or an anonymous address) [default: 1024]
+    #[arg(long, env = "BERTH_MAX_UPLOADS_PER_CLIENT")]
+    max_uploads_per_client: Option<u32>,
     /// Remove upload sessions idle for longer than this [default: 24h]
     #[arg(long, env = "BERTH_UPLOAD_TIMEOUT", value_parser = humantime::parse_duration)]
     upload_timeout: Option<Duration>,
@@ -78,6 +111,53 @@ struct FileConfig {
     token_lifetime: Option<String>,
     login_failures: Option<u32>,
     trust_forwarded_for: Option<bool>,
+    trust_forwarded_host: Option<bool>,
+    password_workers: Option<usize>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    send_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    min_body_rate: Option<u64>,
+    max_body_memory: Option<String>,
+    max_uploads_per_client: Option<u32>,
+}
+
+/// A size such as `65536`, `64KiB`, `64MiB` or `1GiB` (also `k`, `M`, `G`: powers of 1024).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a size such as 64MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        _ => return Err(format!("{text:?}: unknown unit (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?}: too large"))
+}
+
+/// A duration from the command line, or else from the config file (`key` names it).
+fn duration(
+    flag: Option<Duration>,
+    file: Option<String>,
+    key: &str,
+) -> anyhow::Result<Option<Duration>> {
+    match (flag, file) {
+        (Some(d), _) => Ok(Some(d)),
+        (None, Some(text)) => Ok(Some(
+            humantime::parse_duration(&text).with_context(|| format!("{key} {text:?}"))?,
+        )),
+        (None, None) => Ok(None),
+    }
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
@@ -141,12 +221,54 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     }
     auth.trust_forwarded_for =
         args.trust_forwarded_for || file.trust_forwarded_for.unwrap_or(false);
-    if let Some(timeout) = args.upload_timeout {
-        config.upload_idle_timeout = timeout;
-    } else if let Some(text) = file.upload_timeout {
-        config.upload_idle_timeout =
-            humantime::parse_duration(&text).with_context(|| format!("upload_timeout {text:?}"))?;
+    auth.trust_forwarded_host =
+        args.trust_forwarded_host || file.trust_forwarded_host.unwrap_or(false);
+    if let Some(n) = args.password_workers.or(file.password_workers) {
+        anyhow::ensure!(n > 0, "password_workers must be at least 1");
+        auth.password_workers = n;
     }
+    if let Some(timeout) = duration(args.upload_timeout, file.upload_timeout, "upload_timeout")? {
+        config.upload_idle_timeout = timeout;
+    }
+    let limits = &mut config.limits;
+    if let Some(t) = duration(args.header_timeout, file.header_timeout, "header_timeout")? {
+        limits.header_timeout = t;
+    }
+    if let Some(t) = duration(args.idle_timeout, file.idle_timeout, "idle_timeout")? {
+        limits.idle_timeout = t;
+    }
+    if let Some(t) = duration(args.send_timeout, file.send_timeout, "send_timeout")? {
+        limits.send_timeout = t;
+    }
+    if let Some(n) = args.max_connections.or(file.max_connections) {
+        limits.max_connections = n;
+    }
+    if let Some(n) = args
+        .max_connections_per_address
+        .or(file.max_connections_per_address)
+    {
+        limits.max_connections_per_address = n;
+    }
+    if let Some(rate) = args.min_body_rate.or(file.min_body_rate) {
+        limits.min_body_rate = rate;
+    }
+    if let Some(size) = args.max_body_memory {
+        limits.max_body_memory = size;
+    } else if let Some(text) = file.max_body_memory {
+        limits.max_body_memory =
+            parse_size(&text).map_err(|e| anyhow::anyhow!("max_body_memory {e}"))?;
+    }
+    if let Some(n) = args.max_uploads_per_client.or(file.max_uploads_per_client) {
+        limits.max_uploads_per_client = n;
+    }
+    anyhow::ensure!(
+        limits.max_connections > 0 && limits.max_connections_per_address > 0,
+        "max_connections and max_connections_per_address must be at least 1"
+    );
+    anyhow::ensure!(
+        limits.max_body_memory >= berth_core::manifest::MAX_MANIFEST_BYTES,
+        "max_body_memory must hold at least one manifest (4MiB)"
+    );
     Ok(config)
 }
 
@@ -219,7 +341,7 @@ mod tests {
     fn serve_args(argv: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from([&["berth", "serve"], argv].concat()).unwrap();
         match cli.command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => panic!("not serve"),
         }
     }
@@ -296,6 +418,33 @@ mod tests {
         assert_eq!(config.auth.token_lifetime, Duration::from_secs(600));
         assert!(!format!("{:?}", config.auth).contains("from-a-file"));
         assert!(resolve(serve_args(&["--open"])).unwrap().open);
+    }
+
+    #[test]
+    fn limits_come_from_flags_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(
+            &file,
+            "header_timeout = \"30s\"\nmax_connections = 100\nmax_body_memory = \"16MiB\"\n\
+             trust_forwarded_host = true\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let config = resolve(serve_args(&["--config", path, "--idle-timeout", "5s"])).unwrap();
+        assert_eq!(config.limits.header_timeout, Duration::from_secs(30));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.max_connections, 100);
+        assert_eq!(config.limits.max_body_memory, 16 << 20);
+        assert!(config.auth.trust_forwarded_host);
+        let defaults = resolve(serve_args(&[])).unwrap();
+        assert_eq!(defaults.limits, berth_server::Limits::default());
+        assert!(!defaults.auth.trust_forwarded_host);
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(resolve(serve_args(&["--max-body-memory", "1MiB"])).is_err());
     }
 
     #[test]
