@@ -15,8 +15,10 @@ mod blobs;
 mod clients;
 mod crash;
 mod errors;
+mod hardening;
 mod manifests;
 mod oci_client;
+mod process;
 mod real_clients;
 mod uploads;
 
