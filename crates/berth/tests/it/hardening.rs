@@ -706,7 +706,7 @@ async fn finding_a_removed_users_name_is_never_reused() {
         "{body}"
     );
     // The command says the same.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+    let out = std::process::Command::new(crate::process::berth_binary())
         .args(["user", "add", "alice", "--data-dir"])
         .arg(&berth.data_dir)
         .env_remove("BERTH_CONFIG")
@@ -730,7 +730,7 @@ async fn finding_a_removed_users_name_is_never_reused() {
 /// delayed a valid sign-in by 4.3 s. Remembered sign-ins and tokens must not wait.
 #[tokio::test(flavor = "multi_thread")]
 async fn finding_known_good_sign_ins_and_tokens_do_not_queue_behind_guesses() {
-    let berth = start(&["--trust-forwarded-for", "--password-workers", "1"]).await;
+    let berth = start(&["--trust-forwarded-for"]).await;
     add_user(&berth, "alice").await;
     let token = add_token(&berth, "alice").await;
     let right = basic("alice", PASSWORD);
@@ -835,7 +835,7 @@ async fn account_commands_on_a_fresh_data_dir_leave_the_first_admin_to_serve() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let berth_cmd = |args: &[&str], input: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut cmd = std::process::Command::new(crate::process::berth_binary());
         cmd.args(args).arg("--data-dir").arg(&data);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("BERTH_") {

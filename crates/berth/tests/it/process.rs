@@ -30,6 +30,14 @@ pub struct BerthProcess {
     _dir: tempfile::TempDir,
 }
 
+/// The binary under test: this build's, or `BERTH_TEST_BINARY` (to run the same tests
+/// against another build, such as the last release, and see which fail).
+pub fn berth_binary() -> PathBuf {
+    std::env::var_os("BERTH_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth")))
+}
+
 /// A port that was free a moment ago: bind port 0, read the port, let it go.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -88,7 +96,7 @@ impl BerthProcess {
         writeln!(log, "==== berth serve --addr 127.0.0.1:{} ====", self.port).unwrap();
         self.log_start = log.metadata().unwrap().len();
         let stderr = log.try_clone().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut command = Command::new(berth_binary());
         command
             .arg("serve")
             .arg("--addr")
