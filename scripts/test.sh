@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every berth test, from a fresh Debian machine: installs what the tests need (only what
-# is missing), then checks formatting and lints and runs the whole test suite.
+# is missing), then checks formatting and lints, runs the whole test suite, and fuzzes
+# the parsers for a few minutes.
 # The tests start their own servers (berth in-process or as a binary, a private dockerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,6 @@ cargo test --workspace --locked
 # goes through the token flow.
 BERTH_TEST_AUTH=1 cargo test --locked -p berth --test it -- \
     blobs:: uploads:: manifests:: errors:: oci_client::
+# Every parser that reads client bytes, fuzzed for a short while (a smoke run; `scripts/
+# fuzz.sh 600` for a long one). Needs cargo-fuzz, which it installs when missing.
+bash scripts/fuzz.sh 20
