@@ -24,7 +24,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -496,18 +496,27 @@ impl tower::Service<Request<Incoming>> for ConnectionService {
         let in_flight = InFlight(self.activity.clone());
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(ConnectInfo(self.peer));
-        let body = Body::new(RateFloor::new(
-            body,
-            self.min_body_rate,
-            self.body_rate_window,
-        ));
+        let http1 = parts.version <= axum::http::Version::HTTP_11;
+        let read_to_end = Arc::new(AtomicBool::new(body.is_end_stream()));
+        let mut body = RateFloor::new(body, self.min_body_rate, self.body_rate_window);
+        body.read_to_end = Some(read_to_end.clone());
+        let body = Body::new(body);
         let app = self.app.clone();
         Box::pin(async move {
             let response = app
                 .oneshot(Request::from_parts(parts, body))
                 .await
                 .unwrap_or_else(|never| match never {});
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
+            // Answered before the body was read (a refusal, an early error): hyper will
+            // close the connection rather than read the rest, so say so, and the client
+            // sends its next request on a new one instead of finding this one gone.
+            if http1 && !read_to_end.load(Ordering::Acquire) {
+                parts.headers.insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
             Ok(Response::from_parts(
                 parts,
                 Body::new(Counted {
@@ -568,6 +577,8 @@ struct RateFloor<B> {
     /// Since when the server has been waiting, if it is now.
     waiting_since: Option<tokio::time::Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set once the whole body has been read.
+    read_to_end: Option<Arc<AtomicBool>>,
 }
 
 impl<B> RateFloor<B> {
@@ -580,6 +591,7 @@ impl<B> RateFloor<B> {
             received: 0,
             waiting_since: None,
             timer: None,
+            read_to_end: None,
         }
     }
 
@@ -626,6 +638,11 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
+                if (frame.is_none() || this.inner.is_end_stream())
+                    && let Some(done) = &this.read_to_end
+                {
+                    done.store(true, Ordering::Release);
+                }
                 if this.min_rate > 0 {
                     let now = tokio::time::Instant::now();
                     if let Some(since) = this.waiting_since.take() {

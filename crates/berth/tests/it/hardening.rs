@@ -1286,3 +1286,28 @@ async fn a_body_slower_than_the_floor_fails_and_a_steady_one_does_not() {
     assert_eq!(steady.status(), 202, "a steady body is never cut off");
     assert_eq!(header(&steady, "range"), "0-40959");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_given_before_the_body_was_read_closes_the_connection_and_says_so() {
+    let berth = start(&[]).await;
+    let client = anonymous();
+    // Refused before its 1 MiB body is read: the connection cannot be reused.
+    let r = client
+        .patch(berth.url("/v2/admin/app/blobs/uploads/0f0e0d0c-0000-4000-8000-000000000000"))
+        .header("authorization", admin())
+        .body(vec![0u8; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(header(&r, "connection"), "close");
+    // An ordinary answer keeps the connection.
+    let r = client
+        .get(berth.url("/v2/"))
+        .header("authorization", admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none());
+}
