@@ -173,8 +173,6 @@ pub struct Accounts {
     first_admin: SetOnce<()>,
     /// argon2 in a fixed set of reusable work areas, and verified sign-ins remembered.
     passwords: PasswordChecker,
-    /// Whether the client address comes from `X-Forwarded-For` (behind a proxy).
-    trust_forwarded_for: bool,
 }
 
 impl Accounts {
@@ -190,7 +188,6 @@ impl Accounts {
             realm: config.realm.clone(),
             first_admin: SetOnce::new(),
             passwords: PasswordChecker::new(config.password_workers),
-            trust_forwarded_for: config.trust_forwarded_for,
             meta,
         }
     }
@@ -327,10 +324,6 @@ impl Accounts {
     /// The service name of challenges and the audience of tokens.
     pub fn service(&self) -> &str {
         &self.service
-    }
-
-    pub fn trusts_forwarded_for(&self) -> bool {
-        self.trust_forwarded_for
     }
 
     pub fn configured_realm(&self) -> Option<&str> {
