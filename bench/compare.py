@@ -10,7 +10,12 @@ One invocation measures, on this machine and in this order:
   2. regbench (../shared/bench/regbench.py) against berth, then against Distribution, with
      the same arguments; each server is started by regbench itself (--start-cmd) pinned to
      --server-cpu, the client pinned to --client-cpu (oha rows come from regbench too);
-  3. cost as work grows, for each server on fresh storage, in two stages (seed, restart
+  3. sign-ins and memory with authentication on (the `auth` stage: --only-auth,
+     --skip-auth): berth with its own accounts, Distribution with an htpasswd file;
+     GET /v2/ with Basic password and (berth) Basic access token under oha, distinct
+     password sign-ins per second, RSS after --auth-signins sign-ins and after a
+     conformance-like mix of pushes, pulls, listings and deletes;
+  4. cost as work grows, for each server on fresh storage, in two stages (seed, restart
      pinned, measure): a repository with --growth-small tags and --growth-small
      repositories; then one with --growth-tags tags and --growth-repos repositories
      (cross-repository mounts); manifest GET by tag, tags/list?n=100&last=<middle> and
@@ -22,6 +27,7 @@ scripts/bench.sh, which installs what is missing and builds berth first.
 """
 
 import argparse
+import base64
 import concurrent.futures
 import datetime
 import hashlib
@@ -30,6 +36,7 @@ import json
 import mmap
 import os
 import platform
+import random
 import re
 import resource
 import shlex
@@ -122,9 +129,11 @@ def run_out(cmd):
 # --------------------------------------------------------------------------
 
 class Client:
-    def __init__(self, port):
+    def __init__(self, port, headers=None):
         self.port = port
         self.local = threading.local()
+        # sent with every request (the auth rows' Authorization); a request's own win
+        self.headers = dict(headers or {})
 
     def conn(self):
         c = getattr(self.local, "c", None)
@@ -134,10 +143,12 @@ class Client:
 
     def request(self, method, path, body=None, headers=None):
         """Returns (status, headers as a list of (lower name, value), body)."""
+        send = dict(self.headers)
+        send.update(headers or {})
         for attempt in (0, 1):
             c = self.conn()
             try:
-                c.request(method, path, body=body, headers=headers or {})
+                c.request(method, path, body=body, headers=send)
                 r = c.getresponse()
                 data = r.read()
                 hdrs = [(k.lower(), v) for k, v in r.getheaders()]
@@ -270,7 +281,7 @@ def load(cl, path, conns, duration, headers=(), method="GET"):
 # servers started by this script (growth part; regbench starts its own)
 # --------------------------------------------------------------------------
 
-def wait_ready(port, proc, timeout=60.0, path="/v2/"):
+def wait_ready(port, proc, timeout=60.0, path="/v2/", ready=(200,)):
     t0 = now()
     while now() - t0 < timeout:
         if proc.poll() is not None:
@@ -280,7 +291,7 @@ def wait_ready(port, proc, timeout=60.0, path="/v2/"):
             c.request("GET", path)
             st = c.getresponse().status
             c.close()
-            if st == 200:
+            if st in ready:
                 return now() - t0
         except OSError:
             pass
@@ -289,7 +300,7 @@ def wait_ready(port, proc, timeout=60.0, path="/v2/"):
 
 
 class Proc:
-    def __init__(self, cmd, logpath, port, ready_path="/v2/"):
+    def __init__(self, cmd, logpath, port, ready_path="/v2/", env=None, ready=(200,)):
         self.cmd, self.port = cmd, port
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -297,9 +308,9 @@ class Proc:
         self.logf = open(logpath, "ab")
         t0 = now()
         self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+                                  start_new_session=True, env=env)
         try:
-            wait_ready(port, self.p, path=ready_path)
+            wait_ready(port, self.p, path=ready_path, ready=ready)
         except Exception:
             self.stop()
             raise
@@ -328,11 +339,16 @@ class Proc:
 LIVE = []   # processes to stop on the way out
 
 
-def server_cmd(kind, args, port, data, tmp, cpus=None):
+def server_cmd(kind, args, port, data, tmp, cpus=None, htpasswd=None):
+    """The command that starts `kind` pinned to `cpus` (default --server-cpu). Without
+    `htpasswd`, both without authentication (berth `--open`); with it, berth with its
+    own accounts (start it with auth_env()) and Distribution with Basic auth against
+    that htpasswd file (a second config file)."""
     pin = ["taskset", "-c", str(args.server_cpu) if cpus is None else cpus]
     if kind == "berth":
-        return pin + [args.berth_bin, "serve", "--open", "--addr", "127.0.0.1:%d" % port, "--data-dir", data]
-    cfg = os.path.join(tmp, "dist-%d.yml" % port)
+        return pin + [args.berth_bin, "serve"] + ([] if htpasswd else ["--open"]) + [
+            "--addr", "127.0.0.1:%d" % port, "--data-dir", data]
+    cfg = os.path.join(tmp, "dist-%s%d.yml" % ("auth-" if htpasswd else "", port))
     with open(cfg, "w") as f:
         f.write("version: 0.1\n"
                 "log: {level: error, accesslog: {disabled: true}}\n"
@@ -340,6 +356,9 @@ def server_cmd(kind, args, port, data, tmp, cpus=None):
                 "  filesystem: {rootdirectory: %s}\n"
                 "  delete: {enabled: true}\n"
                 "http: {addr: 127.0.0.1:%d}\n" % (data, port))
+        if htpasswd:
+            f.write("auth:\n"
+                    "  htpasswd: {realm: basic-realm, path: %s}\n" % htpasswd)
     return pin + [args.dist_bin, "serve", cfg]
 
 
@@ -629,7 +648,348 @@ def get_again(kind, args, tmp):
 
 
 # --------------------------------------------------------------------------
-# 3. cost as work grows
+# 3. sign-ins and memory with authentication on
+# --------------------------------------------------------------------------
+
+def basic(user, secret):
+    return "Basic " + base64.b64encode(("%s:%s" % (user, secret)).encode()).decode()
+
+
+def auth_env(admin_password):
+    """berth's environment for the auth rows: none of the caller's BERTH_* (BERTH_OPEN
+    would turn authentication off, a BERTH_CONFIG could change anything), and the first
+    administrator's password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+    env["BERTH_ADMIN_PASSWORD"] = admin_password
+    return env
+
+
+def rss_of(pr):
+    try:
+        return pr.status()
+    except OSError:
+        return {}
+
+
+def htpasswd_lines(users):
+    """bcrypt lines for Distribution's htpasswd file, made by `htpasswd -Bbn` with its
+    default cost (what an operator following Distribution's documentation gets)."""
+    def one(u):
+        p = subprocess.run(["htpasswd", "-Bbn", u[0], u[1]], capture_output=True, text=True)
+        line = p.stdout.strip()
+        if p.returncode != 0 or not line.startswith(u[0] + ":$2"):
+            raise Failure("htpasswd -Bbn %s: %s %s" % (u[0], p.stdout[:100], p.stderr[:200]))
+        return line
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        return list(ex.map(one, users))
+
+
+def sign_ins(port, creds, clients):
+    """Each (user, password) signs in once, as `docker login` does: a new connection,
+    GET /v2/ with Basic, which must answer 200. Returns sign-ins per second."""
+    def one(u):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        try:
+            c.request("GET", "/v2/", headers={"Authorization": basic(u[0], u[1])})
+            r = c.getresponse()
+            body = r.read()
+        finally:
+            c.close()
+        if r.status != 200:
+            raise Failure("sign-in of %s: %d %r" % (u[0], r.status, body[:200]))
+    t0 = now()
+    pool(clients, creds, one)
+    return len(creds) / (now() - t0)
+
+
+def mix_pass(port, auth_header, kind, n_pass, iterations, clients):
+    """One pass of a conformance-like mix: `iterations` spread over `clients` threads,
+    each iteration a monolithic blob push (POST, PUT ?digest=) and a chunked one (POST,
+    2 PATCHes with Content-Range, PUT ?digest=) of 1 KiB-3 MiB (log-uniform: mostly
+    small, as layers are), a config blob and an OCI manifest PUT under a tag, GET of one
+    blob (compared byte for byte) and HEAD of the other, GET of the manifest by tag,
+    tags/list?n=10, _catalog?n=5, and every 5th manifest DELETEd by digest (then GET by
+    digest: 404). Basic credentials on every request, as the OCI conformance suite sends
+    them (OCI_USERNAME/OCI_PASSWORD). Every response is checked; the first surprise raises.
+    Returns the counters of the pass."""
+    cl = Client(port, {"Authorization": auth_header})
+    lock = threading.Lock()
+    tot = {"requests": 0, "bytes_up": 0, "bytes_down": 0, "deleted": 0}
+
+    def req(method, path, body=None, headers=None, want=(200,)):
+        st, h, data = cl.request(method, path, body=body, headers=headers)
+        if st not in want:
+            raise Failure("mix: %s %s: %d %r" % (method, path, st, data[:200]))
+        with lock:
+            tot["requests"] += 1
+            tot["bytes_up"] += len(body or b"")
+            tot["bytes_down"] += len(data)
+        return h, data
+
+    def session(repo):
+        h, _ = req("POST", "/v2/%s/blobs/uploads/" % repo, headers={"Content-Length": "0"}, want=(202,))
+        loc = urllib.parse.urlsplit(header(h, "location") or "")
+        if not loc.path:
+            raise Failure("mix: POST upload to %s: no Location" % repo)
+        return loc
+
+    def finish(loc, digest, body=b""):
+        pq = loc.path + "?" + (loc.query + "&" if loc.query else "") + "digest=" + digest
+        h, _ = req("PUT", pq, body=body, headers={"Content-Type": "application/octet-stream"}, want=(201,))
+        if header(h, "docker-content-digest") != digest:
+            raise Failure("mix: PUT %s: Docker-Content-Digest %r" % (digest, header(h, "docker-content-digest")))
+
+    def monolithic(repo, data):
+        digest = sha256_digest(data)
+        finish(session(repo), digest, data)
+        return digest
+
+    def chunked(repo, data):
+        digest = sha256_digest(data)
+        loc = session(repo)
+        cut = len(data) // 2
+        for start, part in ((0, data[:cut]), (cut, data[cut:])):
+            end = start + len(part) - 1
+            h, _ = req("PATCH", loc.path + ("?" + loc.query if loc.query else ""), body=part,
+                       headers={"Content-Type": "application/octet-stream",
+                                "Content-Range": "%d-%d" % (start, end)}, want=(202,))
+            if header(h, "range") != "0-%d" % end:
+                raise Failure("mix: PATCH %d-%d: Range %r" % (start, end, header(h, "range")))
+            loc = urllib.parse.urlsplit(header(h, "location") or "")
+        finish(loc, digest)
+        return digest
+
+    def client(k):
+        # the same sizes for both servers
+        rng = random.Random("mix-%d-%d" % (n_pass, k))
+        for j in range(k, iterations, clients):
+            repo = "mix/r%02d" % (j % 12)
+            a = os.urandom(int(1024 * 3072 ** rng.random()))
+            b = os.urandom(int(1024 * 3072 ** rng.random()))
+            ad, bd = monolithic(repo, a), chunked(repo, b)
+            cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                              "config": {"Labels": {"bench.mix": "%d-%d" % (n_pass, j)}},
+                              "rootfs": {"type": "layers", "diff_ids": [ad, bd]}}).encode()
+            cd = monolithic(repo, cfg)
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(cfg)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": ad, "size": len(a)},
+                           {"mediaType": OCI_LAYER, "digest": bd, "size": len(b)}],
+            }, separators=(",", ":")).encode()
+            md = sha256_digest(manifest)
+            tag = "p%d-%05d" % (n_pass, j)
+            h, _ = req("PUT", "/v2/%s/manifests/%s" % (repo, tag), body=manifest,
+                       headers={"Content-Type": OCI_MANIFEST}, want=(201,))
+            if header(h, "docker-content-digest") != md:
+                raise Failure("mix: PUT manifest %s: digest %r" % (tag, header(h, "docker-content-digest")))
+            got, other = (a, b) if j % 2 else (b, a)
+            _, body = req("GET", "/v2/%s/blobs/%s" % (repo, sha256_digest(got)))
+            if body != got:
+                raise Failure("mix: GET blob %s: body differs (%d bytes, want %d)"
+                              % (sha256_digest(got), len(body), len(got)))
+            h, _ = req("HEAD", "/v2/%s/blobs/%s" % (repo, sha256_digest(other)))
+            if header(h, "content-length") != str(len(other)):
+                raise Failure("mix: HEAD blob: Content-Length %r, want %d" % (header(h, "content-length"), len(other)))
+            h, body = req("GET", "/v2/%s/manifests/%s" % (repo, tag), headers={"Accept": OCI_MANIFEST})
+            if body != manifest or header(h, "docker-content-digest") != md:
+                raise Failure("mix: GET manifest %s: body or digest differs" % tag)
+            _, body = req("GET", "/v2/%s/tags/list?n=10" % repo)
+            got_tags = json.loads(body)
+            # Distribution 2.8.2 ignores n on tags/list (see the growth part)
+            if got_tags.get("name") != repo or not isinstance(got_tags.get("tags"), list) or (
+                    kind == "berth" and len(got_tags["tags"]) > 10):
+                raise Failure("mix: tags/list of %s: %r" % (repo, body[:200]))
+            _, body = req("GET", "/v2/_catalog?n=5")
+            repos = json.loads(body).get("repositories")
+            if not isinstance(repos, list) or len(repos) > 5:
+                raise Failure("mix: _catalog?n=5: %r" % body[:200])
+            if j % 5 == 0:
+                req("DELETE", "/v2/%s/manifests/%s" % (repo, md), want=(202,))
+                req("GET", "/v2/%s/manifests/%s" % (repo, md), headers={"Accept": OCI_MANIFEST}, want=(404,))
+                with lock:
+                    tot["deleted"] += 1
+
+    t0 = now()
+    pool(clients, range(clients), client)
+    tot["seconds"] = now() - t0
+    return tot
+
+
+def auth_rows(kind, args, tmp):
+    """Sign-ins and memory with authentication on. berth with its own accounts (argon2id,
+    a verified password remembered for 5 minutes); Distribution with an htpasswd file
+    (bcrypt, checked on every request). Users are made first, with the server on
+    --seed-cpus (not measured); every part below runs on a server restarted pinned."""
+    port = free_port()
+    data = os.path.join(tmp, "%s-auth" % kind)
+    os.makedirs(data)
+    slog = os.path.join(tmp, "%s-auth.log" % kind)
+    rnd = lambda: base64.b32encode(os.urandom(10)).decode().lower()
+    admin = ("admin", rnd())
+    bench = ("bench", rnd())
+    # distinct users: --runs batches for the rate row, then --auth-signins for the RSS row
+    n_users = args.runs * args.auth_distinct + args.auth_signins
+    users = [("u%05d" % i, rnd()) for i in range(n_users)]
+    out = {"users": n_users, "errors": []}
+    htpasswd = os.path.join(tmp, "htpasswd") if kind == "distribution" else True
+    env = auth_env(admin[1]) if kind == "berth" else None
+
+    def start(cpus=None):
+        # /v2/ answers 401 without credentials: any answer means it is listening
+        pr = Proc(server_cmd(kind, args, port, data, tmp, cpus, htpasswd=htpasswd), slog, port,
+                  env=env, ready=(200, 401))
+        LIVE.append(pr)
+        return pr
+
+    def stop(pr):
+        pr.stop()
+        LIVE.remove(pr)
+
+    pr = None
+    try:
+        # ---- users (not measured)
+        t0 = now()
+        if kind == "berth":
+            pr = start(args.seed_cpus)
+            cl = Client(port, {"Authorization": basic(*admin)})
+            # berth makes `admin` in the background on its first start; a sign-in before
+            # that is a failed one, and those are limited (10 a minute): ask slowly
+            deadline = now() + 30
+            while True:
+                st, _, body = cl.request("GET", "/v2/")
+                if st == 200:
+                    break
+                if now() > deadline:
+                    raise Failure("admin sign-in: %d %r" % (st, body[:200]))
+                time.sleep(0.5)
+
+            def add_user(u):
+                st, _, body = cl.request("POST", "/api/v1/users",
+                                         json.dumps({"name": u[0], "password": u[1]}).encode(),
+                                         {"Content-Type": "application/json"})
+                if st != 201:
+                    raise Failure("POST /api/v1/users %s: %d %r" % (u[0], st, body[:200]))
+            pool(4, [bench] + users, add_user)
+            st, _, body = Client(port, {"Authorization": basic(*bench)}).request(
+                "POST", "/api/v1/tokens", json.dumps({"scope": "read-write-delete"}).encode(),
+                {"Content-Type": "application/json"})
+            token = json.loads(body).get("token", "") if st == 201 else ""
+            if not token.startswith("berth_pat_"):
+                raise Failure("POST /api/v1/tokens: %d %r" % (st, body[:200]))
+            stop(pr)
+            pr = None
+            out["hash"] = "argon2id 19 MiB, 2 passes"
+        else:
+            token = None
+            lines = htpasswd_lines([admin, bench] + users)
+            with open(htpasswd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            out["hash"] = "bcrypt cost %d (`htpasswd -B`)" % int(lines[0].split("$")[2])
+        out["seed_s"] = now() - t0
+        log("%s: %d users (and bench, admin) made in %.1f s (%s)" % (NAMES[kind], n_users, out["seed_s"], out["hash"]))
+
+        # Three parts; a failure (a response that fails its check, a server that dies)
+        # ends its part, recorded, and the next part goes on with a fresh process.
+        def part(what, fn):
+            nonlocal pr
+            try:
+                fn()
+            except Exception as e:
+                out["errors"].append("%s: %s" % (what, e))
+                log("FAILED %s, %s: %s" % (NAMES[kind], what, e))
+                if pr is not None:
+                    stop(pr)
+                    pr = None
+
+        def signins_rss():
+            # RSS after --auth-signins distinct password sign-ins, on a fresh process
+            nonlocal pr
+            pr = start()
+            time.sleep(0.5)
+            s = {"n": args.auth_signins, "idle": rss_of(pr).get("VmRSS")}
+            s["rate"] = sign_ins(port, users[args.runs * args.auth_distinct:], args.auth_clients)
+            st = rss_of(pr)
+            s["after"], s["hwm"] = st.get("VmRSS"), st.get("VmHWM")
+            time.sleep(args.auth_settle)
+            s["later"] = rss_of(pr).get("VmRSS")
+            out["signins"] = s
+            log("%s: %d password sign-ins, %d clients: %s/s; RSS idle %s MiB, right after %s, %d s later %s, "
+                "peak %s" % (NAMES[kind], s["n"], args.auth_clients, fmt(s["rate"]), fmt(s["idle"]),
+                             fmt(s["after"]), args.auth_settle, fmt(s["later"]), fmt(s["hwm"])))
+
+        def rates():
+            # on the same process: distinct sign-ins (each run its own --auth-distinct
+            # users), then GET /v2/ under oha with Basic password (berth checks it once,
+            # then remembers it) and Basic access token (berth only)
+            nonlocal pr
+            if pr is None:
+                pr = start()
+            runs = []
+            for r in range(args.runs):
+                runs.append(sign_ins(port, users[r * args.auth_distinct:(r + 1) * args.auth_distinct],
+                                     args.auth_clients))
+            out["distinct"] = {"runs": runs, "median": median(runs)}
+            log("%s: %d distinct password sign-ins, %d clients: %s sign-ins/s"
+                % (NAMES[kind], args.auth_distinct, args.auth_clients, " / ".join(fmt(x) for x in runs)))
+            cl = Client(port)
+            for key, secret in (("password", bench[1]), ("token", token)):
+                if secret is None:
+                    continue
+                hdr = (("Authorization", basic(bench[0], secret)),)
+                # the first, full check is not part of the row (and would make load()
+                # take the password for too slow for oha)
+                st, _, body = cl.request("GET", "/v2/", headers=dict(hdr))
+                if st != 200:
+                    raise Failure("GET /v2/ with Basic %s: %d %r" % (key, st, body[:200]))
+                rr, pp = [], []
+                for _ in range(args.runs):
+                    r = load(cl, "/v2/", args.conns, args.duration, hdr)
+                    rr.append(r["rps"])
+                    pp.append(r["p99"])
+                out[key] = {"runs": rr, "median": median(rr), "p99": median(pp), "how": r["how"]}
+                log("%s: GET /v2/ with Basic %s: %s req/s, p99 %s ms (%s)"
+                    % (NAMES[kind], key, " / ".join(fmt(x) for x in rr), fmt(median(pp)), r["how"]))
+            stop(pr)
+            pr = None
+
+        def mix():
+            # RSS after a conformance-like mix, twice, on a fresh process
+            nonlocal pr
+            pr = start()
+            time.sleep(0.5)
+            m = {"idle": rss_of(pr).get("VmRSS"), "passes": []}
+            for n_pass in (1, 2):
+                tot = mix_pass(port, basic(*admin), kind, n_pass, args.auth_mix_iterations, args.auth_clients)
+                tot["rss"] = rss_of(pr).get("VmRSS")
+                m["passes"].append(tot)
+                log("%s: mix pass %d: %d requests in %.1f s (%s/s), %.0f MB up, %.0f MB down, %d manifests "
+                    "deleted; RSS %s MiB" % (NAMES[kind], n_pass, tot["requests"], tot["seconds"],
+                                             fmt(tot["requests"] / tot["seconds"]), tot["bytes_up"] / 1e6,
+                                             tot["bytes_down"] / 1e6, tot["deleted"], fmt(tot["rss"])))
+            st = rss_of(pr)
+            m["after"], m["hwm"] = st.get("VmRSS"), st.get("VmHWM")
+            time.sleep(args.auth_settle)
+            m["later"] = rss_of(pr).get("VmRSS")
+            out["mix"] = m
+            log("%s: RSS after the mix %s MiB, %d s later %s, peak %s"
+                % (NAMES[kind], fmt(m["after"]), args.auth_settle, fmt(m["later"]), fmt(m["hwm"])))
+            stop(pr)
+            pr = None
+
+        part("RSS after %d password sign-ins" % args.auth_signins, signins_rss)
+        part("sign-in rates", rates)
+        part("conformance-like mix", mix)
+    finally:
+        if pr is not None:
+            stop(pr)
+        remove_tree(data)
+        os.sync()
+    return out
+
+
+# --------------------------------------------------------------------------
+# 4. cost as work grows
 # --------------------------------------------------------------------------
 
 def growth(kind, args, tmp, last=False):
@@ -887,6 +1247,88 @@ def main_table(results, c, args):
     return "\n".join(out)
 
 
+def auth_table(a, c, args):
+    """The auth rows: figure | berth | Distribution | berth/Distribution | note."""
+    b, d = a.get("berth") or {}, a.get("distribution") or {}
+    out = ["| figure | berth | Distribution | berth/Distribution | note |",
+           "|---|---:|---:|---:|---|"]
+
+    def get(x, *path):
+        for p in path:
+            x = x.get(p) if isinstance(x, dict) else None
+        return x
+
+    def row(label, path, note="", dist=True):
+        bv = get(b, *path)
+        dv = get(d, *path) if dist else None
+        out.append("| %s | %s | %s | %s | %s |" % (
+            label, fmt(bv), fmt(dv) if dist else "–", ratio(bv, dv) if dist else "–", note))
+
+    def target(path):
+        v = get(b, *path)
+        if v is None:
+            return ""
+        return "target ≤ %d MiB for berth: %s" % (args.auth_rss_target, "met" if v <= args.auth_rss_target
+                                                  else "**not met**")
+
+    oha_ceiling = ("nginx 1 KiB GET, oha: %s req/s" % fmt(c["nginx_get_1k"]["median"])
+                   if c and "nginx_get_1k" in c else "")
+    # say how only when load() fell back to one connection (too slow for oha)
+    how = lambda k: "; ".join("%s: %s" % (NAMES[s], get(a.get(s) or {}, k, "how")) for s in SERVERS
+                              if not (get(a.get(s) or {}, k, "how") or "oha").startswith("oha"))
+    row("GET /v2/ with Basic password (berth: remembered after its first check; Distribution: "
+        "bcrypt on every request), %d conns, req/s ↑" % args.conns, ("password", "median"),
+        "; ".join(x for x in (how("password"), oha_ceiling) if x))
+    row("the same, p99 latency ms ↓", ("password", "p99"))
+    pw, tok = get(b, "password", "median"), get(b, "token", "median")
+    note = ""
+    if pw is not None and tok is not None:
+        note = "password ÷ token: %s (target ≥ 0.5×: %s)" % (
+            ratio(pw, tok), "met" if pw / tok >= 0.5 else "**not met**")
+    row("GET /v2/ with Basic access token, %d conns, req/s ↑" % args.conns, ("token", "median"),
+        "; ".join(x for x in (note, "Distribution has no access tokens") if x), dist=False)
+    row("the same, p99 latency ms ↓", ("token", "p99"), dist=False)
+    row("distinct password sign-ins (each user once, %d users per run, new connection each, "
+        "%d clients), sign-ins/s ↑" % (args.auth_distinct, args.auth_clients), ("distinct", "median"),
+        "a full check each: berth %s; Distribution %s, which it does on every request of the "
+        "password row too" % (b.get("hash", "argon2id"), d.get("hash", "bcrypt")))
+    n = "{:,}".format(args.auth_signins)
+    row("RSS right after %s distinct password sign-ins (%d clients), MiB ↓" % (n, args.auth_clients),
+        ("signins", "after"), target(("signins", "after")))
+    row("the same, %d s later, MiB ↓" % args.auth_settle, ("signins", "later"), target(("signins", "later")))
+    row("the same, peak (VmHWM), MiB ↓", ("signins", "hwm"), "while it ran (the target is for after)")
+    row("RSS right after a conformance-like mix (2 passes of %d iterations, %d clients), MiB ↓"
+        % (args.auth_mix_iterations, args.auth_clients), ("mix", "after"), target(("mix", "after")))
+    row("the same, %d s later, MiB ↓" % args.auth_settle, ("mix", "later"), target(("mix", "later")))
+    row("the same, peak (VmHWM), MiB ↓", ("mix", "hwm"), "while it ran (the target is for after)")
+    out.append("")
+    out.append("req/s and sign-ins/s rows: medians of %d runs; RSS rows: one reading of the server's "
+               "/proc/PID/status (VmRSS, VmHWM), each part on a fresh process. berth pinned to one CPU "
+               "runs one argon2 check at a time (`--password-workers`: one per core) in a 19 MiB work "
+               "area that it hands back after 2 s unused; the mix's one check of admin's password "
+               "happens at its start." % args.runs)
+    for k in SERVERS:
+        x = a.get(k)
+        if not x:
+            continue
+        parts = []
+        if x.get("signins"):
+            s = x["signins"]
+            parts.append("idle after start %s MiB; the %s sign-ins ran at %s/s" % (fmt(s["idle"]), n, fmt(s["rate"])))
+        if x.get("mix"):
+            m = x["mix"]
+            ps = ["pass %d: %s requests in %.1f s (%s req/s, %.0f MB up, %.0f MB down, %d manifests deleted), "
+                  "RSS %s MiB" % (i + 1, "{:,}".format(p["requests"]), p["seconds"], fmt(p["requests"] / p["seconds"]),
+                                  p["bytes_up"] / 1e6, p["bytes_down"] / 1e6, p["deleted"], fmt(p["rss"]))
+                  for i, p in enumerate(m["passes"])]
+            parts.append("mix: idle %s MiB; %s" % (fmt(m["idle"]), "; ".join(ps)))
+        if "seed_s" in x:
+            parts.append("%s users (and bench, admin) made beforehand in %.1f s (not measured)"
+                         % ("{:,}".format(x["users"]), x["seed_s"]))
+        out.append("- %s: %s" % (NAMES[k], "; ".join(parts)))
+    return "\n".join(out)
+
+
 def growth_table(g):
     have = [k for k in SERVERS if g.get(k)]
     if not have:
@@ -1002,7 +1444,7 @@ def machine_info(args):
     }
 
 
-def report(args, info, c, results, g, errors, started, command):
+def report(args, info, c, results, g, a, errors, started, command):
     L = []
     L.append("# berth vs CNCF Distribution, side by side")
     L.append("")
@@ -1031,6 +1473,11 @@ def report(args, info, c, results, g, errors, started, command):
                  "verified by regbench (status, Docker-Content-Digest, bodies hashed or compared).")
         L.append("")
         L.append(main_table(results, c, args))
+        L.append("")
+    if a:
+        L.append("## Sign-ins and memory with auth on")
+        L.append("")
+        L.append(auth_table(a, c, args))
         L.append("")
     if g:
         L.append("## Cost as work grows")
@@ -1121,6 +1568,23 @@ def main():
                     "files from disk, ~3 min)")
     ap.add_argument("--skip-ceilings", action="store_true")
     ap.add_argument("--skip-regbench", action="store_true")
+    ap.add_argument("--skip-auth", action="store_true",
+                    help="leave out the sign-in and memory rows with authentication on")
+    ap.add_argument("--only-auth", action="store_true",
+                    help="only those rows (= --skip-ceilings --skip-regbench --skip-growth)")
+    ap.add_argument("--auth-signins", type=int, default=1000,
+                    help="distinct password sign-ins before the RSS reading (default 1000)")
+    ap.add_argument("--auth-distinct", type=int, default=50,
+                    help="distinct users per run of the sign-in rate row (default 50)")
+    ap.add_argument("--auth-clients", type=int, default=8,
+                    help="concurrent clients for the sign-ins and the mix (default 8)")
+    ap.add_argument("--auth-mix-iterations", type=int, default=300,
+                    help="iterations per pass of the conformance-like mix, spread over --auth-clients "
+                    "(default 300)")
+    ap.add_argument("--auth-rss-target", type=int, default=48,
+                    help="berth's RSS target for the auth rows, MiB (default 48)")
+    ap.add_argument("--auth-settle", type=int, default=15,
+                    help="seconds between the RSS reading right after and the later one (default 15)")
     ap.add_argument("--servers", default="berth,distribution",
                     help="comma-separated subset of berth,distribution")
     ap.add_argument("--server-cpu", type=int, default=1)
@@ -1140,6 +1604,12 @@ def main():
     args = ap.parse_args()
     if args.dist_growth_tags is None:
         args.dist_growth_tags = args.growth_tags
+    if args.only_auth:
+        if args.skip_auth:
+            ap.error("--only-auth and --skip-auth")
+        args.skip_ceilings = args.skip_regbench = args.skip_growth = True
+    if min(args.auth_signins, args.auth_distinct, args.auth_clients, args.auth_mix_iterations) < 1:
+        ap.error("the --auth-* counts must be at least 1")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers:
         if s not in SERVERS:
@@ -1151,10 +1621,20 @@ def main():
     args.berth_bin = os.path.abspath(args.berth_bin)
 
     missing = []
-    for what, path in (("regbench", args.regbench), ("berth", args.berth_bin)):
+    files = [("berth", args.berth_bin)] if "berth" in servers else []
+    if not (args.skip_regbench and args.skip_ceilings):
+        files.append(("regbench", args.regbench))
+    for what, path in files:
         if not os.path.isfile(path):
             missing.append("%s (%s)" % (what, path))
-    for tool in ("taskset", "oha", "sha256sum", args.nginx_bin, args.dist_bin):
+    tools = ["taskset", "oha"]
+    if not args.skip_ceilings:
+        tools += ["sha256sum", args.nginx_bin]
+    if "distribution" in servers:
+        tools.append(args.dist_bin)
+        if not args.skip_auth:
+            tools.append("htpasswd")
+    for tool in tools:
         if not shutil.which(tool):
             missing.append(tool)
     if missing:
@@ -1173,7 +1653,7 @@ def main():
     os.sched_setaffinity(0, {args.client_cpu})
     tmp = tempfile.mkdtemp(prefix="berth-bench-", dir=args.tmp)
     log("scratch directory %s" % tmp)
-    errors, c, results, g = [], {}, {}, {}
+    errors, c, results, g, a = [], {}, {}, {}, {}
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -1195,6 +1675,15 @@ def main():
                         rows.insert(at, get_again(kind, args, tmp))
                 except Exception as e:
                     errors.append("regbench against %s: %s" % (NAMES[kind], e))
+                    log("FAILED: %s" % e)
+        if not args.skip_auth:
+            for kind in servers:
+                try:
+                    a[kind] = auth_rows(kind, args, tmp)
+                    errors.extend("sign-ins and memory with auth on, %s, %s" % (NAMES[kind], e)
+                                  for e in a[kind]["errors"])
+                except Exception as e:
+                    errors.append("sign-ins and memory with auth on, %s: %s" % (NAMES[kind], e))
                     log("FAILED: %s" % e)
         if not args.skip_growth:
             for kind in servers:
@@ -1222,7 +1711,7 @@ def main():
         % (max(other, 0), 100.0 * max(other, 0) / wall, loadavg0))
     if other / wall > 0.10:
         info["other_load"] += " — **the machine was not idle: figures are less reliable**"
-    text = report(args, info, c, results, g, errors, started, command)
+    text = report(args, info, c, results, g, a, errors, started, command)
     print()
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -1233,7 +1722,7 @@ def main():
                    "growth": {k: dict(v, rows={lab: {str(n): x for n, x in r.items()}
                                                for lab, r in v["rows"].items()})
                               for k, v in g.items()},
-                   "errors": errors}, f, indent=1)
+                   "auth": a, "errors": errors}, f, indent=1)
     log("wrote %s (and .json)" % args.out)
     sys.exit(1 if errors else 0)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # berth next to CNCF Distribution 2.8.2 and this machine's ceilings, in one command.
-# Installs what is missing (docker-registry, nginx, taskset with apt-get; oha with cargo),
-# builds the release binary, then runs bench/compare.py with the given options
+# Installs what is missing (docker-registry, nginx, taskset, htpasswd with apt-get; oha with
+# cargo), builds the release binary, then runs bench/compare.py with the given options
 # (`scripts/bench.sh --help` lists them). Prints a Markdown report and writes it to
 # bench/results/latest.md. See bench/README.md.
 #
@@ -24,6 +24,7 @@ have_cmd nginx           || missing+=(nginx)
 have_cmd taskset         || missing+=(util-linux)
 have_cmd python3         || missing+=(python3)
 have_cmd sha256sum       || missing+=(coreutils)
+have_cmd htpasswd        || missing+=(apache2-utils)   # bcrypt users for Distribution's auth rows
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=()
     if [ "$(id -u)" -ne 0 ]; then

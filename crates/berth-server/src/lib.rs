@@ -104,13 +104,14 @@ pub async fn serve(
 }
 
 /// Memory held for reuse is handed back after this long unused.
-const IDLE_MEMORY: Duration = Duration::from_secs(10);
+const IDLE_MEMORY: Duration = Duration::from_secs(2);
 
 /// Background upkeep: removes idle upload sessions and expired web sessions, and hands
 /// back memory kept for reuse that has been idle (password work areas, transfer
-/// buffers). Checks a few times per upload timeout, and at least every few seconds.
+/// buffers). Memory is checked every second; the store a few times per upload timeout,
+/// and at least every minute.
 async fn housekeeping(state: Arc<http::AppState>, upload_idle: Duration) {
-    let period = (upload_idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let period = (upload_idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     let mut last_sweep = std::time::Instant::now();
     loop {
