@@ -10,67 +10,12 @@ use berth_meta::AccountStore as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::{
-    ADMIN_PASSWORD, TestServer, anonymous, basic, error_code, header, image_manifest, sha256,
-};
-
-const PASSWORD: &str = "a-long-password";
+use crate::accounts::{PASSWORD, add_token, add_user, admin, call};
+use crate::{TestServer, anonymous, basic, error_code, header, image_manifest, sha256};
 
 /// A server with auth on, whatever mode the suite runs in.
 async fn auth_server() -> TestServer {
     TestServer::start_with(|c| c.open = false).await
-}
-
-fn admin() -> String {
-    basic("admin", ADMIN_PASSWORD)
-}
-
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    authorization: Option<&str>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = anonymous().request(method, server.url(path));
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-/// Creates a user through the API as the administrator.
-async fn add_user(server: &TestServer, name: &str) {
-    let r = call(
-        server,
-        Method::POST,
-        "/api/v1/users",
-        Some(&admin()),
-        Some(json!({ "name": name, "password": PASSWORD })),
-    )
-    .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
-/// Creates an access token for `user` (signed in with their password); returns the secret.
-async fn add_token(server: &TestServer, user: &str, scope: &str) -> (String, String) {
-    let r = call(
-        server,
-        Method::POST,
-        "/api/v1/tokens",
-        Some(&basic(user, PASSWORD)),
-        Some(json!({ "name": "test", "scope": scope })),
-    )
-    .await;
-    assert_eq!(r.status(), 201);
-    let body: Value = r.json().await.unwrap();
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["token"].as_str().unwrap().to_owned(),
-    )
 }
 
 /// `GET /token` with optional Basic credentials; returns the status and the body.

@@ -13,64 +13,19 @@ use futures::StreamExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::accounts::{PASSWORD, add_token, add_user, admin, call};
 use crate::process::BerthProcess;
-use crate::{anonymous, basic, error_code, header, image_manifest, sha256};
+use crate::{ADMIN_PASSWORD, anonymous, basic, error_code, header, image_manifest, sha256};
 
-const ADMIN_PASSWORD: &str = "admin-hardening-password";
-const PASSWORD: &str = "a-long-password";
-
-/// berth with auth on (the default) and `extra` flags; `admin` has [`ADMIN_PASSWORD`].
+/// berth with auth on (the default) and `extra` flags; `admin` has the tests' admin
+/// password.
 async fn start(extra: &[&str]) -> BerthProcess {
     BerthProcess::start_with(extra, &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]).await
 }
 
-fn admin() -> String {
-    basic("admin", ADMIN_PASSWORD)
-}
-
-async fn call(
-    berth: &BerthProcess,
-    method: Method,
-    path: &str,
-    authorization: Option<&str>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = anonymous().request(method, berth.url(path));
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-async fn add_user(berth: &BerthProcess, name: &str) {
-    let r = call(
-        berth,
-        Method::POST,
-        "/api/v1/users",
-        Some(&admin()),
-        Some(json!({ "name": name, "password": PASSWORD })),
-    )
-    .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
-async fn add_token(berth: &BerthProcess, user: &str) -> String {
-    let r = call(
-        berth,
-        Method::POST,
-        "/api/v1/tokens",
-        Some(&basic(user, PASSWORD)),
-        Some(json!({ "scope": "read-write-delete" })),
-    )
-    .await;
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+/// An access token with every scope for `user`.
+async fn full_token(berth: &BerthProcess, user: &str) -> String {
+    add_token(berth, user, "read-write-delete").await.1
 }
 
 /// `n` requests of `GET /v2/` with `authorization`, from `clients` clients at once;
@@ -547,7 +502,7 @@ async fn finding_forwarded_headers_are_believed_only_from_a_configured_proxy() {
 async fn finding_access_tokens_pass_an_address_locked_by_guesses() {
     let berth = start(&["--login-failures", "3"]).await;
     add_user(&berth, "bob").await;
-    let token = add_token(&berth, "bob").await;
+    let token = full_token(&berth, "bob").await;
     for _ in 0..3 {
         let r = call(
             &berth,
@@ -732,7 +687,7 @@ async fn finding_a_removed_users_name_is_never_reused() {
 async fn finding_known_good_sign_ins_and_tokens_do_not_queue_behind_guesses() {
     let berth = start(&["--trust-forwarded-for"]).await;
     add_user(&berth, "alice").await;
-    let token = add_token(&berth, "alice").await;
+    let token = full_token(&berth, "alice").await;
     let right = basic("alice", PASSWORD);
     // Verified once: remembered from now on.
     let r = call(&berth, Method::GET, "/v2/", Some(&right), None).await;

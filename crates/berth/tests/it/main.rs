@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use sha2::Digest as _;
 
+mod accounts;
 mod auth;
 mod auth_clients;
 mod blobs;
