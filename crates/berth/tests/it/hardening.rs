@@ -849,27 +849,37 @@ async fn open_connections(
     streams
 }
 
-/// Reads each connection until the server closes it; returns how long after its start
-/// (or `None` if it was still open when `give_up` passed).
-async fn time_until_closed(
+/// Starts reading each connection at once, until the server closes it; the task answers
+/// how long after its start each one closed (or `None` if it was still open when
+/// `give_up` passed). With `answer`, the first bytes read must begin with it.
+fn watch_until_closed(
     streams: Vec<(tokio::net::TcpStream, Instant)>,
+    answer: Option<&'static [u8]>,
     give_up: Duration,
-) -> Vec<Option<Duration>> {
+) -> tokio::task::JoinHandle<Vec<Option<Duration>>> {
     use tokio::io::AsyncReadExt;
-    let waits = streams.into_iter().map(|(mut stream, since)| async move {
-        let mut buf = vec![0u8; 4096];
-        let closed = tokio::time::timeout(give_up, async {
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+    let waits = streams
+        .into_iter()
+        .map(move |(mut stream, since)| async move {
+            let mut buf = vec![0u8; 4096];
+            let mut first = true;
+            let closed = tokio::time::timeout(give_up, async {
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if let (true, Some(answer)) = (first, answer) {
+                                assert!(buf[..n].starts_with(answer), "not answered as expected");
+                            }
+                            first = false;
+                        }
+                    }
                 }
-            }
-        })
-        .await;
-        closed.ok().map(|()| since.elapsed())
-    });
-    futures::future::join_all(waits).await
+            })
+            .await;
+            closed.ok().map(|()| since.elapsed())
+        });
+    tokio::spawn(futures::future::join_all(waits))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -908,25 +918,18 @@ async fn half_sent_headers_and_idle_connections_are_closed_while_others_are_serv
         berth.open_fds() >= fds_before + 2000,
         "the server holds all 2,000 half-sent connections"
     );
-    // Idle ones: one whole request (its answer read), then nothing.
-    let mut idle = open_connections(
+    // Watched from now on, so opening the idle ones below does not delay noticing a close.
+    let half = watch_until_closed(half, None, Duration::from_secs(30));
+    // Idle ones: one whole request (answered at once), then nothing.
+    let idle = open_connections(
         berth.port,
         local,
         2000,
         b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .await;
-    // (Answered at once: idle from when they were opened.)
-    for (stream, _) in &mut idle {
-        use tokio::io::AsyncReadExt;
-        let mut answer = [0u8; 1024];
-        let n = stream.read(&mut answer).await.unwrap();
-        assert!(answer[..n].starts_with(b"HTTP/1.1 401"));
-    }
-    let (half, idle) = tokio::join!(
-        time_until_closed(half, Duration::from_secs(30)),
-        time_until_closed(idle, Duration::from_secs(30)),
-    );
+    let idle = watch_until_closed(idle, Some(b"HTTP/1.1 401"), Duration::from_secs(30));
+    let (half, idle) = (half.await.unwrap(), idle.await.unwrap());
     // Within the timeout, give or take the watchdog's period (a quarter of it) and the
     // time it took to open them all.
     for (what, closed, limit) in [
