@@ -25,12 +25,21 @@ pub struct BlobBody {
     pub stream: BoxStream<'static, io::Result<Bytes>>,
 }
 
+/// What a store needs to continue an upload (a multipart upload's id and its parts),
+/// opaque to everyone else. The metadata store records it together with the offset it
+/// belongs to, so that the next chunk can go to any node. Empty for the filesystem.
+pub type UploadState = Vec<u8>;
+
 /// Appends bytes to an upload in progress.
 #[async_trait]
 pub trait UploadWriter: Send {
     async fn write(&mut self, bytes: Bytes) -> io::Result<()>;
-    /// Hands everything written to the backend; the upload's length includes it afterwards.
-    async fn finish(self: Box<Self>) -> io::Result<()>;
+    /// Hands everything written to the backend; the upload's length includes it
+    /// afterwards. Returns the upload's state after these bytes: the one to record with
+    /// the new offset. Where another node may take the next chunk the bytes are stored
+    /// when this returns; a single-node store may still be landing them (its later
+    /// calls on the upload wait for that).
+    async fn finish(self: Box<Self>) -> io::Result<UploadState>;
 }
 
 /// Content-addressed storage. Every method is safe to call concurrently, including two
@@ -51,26 +60,38 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a published blob's bytes. `false` if it was not there.
     async fn delete(&self, digest: &Digest) -> io::Result<bool>;
 
-    /// Creates empty staging space for upload `id`.
-    async fn create_upload(&self, id: &str) -> io::Result<()>;
+    /// Creates empty staging space for upload `id`; returns its first state.
+    async fn create_upload(&self, id: &str) -> io::Result<UploadState>;
 
-    /// Opens upload `id` for appending at `offset`. Bytes past `offset` (left by a
-    /// request that died before its progress was recorded) are discarded first. A
-    /// missing upload or an `offset` past the end may be reported here or only by the
-    /// writer's first `write` or its `finish`.
-    async fn append_upload(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>>;
+    /// Opens upload `id` for appending at `offset`, where `state` was recorded. Bytes
+    /// past `offset` (left by a request that died before its progress was recorded) are
+    /// discarded. A missing upload or an `offset` past the end may be reported here or
+    /// only by the writer's first `write` or its `finish`.
+    async fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        state: &[u8],
+    ) -> io::Result<Box<dyn UploadWriter>>;
 
-    /// Reads back the first `len` bytes staged for upload `id`. Only for recovering a
-    /// hash state that was lost (a restart between chunks); never on the normal path.
-    async fn read_upload(&self, id: &str, len: u64) -> io::Result<BlobBody>;
+    /// Reads back the first `len` bytes staged for upload `id`, for the rare upload
+    /// finished with another digest algorithm than it was hashed with. Stores that
+    /// cannot read unfinished uploads (S3) answer [`io::ErrorKind::Unsupported`].
+    async fn read_upload(&self, id: &str, len: u64, state: &[u8]) -> io::Result<BlobBody>;
 
-    /// Publishes the first `len` bytes of upload `id` as blob `digest`: durable first
-    /// (fsync), then visible atomically. Staged bytes past `len` (never recorded) are
-    /// dropped. The caller has verified that those `len` bytes hash to `digest`.
-    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> io::Result<()>;
+    /// Publishes the first `len` bytes of upload `id` as blob `digest`: durable first,
+    /// then visible atomically. Staged bytes past `len` (never recorded) are dropped.
+    /// The caller has verified that those `len` bytes hash to `digest`.
+    async fn commit_upload(
+        &self,
+        id: &str,
+        state: &[u8],
+        digest: &Digest,
+        len: u64,
+    ) -> io::Result<()>;
 
     /// Drops upload `id` and its bytes; absent uploads are not an error.
-    async fn abort_upload(&self, id: &str) -> io::Result<()>;
+    async fn abort_upload(&self, id: &str, state: &[u8]) -> io::Result<()>;
 
     /// Hands back memory the store keeps for reuse (transfer buffers) if none of it was
     /// used for `idle`. Returns the bytes released.

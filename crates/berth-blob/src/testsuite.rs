@@ -8,25 +8,33 @@ use berth_core::{Algorithm, Digest};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use crate::{BlobBody, BlobStore};
+use crate::{BlobBody, BlobStore, UploadState};
+
+/// Appends `pieces` to upload `id` at `offset`, where `state` was recorded; returns the
+/// state to record after them.
+pub async fn append(
+    store: &dyn BlobStore,
+    id: &str,
+    offset: u64,
+    state: &[u8],
+    pieces: &[&[u8]],
+) -> UploadState {
+    let mut w = store.append_upload(id, offset, state).await.unwrap();
+    for piece in pieces {
+        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    w.finish().await.unwrap()
+}
 
 /// Stages `bytes` as upload `id` in two appends and publishes it; returns its digest.
 pub async fn put(store: &dyn BlobStore, id: &str, bytes: &[u8]) -> Digest {
     let digest = Algorithm::Sha256.digest_of(bytes);
-    store.create_upload(id).await.unwrap();
+    let state = store.create_upload(id).await.unwrap();
     let mid = bytes.len() / 2;
-    let mut w = store.append_upload(id, 0).await.unwrap();
-    w.write(Bytes::copy_from_slice(&bytes[..mid]))
-        .await
-        .unwrap();
-    w.finish().await.unwrap();
-    let mut w = store.append_upload(id, mid as u64).await.unwrap();
-    w.write(Bytes::copy_from_slice(&bytes[mid..]))
-        .await
-        .unwrap();
-    w.finish().await.unwrap();
+    let state = append(store, id, 0, &state, &[&bytes[..mid]]).await;
+    let state = append(store, id, mid as u64, &state, &[&bytes[mid..]]).await;
     store
-        .commit_upload(id, &digest, bytes.len() as u64)
+        .commit_upload(id, &state, &digest, bytes.len() as u64)
         .await
         .unwrap();
     digest
@@ -44,6 +52,8 @@ pub async fn collect(body: BlobBody) -> Vec<u8> {
     all
 }
 
+/// Every check of the contract, in order, on one store (for backends set up in a
+/// special way; [`blob_store_contract!`](crate::blob_store_contract) makes each a test).
 pub async fn run_all(store: &dyn BlobStore) {
     absent_blobs_are_none(store).await;
     put_then_read_whole_and_ranges(store).await;
@@ -54,14 +64,53 @@ pub async fn run_all(store: &dyn BlobStore) {
     delete_removes_bytes(store).await;
 }
 
-async fn absent_blobs_are_none(store: &dyn BlobStore) {
+/// One named test per check of the contract, each on a fresh store made by `$make`
+/// (an expression that evaluates to a future of the store; it may hold its own guards).
+#[macro_export]
+macro_rules! blob_store_contract {
+    ($make:expr) => {
+        $crate::blob_store_contract!(@tests $make;
+            absent_blobs_are_none,
+            put_then_read_whole_and_ranges,
+            append_discards_bytes_past_the_recorded_offset,
+            large_appends_at_odd_offsets_keep_every_byte,
+            same_content_published_twice_is_idempotent,
+            aborted_uploads_leave_nothing,
+            delete_removes_bytes,
+        );
+    };
+    (@tests $make:expr; $($check:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $check() {
+                use $crate::testsuite::MadeStore as _;
+                let made = $make.await;
+                $crate::testsuite::$check(made.store()).await;
+            }
+        )*
+    };
+}
+
+/// What a `blob_store_contract!` factory yields: the store, and whatever must live as
+/// long as the test (a temporary directory).
+pub trait MadeStore {
+    fn store(&self) -> &dyn BlobStore;
+}
+
+impl<S: BlobStore, G> MadeStore for (S, G) {
+    fn store(&self) -> &dyn BlobStore {
+        &self.0
+    }
+}
+
+pub async fn absent_blobs_are_none(store: &dyn BlobStore) {
     let d = Algorithm::Sha256.digest_of(b"never stored");
     assert_eq!(store.stat(&d).await.unwrap(), None);
     assert!(store.open(&d, None).await.unwrap().is_none());
     assert!(!store.delete(&d).await.unwrap());
 }
 
-async fn put_then_read_whole_and_ranges(store: &dyn BlobStore) {
+pub async fn put_then_read_whole_and_ranges(store: &dyn BlobStore) {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let d = put(store, "suite-read", &data).await;
     assert_eq!(store.stat(&d).await.unwrap(), Some(data.len() as u64));
@@ -82,37 +131,38 @@ async fn put_then_read_whole_and_ranges(store: &dyn BlobStore) {
     assert_eq!(tail, &data[99_990..]);
 }
 
-async fn append_discards_bytes_past_the_recorded_offset(store: &dyn BlobStore) {
-    store.create_upload("suite-trunc").await.unwrap();
-    let mut w = store.append_upload("suite-trunc", 0).await.unwrap();
-    w.write(Bytes::from_static(b"abcGARBAGE")).await.unwrap();
-    w.finish().await.unwrap();
-    // Only "abc" was recorded before a crash; the next append starts at 3.
-    let mut w = store.append_upload("suite-trunc", 3).await.unwrap();
-    w.write(Bytes::from_static(b"def")).await.unwrap();
-    w.finish().await.unwrap();
-    assert_eq!(
-        collect(store.read_upload("suite-trunc", 6).await.unwrap()).await,
-        b"abcdef"
-    );
+pub async fn append_discards_bytes_past_the_recorded_offset(store: &dyn BlobStore) {
+    let id = "suite-trunc";
+    let created = store.create_upload(id).await.unwrap();
+    let recorded = append(store, id, 0, &created, &[b"abc"]).await;
+    // A request wrote more and died before its progress was recorded: the next append
+    // starts again from what was recorded.
+    append(store, id, 3, &recorded, &[b"GARBAGE"]).await;
+    let state = append(store, id, 3, &recorded, &[b"de", b"f"]).await;
     // Appending past the end fails at once or, at the latest, when finishing.
-    let refused = match store.append_upload("suite-trunc", 7).await {
+    let refused = match store.append_upload(id, 7, &state).await {
         Ok(w) => w.finish().await.is_err(),
         Err(_) => true,
     };
     assert!(refused, "cannot append past the end");
-    store.abort_upload("suite-trunc").await.unwrap();
+    let digest = Algorithm::Sha256.digest_of(b"abcdef");
+    store.commit_upload(id, &state, &digest, 6).await.unwrap();
+    assert_eq!(
+        collect(store.open(&digest, None).await.unwrap().unwrap()).await,
+        b"abcdef"
+    );
 }
 
 /// Megabytes in odd-sized pieces, appended from offsets that fall inside disk blocks,
 /// with unrecorded bytes cut off in between: the shapes large chunked uploads take.
-async fn large_appends_at_odd_offsets_keep_every_byte(store: &dyn BlobStore) {
+pub async fn large_appends_at_odd_offsets_keep_every_byte(store: &dyn BlobStore) {
     let data: Vec<u8> = (0..11_000_003u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let id = "suite-large";
-    store.create_upload(id).await.unwrap();
+    let mut state = store.create_upload(id).await.unwrap();
     // (start, end, pieces): each append writes data[start..end] in pieces of that size.
+    // Appends below and above 5 MiB (S3's smallest multipart part), ending inside one.
     let appends = [
         (0, 300_001, 77_777),
         (300_001, 5_000_000, 1_000_003),
@@ -120,22 +170,15 @@ async fn large_appends_at_odd_offsets_keep_every_byte(store: &dyn BlobStore) {
         (9_437_184, 11_000_003, 65_536),
     ];
     for (start, end, piece) in appends {
-        let mut w = store.append_upload(id, start as u64).await.unwrap();
-        for chunk in data[start..end].chunks(piece) {
-            w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
-        }
-        w.finish().await.unwrap();
+        let pieces: Vec<&[u8]> = data[start..end].chunks(piece).collect();
+        state = append(store, id, start as u64, &state, &pieces).await;
     }
     // A request that wrote past the recorded end and died before recording it: those
     // bytes must not be published.
-    let mut w = store.append_upload(id, 11_000_003).await.unwrap();
-    w.write(Bytes::from(vec![0xEE; 5_000_000])).await.unwrap();
-    w.finish().await.unwrap();
-    let staged = collect(store.read_upload(id, data.len() as u64).await.unwrap()).await;
-    assert!(staged == data, "staged bytes differ from what was appended");
+    append(store, id, 11_000_003, &state, &[&vec![0xEE; 6_000_000]]).await;
     let digest = Algorithm::Sha256.digest_of(&data);
     store
-        .commit_upload(id, &digest, data.len() as u64)
+        .commit_upload(id, &state, &digest, data.len() as u64)
         .await
         .unwrap();
     assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
@@ -168,7 +211,7 @@ async fn large_appends_at_odd_offsets_keep_every_byte(store: &dyn BlobStore) {
     assert!(part == data[1..9_000_000], "unaligned range differs");
 }
 
-async fn same_content_published_twice_is_idempotent(store: &dyn BlobStore) {
+pub async fn same_content_published_twice_is_idempotent(store: &dyn BlobStore) {
     let a = put(store, "suite-twice-a", b"same bytes").await;
     let b = put(store, "suite-twice-b", b"same bytes").await;
     assert_eq!(a, b);
@@ -178,18 +221,22 @@ async fn same_content_published_twice_is_idempotent(store: &dyn BlobStore) {
     );
 }
 
-async fn aborted_uploads_leave_nothing(store: &dyn BlobStore) {
-    store.create_upload("suite-abort").await.unwrap();
-    store.abort_upload("suite-abort").await.unwrap();
-    store.abort_upload("suite-abort").await.unwrap();
-    let refused = match store.append_upload("suite-abort", 0).await {
-        Ok(w) => w.finish().await.is_err(),
-        Err(_) => true,
-    };
-    assert!(refused, "an aborted upload takes no more bytes");
+pub async fn aborted_uploads_leave_nothing(store: &dyn BlobStore) {
+    let id = "suite-abort";
+    let created = store.create_upload(id).await.unwrap();
+    let bytes = vec![1u8; 6 * 1024 * 1024];
+    let state = append(store, id, 0, &created, &[&bytes]).await;
+    store.abort_upload(id, &state).await.unwrap();
+    store.abort_upload(id, &state).await.unwrap();
+    let digest = Algorithm::Sha256.digest_of(&bytes);
+    let committed = store
+        .commit_upload(id, &state, &digest, bytes.len() as u64)
+        .await;
+    assert!(committed.is_err(), "an aborted upload cannot be published");
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
 }
 
-async fn delete_removes_bytes(store: &dyn BlobStore) {
+pub async fn delete_removes_bytes(store: &dyn BlobStore) {
     let d = put(store, "suite-delete", b"to be deleted").await;
     assert!(store.delete(&d).await.unwrap());
     assert_eq!(store.stat(&d).await.unwrap(), None);

@@ -208,6 +208,42 @@ impl Hasher {
     }
 }
 
+/// A saved hash state that cannot be restored (corrupt, or of another algorithm).
+#[derive(Debug, thiserror::Error)]
+#[error("saved {0} hash state is not valid")]
+pub struct HashStateError(Algorithm);
+
+impl Hasher {
+    /// The state after everything fed so far, as bytes, so that another process can
+    /// continue the hash ([`Hasher::restore`]) without the bytes themselves.
+    pub fn save(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Hasher::Sha256(h) => h.serialize().to_vec(),
+            Hasher::Sha512(h) => h.serialize().to_vec(),
+        }
+    }
+
+    /// Continues a hash from [`Hasher::save`]'s bytes; empty bytes start a new one.
+    pub fn restore(algorithm: Algorithm, saved: &[u8]) -> Result<Hasher, HashStateError> {
+        use sha2::digest::common::hazmat::SerializableState;
+        if saved.is_empty() {
+            return Ok(algorithm.hasher());
+        }
+        let invalid = |_| HashStateError(algorithm);
+        Ok(match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(
+                sha2::Sha256::deserialize(saved.try_into().map_err(invalid)?)
+                    .map_err(|_| HashStateError(algorithm))?,
+            ),
+            Algorithm::Sha512 => Hasher::Sha512(
+                sha2::Sha512::deserialize(saved.try_into().map_err(invalid)?)
+                    .map_err(|_| HashStateError(algorithm))?,
+            ),
+        })
+    }
+}
+
 impl fmt::Debug for Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Hasher({})", self.algorithm())
@@ -234,6 +270,33 @@ mod tests {
         let d = Algorithm::Sha512.digest_of(b"");
         assert!(d.hex().starts_with("cf83e1357eefb8bd"));
         assert_eq!(d.hex().len(), 128);
+    }
+
+    #[test]
+    fn a_saved_hash_continues_where_it_stopped() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            // Cut at a block boundary, inside a block, and at the very start.
+            for cut in [0, 64, 128, 1_001, 9_999] {
+                let mut first = algorithm.hasher();
+                first.update(&data[..cut]);
+                let saved = first.save();
+                let mut second = Hasher::restore(algorithm, &saved).unwrap();
+                second.update(&data[cut..]);
+                assert_eq!(
+                    second.finish(),
+                    algorithm.digest_of(&data),
+                    "{algorithm} at {cut}"
+                );
+            }
+        }
+        assert_eq!(
+            Hasher::restore(Algorithm::Sha256, &[]).unwrap().finish(),
+            Algorithm::Sha256.digest_of(b"")
+        );
+        let sha512 = Algorithm::Sha512.hasher().save();
+        assert!(Hasher::restore(Algorithm::Sha256, &sha512).is_err());
+        assert!(Hasher::restore(Algorithm::Sha256, b"short").is_err());
     }
 
     #[test]

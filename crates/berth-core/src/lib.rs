@@ -15,7 +15,7 @@ pub mod range;
 pub use account::{
     AccountError, AccountName, Actions, Relation, RepositoryFacts, Role, TokenScope,
 };
-pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use digest::{Algorithm, Digest, DigestError, HashStateError, Hasher};
 pub use endpoint::{Endpoint, EndpointError};
 pub use error::ErrorCode;
 pub use name::{NameError, Reference, RepoName, Tag};

@@ -24,15 +24,17 @@ use crate::error::{RegistryError, Result};
 /// A request body as the service sees it.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 
-/// The hash of an upload's first `offset` bytes, kept between its chunks.
-struct HashState {
+/// The hash of an upload's first `offset` bytes, and the blob store's state for them:
+/// what is recorded with the offset after each chunk.
+struct Progress {
     offset: u64,
     hasher: Hasher,
+    store_state: Vec<u8>,
 }
 
-/// Per-session slot: the lock that serializes requests on one session, holding the
-/// hash state this process has for it (`None` after a restart: then rebuilt).
-type SessionSlot = Arc<tokio::sync::Mutex<Option<HashState>>>;
+/// Per-session lock that serializes this process's requests on one session (requests
+/// through other nodes are ordered by the compare-and-set on the recorded offset).
+type SessionSlot = Arc<tokio::sync::Mutex<()>>;
 
 pub struct Registry {
     blobs: Arc<dyn BlobStore>,
@@ -58,7 +60,7 @@ fn check_chunk_start(session: &UploadSession, start: Option<u64>) -> Result<()> 
     }
 }
 
-/// Whether reading back a session's staged bytes failed because they are not there:
+/// Whether a store call on a session failed because its staged bytes are not there:
 /// the file is missing or shorter than recorded, or a write to it failed.
 fn staged_bytes_lost(e: &RegistryError) -> bool {
     let RegistryError::Internal(e) = e else {
@@ -173,25 +175,26 @@ impl Registry {
         client: String,
         max_per_client: u32,
     ) -> Result<UploadSession> {
+        let id = new_upload_id();
+        let store_state = self.blobs.create_upload(&id).await?;
         let session = UploadSession {
-            id: new_upload_id(),
+            id,
             repository: repo.clone(),
             algorithm,
             offset: 0,
+            hash_state: Vec::new(),
+            store_state,
             updated_at: now(),
             client,
         };
-        self.blobs.create_upload(&session.id).await?;
         if !self.meta.create_upload(&session, max_per_client).await? {
-            self.blobs.abort_upload(&session.id).await?;
+            self.blobs
+                .abort_upload(&session.id, &session.store_state)
+                .await?;
             return Err(RegistryError::TooManyUploads {
                 limit: max_per_client,
             });
         }
-        *self.slot(&session.id).lock().await = Some(HashState {
-            offset: 0,
-            hasher: algorithm.hasher(),
-        });
         Ok(session)
     }
 
@@ -221,45 +224,34 @@ impl Registry {
         body: ByteStream,
     ) -> Result<UploadSession> {
         let slot = self.slot(id);
-        let mut state = slot.lock().await;
-        let mut session = self.session(repo, id).await?;
+        let _serialized = slot.lock().await;
+        let session = self.session(repo, id).await?;
         check_chunk_start(&session, start)?;
-        session.offset = self.append_locked(&session, &mut state, body).await?;
-        Ok(session)
-    }
-
-    /// Appends `body` at the session's offset, hashing as it goes, and records the new
-    /// offset. Bytes that arrived before a failure are kept and counted.
-    async fn append_locked(
-        &self,
-        session: &UploadSession,
-        state: &mut Option<HashState>,
-        body: ByteStream,
-    ) -> Result<u64> {
-        let mut hash = self.hash_state(session, state.take()).await?;
-        let failure = self.write_chunk(session, &mut hash, body).await?;
-        let offset = hash.offset;
-        self.record_progress(session, state, hash).await?;
+        let mut progress = self.progress(&session).await?;
+        let failure = self.write_chunk(&session, &mut progress, body).await?;
+        // Bytes that arrived before a failure are kept and counted.
+        let session = self.record_progress(&session, progress).await?;
         match failure {
             Some(e) => Err(e),
-            None => Ok(offset),
+            None => Ok(session),
         }
     }
 
-    /// Streams `body` onto the staged bytes, feeding `hash` with exactly what was
+    /// Streams `body` onto the staged bytes, feeding the hash with exactly what was
     /// written. Returns the failure that cut the body short, if any: the bytes before
-    /// it are written and counted in `hash.offset`.
+    /// it are written and counted in `progress`.
     async fn write_chunk(
         &self,
         session: &UploadSession,
-        hash: &mut HashState,
+        progress: &mut Progress,
         mut body: ByteStream,
     ) -> Result<Option<RegistryError>> {
         let mut writer = self
             .blobs
-            .append_upload(&session.id, session.offset)
+            .append_upload(&session.id, session.offset, &session.store_state)
             .await?;
         let mut failure = None;
+        let mut written = 0u64;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(bytes) => {
@@ -268,8 +260,8 @@ impl Registry {
                         failure = Some(RegistryError::internal(e));
                         break;
                     }
-                    hash.hasher.update(&bytes);
-                    hash.offset += len;
+                    progress.hasher.update(&bytes);
+                    written += len;
                 }
                 Err(e) => {
                     failure = Some(RegistryError::UploadInvalid(format!(
@@ -279,69 +271,86 @@ impl Registry {
                 }
             }
         }
-        writer.finish().await?;
+        let finished = writer.finish().await.map_err(RegistryError::internal);
+        if let Some(lost) = failure
+            .iter()
+            .chain(finished.as_ref().err())
+            .find(|e| staged_bytes_lost(e))
+        {
+            // A crash (of the machine, or of the process while its last writes were
+            // landing) took bytes the session had recorded. Resuming cannot work;
+            // "unknown upload" makes clients start the blob again.
+            tracing::warn!(upload = %session.id, error = %lost, "staged bytes are gone; dropping the upload");
+            self.drop_session(session).await?;
+            return Err(RegistryError::UploadUnknown);
+        }
+        progress.store_state = finished?;
+        progress.offset += written;
         Ok(failure)
     }
 
-    /// Records in the metadata store that the session now holds `hash.offset` bytes,
-    /// and keeps the hash for the next chunk.
+    /// Records that the session now holds `progress.offset` bytes, with the hash and the
+    /// store's state for them, so that the next chunk can continue on any node.
     async fn record_progress(
         &self,
         session: &UploadSession,
-        state: &mut Option<HashState>,
-        hash: HashState,
-    ) -> Result<()> {
-        if !self
-            .meta
-            .advance_upload(&session.id, session.offset, hash.offset, now())
-            .await?
-        {
+        progress: Progress,
+    ) -> Result<UploadSession> {
+        let advanced = UploadSession {
+            offset: progress.offset,
+            hash_state: progress.hasher.save(),
+            store_state: progress.store_state,
+            updated_at: now(),
+            ..session.clone()
+        };
+        if !self.meta.advance_upload(&advanced, session.offset).await? {
             return Err(RegistryError::UploadInvalid(
                 "the upload session changed while this chunk was being written".into(),
             ));
         }
-        *state = Some(hash);
-        Ok(())
+        Ok(advanced)
     }
 
-    /// The hash of the session's bytes so far: the one kept in memory, or, after a
-    /// restart (or on another node), rebuilt by reading the staged bytes once.
-    async fn hash_state(
-        &self,
-        session: &UploadSession,
-        cached: Option<HashState>,
-    ) -> Result<HashState> {
-        if let Some(hash) = cached
-            && hash.offset == session.offset
-            && hash.hasher.algorithm() == session.algorithm
-        {
-            return Ok(hash);
-        }
-        tracing::info!(upload = %session.id, offset = session.offset, "rebuilding upload hash state");
-        let hasher = match self
-            .hash_staged(&session.id, session.offset, session.algorithm)
-            .await
-        {
-            Ok(hasher) => hasher,
-            Err(e) if staged_bytes_lost(&e) => {
-                // A crash (of the machine, or of the process while its last writes were
-                // landing) took bytes the session had recorded. Resuming cannot work;
-                // "unknown upload" makes clients start the blob again.
-                tracing::warn!(upload = %session.id, error = %e, "staged bytes are gone; dropping the upload");
-                self.drop_session(&session.id).await?;
-                return Err(RegistryError::UploadUnknown);
+    /// The session's recorded progress: its hash restored from the recorded state (or,
+    /// for a session recorded before hash states were kept, rebuilt once by reading the
+    /// staged bytes back).
+    async fn progress(&self, session: &UploadSession) -> Result<Progress> {
+        let hasher = if session.offset > 0 && session.hash_state.is_empty() {
+            tracing::info!(upload = %session.id, offset = session.offset, "rebuilding upload hash state");
+            match self
+                .hash_staged(session, session.offset, session.algorithm)
+                .await
+            {
+                Ok(hasher) => hasher,
+                Err(e) if staged_bytes_lost(&e) => {
+                    tracing::warn!(upload = %session.id, error = %e, "staged bytes are gone; dropping the upload");
+                    self.drop_session(session).await?;
+                    return Err(RegistryError::UploadUnknown);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+        } else {
+            Hasher::restore(session.algorithm, &session.hash_state)
+                .map_err(RegistryError::internal)?
         };
-        Ok(HashState {
+        Ok(Progress {
             offset: session.offset,
             hasher,
+            store_state: session.store_state.clone(),
         })
     }
 
-    async fn hash_staged(&self, id: &str, len: u64, algorithm: Algorithm) -> Result<Hasher> {
+    async fn hash_staged(
+        &self,
+        session: &UploadSession,
+        len: u64,
+        algorithm: Algorithm,
+    ) -> Result<Hasher> {
         let mut hasher = algorithm.hasher();
-        let mut body = self.blobs.read_upload(id, len).await?;
+        let mut body = self
+            .blobs
+            .read_upload(&session.id, len, &session.store_state)
+            .await?;
         while let Some(chunk) = body.stream.next().await {
             hasher.update(&chunk?);
         }
@@ -360,40 +369,72 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<u64> {
         let slot = self.slot(id);
-        let mut state = slot.lock().await;
-        let mut session = self.session(repo, id).await?;
+        let _serialized = slot.lock().await;
+        let session = self.session(repo, id).await?;
         check_chunk_start(&session, start)?;
-        let mut hash = self.hash_state(&session, state.take()).await?;
-        if let Some(body) = body {
-            if let Some(failure) = self.write_chunk(&session, &mut hash, body).await? {
-                // Keep what arrived, so the client can resume from there.
-                self.record_progress(&session, &mut state, hash).await?;
-                return Err(failure);
-            }
-            // The final chunk's offset is never recorded: the session ends here.
-            session.offset = hash.offset;
+        let mut progress = self.progress(&session).await?;
+        if let Some(body) = body
+            && let Some(failure) = self.write_chunk(&session, &mut progress, body).await?
+        {
+            // Keep what arrived, so the client can resume from there.
+            self.record_progress(&session, progress).await?;
+            return Err(failure);
         }
+        // The final chunk's progress is never recorded: the session ends here.
+        let len = progress.offset;
         let computed = if digest.algorithm() == session.algorithm {
-            hash.hasher.finish()
+            progress.hasher.finish()
         } else {
             // The client announced another algorithm than it finished with: hash again.
-            self.hash_staged(id, session.offset, digest.algorithm())
-                .await?
-                .finish()
+            let staged = UploadSession {
+                store_state: progress.store_state.clone(),
+                ..session.clone()
+            };
+            match self.hash_staged(&staged, len, digest.algorithm()).await {
+                Ok(hasher) => hasher.finish(),
+                Err(RegistryError::Internal(e))
+                    if e.downcast_ref::<io::Error>()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::Unsupported) =>
+                {
+                    self.drop_session(&staged).await?;
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "this upload was hashed with {}; finish it with a {} digest, or start it \
+                         with ?digest-algorithm={}",
+                        session.algorithm,
+                        session.algorithm,
+                        digest.algorithm()
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let finished = UploadSession {
+            offset: len,
+            store_state: progress.store_state,
+            ..session
         };
         if &computed != digest {
-            self.drop_session(id).await?;
+            self.drop_session(&finished).await?;
             return Err(RegistryError::DigestInvalid(format!(
                 "uploaded content has digest {computed}, not {digest}"
             )));
         }
-        self.blobs.commit_upload(id, digest, session.offset).await?;
-        self.meta
-            .complete_upload(id, repo, digest, session.offset)
-            .await?;
-        drop(state);
+        if let Err(e) = self
+            .blobs
+            .commit_upload(id, &finished.store_state, digest, len)
+            .await
+            .map_err(RegistryError::internal)
+        {
+            if staged_bytes_lost(&e) {
+                tracing::warn!(upload = %id, error = %e, "staged bytes are gone; dropping the upload");
+                self.drop_session(&finished).await?;
+                return Err(RegistryError::UploadUnknown);
+            }
+            return Err(e);
+        }
+        self.meta.complete_upload(id, repo, digest, len).await?;
         self.forget_slot(id);
-        Ok(session.offset)
+        Ok(len)
     }
 
     /// Single-request upload (`POST ?digest=` with the body). Needs no session record:
@@ -405,9 +446,9 @@ impl Registry {
         mut body: ByteStream,
     ) -> Result<u64> {
         let id = new_upload_id();
-        self.blobs.create_upload(&id).await?;
+        let mut store_state = self.blobs.create_upload(&id).await?;
         let result = async {
-            let mut writer = self.blobs.append_upload(&id, 0).await?;
+            let mut writer = self.blobs.append_upload(&id, 0, &store_state).await?;
             let mut hasher = digest.algorithm().hasher();
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
@@ -418,14 +459,16 @@ impl Registry {
                 writer.write(bytes.clone()).await?;
                 hasher.update(&bytes);
             }
-            writer.finish().await?;
+            store_state = writer.finish().await?;
             let computed = hasher.finish();
             if &computed != digest {
                 return Err(RegistryError::DigestInvalid(format!(
                     "uploaded content has digest {computed}, not {digest}"
                 )));
             }
-            self.blobs.commit_upload(&id, digest, size).await?;
+            self.blobs
+                .commit_upload(&id, &store_state, digest, size)
+                .await?;
             Ok(size)
         }
         .await;
@@ -435,7 +478,7 @@ impl Registry {
                 Ok(size)
             }
             Err(e) => {
-                self.blobs.abort_upload(&id).await?;
+                self.blobs.abort_upload(&id, &store_state).await?;
                 Err(e)
             }
         }
@@ -443,28 +486,35 @@ impl Registry {
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let slot = self.slot(id);
-        let _state = slot.lock().await;
-        self.session(repo, id).await?;
-        self.drop_session(id).await
+        let _serialized = slot.lock().await;
+        let session = self.session(repo, id).await?;
+        self.drop_session(&session).await
     }
 
-    async fn drop_session(&self, id: &str) -> Result<()> {
-        self.blobs.abort_upload(id).await?;
-        self.meta.delete_upload(id).await?;
-        self.forget_slot(id);
+    async fn drop_session(&self, session: &UploadSession) -> Result<()> {
+        self.blobs
+            .abort_upload(&session.id, &session.store_state)
+            .await?;
+        self.meta.delete_upload(&session.id).await?;
+        self.forget_slot(&session.id);
         Ok(())
     }
 
     /// Removes sessions idle for longer than `idle`, with their bytes.
     pub async fn expire_uploads(&self, idle: Duration) -> Result<usize> {
-        let stale = self
-            .meta
-            .stale_uploads(now() - idle.as_secs() as i64)
-            .await?;
+        let idle_since = now() - idle.as_secs() as i64;
+        let stale = self.meta.stale_uploads(idle_since).await?;
         for id in &stale {
             let slot = self.slot(id);
-            let _state = slot.lock().await;
-            self.drop_session(id).await?;
+            let _serialized = slot.lock().await;
+            // (Looked up again: a chunk may have arrived since, here or on another node.)
+            match self.meta.upload(id).await? {
+                Some(session) if session.updated_at < idle_since => {
+                    self.drop_session(&session).await?
+                }
+                Some(_) => {}
+                None => self.forget_slot(id),
+            }
         }
         Ok(stale.len())
     }

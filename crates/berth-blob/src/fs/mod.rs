@@ -17,7 +17,7 @@ mod buffers;
 mod reading;
 mod staging;
 
-use crate::{BlobBody, BlobStore, UploadWriter};
+use crate::{BlobBody, BlobStore, UploadState, UploadWriter};
 use buffers::BufferPool;
 use reading::FileReader;
 use staging::{StagedState, StagingWriter};
@@ -137,15 +137,22 @@ impl BlobStore for FsBlobStore {
         Ok(not_found_as_none(tokio::fs::remove_file(self.blob_path(digest)).await)?.is_some())
     }
 
-    async fn create_upload(&self, id: &str) -> io::Result<()> {
+    /// The staging file is all the state there is: the recorded offset says how much of
+    /// it counts.
+    async fn create_upload(&self, id: &str) -> io::Result<UploadState> {
         tokio::fs::File::create(self.upload_path(id)).await?;
-        Ok(())
+        Ok(UploadState::new())
     }
 
     /// The writer comes back at once; the file is opened (and cut back to `offset`)
     /// once the upload's earlier writes have landed, and any failure to do so is
     /// reported by the first write that needs the file, or by `finish`.
-    async fn append_upload(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
+    async fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        _state: &[u8],
+    ) -> io::Result<Box<dyn UploadWriter>> {
         let uploads = self.uploads.clone();
         let path = self.upload_path(id);
         let id = id.to_owned();
@@ -156,8 +163,9 @@ impl BlobStore for FsBlobStore {
                 let file = std::fs::OpenOptions::new().write(true).open(opened)?;
                 let len = file.metadata()?.len();
                 if len < offset {
+                    // Recorded bytes that are not there (lost in a crash): as good as gone.
                     return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
+                        io::ErrorKind::UnexpectedEof,
                         format!("upload {id} holds {len} bytes, fewer than the {offset} recorded"),
                     ));
                 }
@@ -178,13 +186,19 @@ impl BlobStore for FsBlobStore {
         )))
     }
 
-    async fn read_upload(&self, id: &str, len: u64) -> io::Result<BlobBody> {
+    async fn read_upload(&self, id: &str, len: u64, _state: &[u8]) -> io::Result<BlobBody> {
         // Only to wait for writes still landing; appends are serialized by the caller.
         drop(self.uploads.lock_intact(id).await?);
         self.reader.read(&self.upload_path(id), 0..len).await
     }
 
-    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> io::Result<()> {
+    async fn commit_upload(
+        &self,
+        id: &str,
+        _state: &[u8],
+        digest: &Digest,
+        len: u64,
+    ) -> io::Result<()> {
         let _guard = self.uploads.lock_intact(id).await?;
         let staging = self.upload_path(id);
         let target = self.blob_path(digest);
@@ -218,7 +232,7 @@ impl BlobStore for FsBlobStore {
         Ok(())
     }
 
-    async fn abort_upload(&self, id: &str) -> io::Result<()> {
+    async fn abort_upload(&self, id: &str, _state: &[u8]) -> io::Result<()> {
         let _guard = self.uploads.lock(id).await;
         not_found_as_none(tokio::fs::remove_file(self.upload_path(id)).await)?;
         self.uploads.forget(id);
@@ -236,11 +250,16 @@ mod tests {
     use crate::UploadWriter;
     use bytes::Bytes;
 
-    #[tokio::test]
-    async fn fs_store_passes_the_blob_store_suite() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).await.unwrap();
-        crate::testsuite::run_all(&store).await;
+    /// The blob store contract, one test per check, each on a fresh store.
+    mod contract {
+        use super::FsBlobStore;
+
+        async fn fresh() -> (FsBlobStore, tempfile::TempDir) {
+            let dir = tempfile::tempdir().unwrap();
+            (FsBlobStore::open(dir.path()).await.unwrap(), dir)
+        }
+
+        crate::blob_store_contract!(fresh());
     }
 
     /// Past the buffer budget, uploads and reads go through the page cache in small
@@ -270,7 +289,7 @@ mod tests {
     async fn a_failed_write_poisons_the_upload() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).await.unwrap();
-        store.create_upload("p1").await.unwrap();
+        let created = store.create_upload("p1").await.unwrap();
         let path = store.upload_path("p1");
         // The page-cache descriptor is read-only, so the unaligned tail cannot be written.
         let read_only = std::fs::File::open(&path).unwrap();
@@ -285,16 +304,18 @@ mod tests {
             "the tail is written in the background"
         );
         let digest = berth_core::Algorithm::Sha256.digest_of(&bytes);
-        let refused = store.commit_upload("p1", &digest, bytes.len() as u64).await;
+        let refused = store
+            .commit_upload("p1", &created, &digest, bytes.len() as u64)
+            .await;
         assert!(refused.unwrap_err().to_string().contains("lost a write"));
-        let writer = store.append_upload("p1", 0).await.unwrap();
+        let writer = store.append_upload("p1", 0, &created).await.unwrap();
         assert!(
             writer.finish().await.is_err(),
             "a poisoned upload takes no more bytes"
         );
-        assert!(store.read_upload("p1", 10).await.is_err());
+        assert!(store.read_upload("p1", 10, &created).await.is_err());
         assert_eq!(store.stat(&digest).await.unwrap(), None);
-        store.abort_upload("p1").await.unwrap();
+        store.abort_upload("p1", &created).await.unwrap();
         assert!(!dir.path().join("uploads/p1").exists());
     }
 

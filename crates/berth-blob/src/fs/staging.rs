@@ -29,7 +29,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::task::JoinHandle;
 
 use super::buffers::{ALIGN, BUFFER, BufferPool, open_direct};
-use crate::UploadWriter;
+use crate::{UploadState, UploadWriter};
 
 /// Below this, bytes are written through the page cache: a small blob is not worth a
 /// buffer, and the tail of a large one is not worth a padded block.
@@ -339,11 +339,12 @@ impl UploadWriter for StagingWriter {
     /// land, so the next append, the commit (whose fsync makes them durable) and a
     /// read-back all wait for them, and a failure poisons the upload. An early flush
     /// still running is left to finish on its own.
-    async fn finish(mut self: Box<Self>) -> io::Result<()> {
+    async fn finish(mut self: Box<Self>) -> io::Result<UploadState> {
         // Even with nothing to write, this reports a staging file that failed to open.
         self.file().await?;
         self.write_pending().await?;
-        self.submit_fill().await
+        self.submit_fill().await?;
+        Ok(UploadState::new())
     }
 }
 
