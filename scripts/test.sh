@@ -2,7 +2,8 @@
 # Every berth test, from a fresh Debian machine: installs what the tests need (only what
 # is missing), then checks formatting and lints, runs the whole test suite, and fuzzes
 # the parsers for a few minutes.
-# The tests start their own servers (berth in-process or as a binary, a private dockerd).
+# The tests start their own servers (berth in-process or as a binary, a private dockerd);
+# Garage (S3) is started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,9 @@ if [ ! -f ../shared/tools/mkimage.py ] && [ -z "${BERTH_SHARED_DIR:-}" ]; then
     exit 1
 fi
 
+# A real S3-compatible store (Garage, built once per machine) on an empty bucket.
+eval "$(bash scripts/start-garage.sh --fresh)"
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
@@ -20,6 +24,9 @@ cargo test --workspace --locked
 # credentials (the conformance suite's OCI_USERNAME/OCI_PASSWORD mode), and oci-client
 # goes through the token flow.
 BERTH_TEST_AUTH=1 cargo test --locked -p berth --test it -- \
+    blobs:: uploads:: manifests:: errors:: oci_client::
+# The protocol suites again with blobs in S3.
+BERTH_TEST_STORAGE=s3 cargo test --locked -p berth --test it -- \
     blobs:: uploads:: manifests:: errors:: oci_client::
 # Every parser that reads client bytes, fuzzed for a short while (a smoke run; `scripts/
 # fuzz.sh 600` for a long one). Needs cargo-fuzz, which it installs when missing.

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::ops::Range;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use berth_core::Digest;
@@ -14,15 +15,34 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub mod fs;
+pub mod s3;
 pub mod testsuite;
 
 pub use fs::FsBlobStore;
+pub use s3::S3BlobStore;
 
 /// A readable blob (or a byte range of one).
 pub struct BlobBody {
     /// Number of bytes `stream` yields.
     pub len: u64,
     pub stream: BoxStream<'static, io::Result<Bytes>>,
+}
+
+/// A published blob, as a store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// When its bytes were written (for leaving fresh ones to a grace period).
+    pub modified: SystemTime,
+}
+
+/// An upload's staging space, as a store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedUpload {
+    pub id: String,
+    /// The last write to it.
+    pub modified: SystemTime,
 }
 
 /// What a store needs to continue an upload (a multipart upload's id and its parts),
@@ -92,6 +112,19 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Drops upload `id` and its bytes; absent uploads are not an error.
     async fn abort_upload(&self, id: &str, state: &[u8]) -> io::Result<()>;
+
+    /// Every published blob, in no particular order, streamed (a store may hold
+    /// millions). Objects that are not blobs are skipped.
+    fn list_blobs(&self) -> BoxStream<'static, io::Result<StoredBlob>>;
+
+    /// Every upload that has staging space, in no particular order, each once.
+    fn list_uploads(&self) -> BoxStream<'static, io::Result<StagedUpload>>;
+
+    /// A URL the client may fetch the published blob from directly (a presigned object
+    /// store URL), if the store is configured to send clients there; `None`: stream it.
+    async fn redirect_url(&self, _digest: &Digest) -> io::Result<Option<String>> {
+        Ok(None)
+    }
 
     /// Hands back memory the store keeps for reuse (transfer buffers) if none of it was
     /// used for `idle`. Returns the bytes released.

@@ -10,6 +10,13 @@ use std::time::Duration;
 pub enum StorageConfig {
     /// `file://PATH`: a directory on the local filesystem.
     Filesystem(PathBuf),
+    /// `s3://BUCKET[/PREFIX]`: an S3-compatible bucket, reached with the standard
+    /// `AWS_*` environment (endpoint, region, credentials). Several nodes may share it.
+    S3 {
+        url: String,
+        /// Send blob GETs to a presigned URL valid this long instead of streaming.
+        redirect: Option<Duration>,
+    },
 }
 
 /// Where metadata lives.
@@ -141,7 +148,7 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unsupported storage URL {0:?}: use file://PATH (s3:// is not available yet)")]
+    #[error("unsupported storage URL {0:?}: use file://PATH or s3://BUCKET[/PREFIX]")]
     Storage(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH (postgres:// is not available yet)")]
     Database(String),
@@ -149,10 +156,18 @@ pub enum ConfigError {
 
 impl StorageConfig {
     pub fn parse(url: &str) -> Result<StorageConfig, ConfigError> {
-        match url.strip_prefix("file://") {
-            Some(path) if !path.is_empty() => Ok(StorageConfig::Filesystem(PathBuf::from(path))),
-            _ => Err(ConfigError::Storage(url.to_owned())),
+        if let Some(path) = url.strip_prefix("file://")
+            && !path.is_empty()
+        {
+            return Ok(StorageConfig::Filesystem(PathBuf::from(path)));
         }
+        if berth_blob::s3::parse_s3_url(url).is_ok() {
+            return Ok(StorageConfig::S3 {
+                url: url.to_owned(),
+                redirect: None,
+            });
+        }
+        Err(ConfigError::Storage(url.to_owned()))
     }
 }
 
@@ -194,7 +209,15 @@ mod tests {
             StorageConfig::parse("file:///var/lib/berth").unwrap(),
             StorageConfig::Filesystem("/var/lib/berth".into())
         );
-        assert!(StorageConfig::parse("s3://bucket").is_err());
+        assert_eq!(
+            StorageConfig::parse("s3://bucket/berth").unwrap(),
+            StorageConfig::S3 {
+                url: "s3://bucket/berth".into(),
+                redirect: None
+            }
+        );
+        assert!(StorageConfig::parse("s3://B").is_err());
+        assert!(StorageConfig::parse("gs://bucket").is_err());
         assert!(DatabaseConfig::parse("sqlite://x.db").is_ok());
         assert!(DatabaseConfig::parse("postgres://h/db").is_err());
     }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_blob::{BlobStore, FsBlobStore};
+use berth_blob::{BlobStore, FsBlobStore, S3BlobStore};
 use berth_meta::{MetaStore, SqliteMetaStore};
 use tokio::net::TcpListener;
 
@@ -38,24 +38,38 @@ pub enum ServerError {
 /// Opens the metadata store a database config names (also used by the admin commands).
 pub async fn open_meta(database: &DatabaseConfig) -> Result<Arc<dyn MetaStore>, ServerError> {
     Ok(match database {
-        DatabaseConfig::Sqlite(url) => Arc::new(
+        DatabaseConfig::Sqlite(url) => Arc::new({
+            // The data dir may hold nothing else (blobs in S3): create it for the file.
+            let path = std::path::Path::new(url.trim_start_matches("sqlite://"));
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ServerError::Database(berth_meta::MetaError(Box::new(e))))?;
+            }
             SqliteMetaStore::open(url)
                 .await
-                .map_err(ServerError::Database)?,
+                .map_err(ServerError::Database)?
+        }),
+    })
+}
+
+/// Opens the blob store a storage config names (also used by `berth gc`).
+pub async fn open_blobs(storage: &StorageConfig) -> Result<Arc<dyn BlobStore>, ServerError> {
+    Ok(match storage {
+        StorageConfig::Filesystem(root) => Arc::new(
+            FsBlobStore::open(root)
+                .await
+                .map_err(ServerError::Storage)?,
         ),
+        StorageConfig::S3 { url, redirect } => {
+            Arc::new(S3BlobStore::from_env(url, *redirect).map_err(ServerError::Storage)?)
+        }
     })
 }
 
 /// Opens the stores a config names. Nothing is scanned: start-up cost does not grow
 /// with the amount of data stored.
 pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, ServerError> {
-    let blobs: Arc<dyn BlobStore> = match &config.storage {
-        StorageConfig::Filesystem(root) => Arc::new(
-            FsBlobStore::open(root)
-                .await
-                .map_err(ServerError::Storage)?,
-        ),
-    };
+    let blobs = open_blobs(&config.storage).await?;
     let meta = open_meta(&config.database).await?;
     let accounts = Accounts::open_serving(meta.clone(), &config.auth)
         .await

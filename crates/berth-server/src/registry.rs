@@ -134,6 +134,12 @@ impl Registry {
         }
     }
 
+    /// Where the client should fetch a blob from instead of through berth, if the blob
+    /// store sends clients to presigned URLs.
+    pub async fn blob_redirect(&self, digest: &Digest) -> Result<Option<String>> {
+        Ok(self.blobs.redirect_url(digest).await?)
+    }
+
     /// Removes a blob from a repository. Its bytes stay while anything else holds them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         if self.meta.unlink_blob(repo, digest).await? {

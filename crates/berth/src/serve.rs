@@ -23,9 +23,15 @@ pub struct ServeArgs {
     /// Where embedded storage lives [default: ./berth-data]
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Blob storage URL [default: file://<data-dir>]
+    /// Blob storage URL: file://PATH, or s3://BUCKET[/PREFIX] with the endpoint, region
+    /// and credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY [default: file://<data-dir>]
     #[arg(long, env = "BERTH_STORAGE")]
     storage: Option<String>,
+    /// With s3:// storage, answer blob downloads with a redirect to a presigned URL
+    /// valid this long (clients fetch from the bucket directly) [default: stream them]
+    #[arg(long, env = "BERTH_BLOB_REDIRECT", value_parser = humantime::parse_duration)]
+    blob_redirect: Option<Duration>,
     /// Metadata database URL [default: sqlite://<data-dir>/berth.db]
     #[arg(long, env = "BERTH_DATABASE")]
     database: Option<String>,
@@ -101,6 +107,7 @@ struct FileConfig {
     addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     storage: Option<String>,
+    blob_redirect: Option<String>,
     database: Option<String>,
     open: Option<bool>,
     upload_timeout: Option<String>,
@@ -182,6 +189,14 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     let mut config = Config::embedded(addr, &data_dir);
     if let Some(url) = args.storage.or(file.storage) {
         config.storage = StorageConfig::parse(&url)?;
+    }
+    if let Some(valid_for) = duration(args.blob_redirect, file.blob_redirect, "blob_redirect")? {
+        match &mut config.storage {
+            StorageConfig::S3 { redirect, .. } => *redirect = Some(valid_for),
+            StorageConfig::Filesystem(_) => {
+                anyhow::bail!("--blob-redirect needs s3:// storage (a filesystem has no URLs)")
+            }
+        }
     }
     if let Some(url) = args.database.or(file.database) {
         config.database = DatabaseConfig::parse(&url)?;
@@ -454,7 +469,23 @@ mod tests {
         std::fs::write(&file, "adress = \"typo\"\n").unwrap();
         let err = resolve(serve_args(&["--config", file.to_str().unwrap()])).unwrap_err();
         assert!(format!("{err:#}").contains("adress"), "{err:#}");
-        let err = resolve(serve_args(&["--storage", "s3://bucket"])).unwrap_err();
-        assert!(err.to_string().contains("s3://bucket"));
+        let err = resolve(serve_args(&["--storage", "gs://bucket"])).unwrap_err();
+        assert!(err.to_string().contains("gs://bucket"));
+        let err = resolve(serve_args(&["--blob-redirect", "5m"])).unwrap_err();
+        assert!(err.to_string().contains("s3://"), "{err}");
+        let s3 = resolve(serve_args(&[
+            "--storage",
+            "s3://bucket/p",
+            "--blob-redirect",
+            "5m",
+        ]))
+        .unwrap();
+        assert_eq!(
+            s3.storage,
+            StorageConfig::S3 {
+                url: "s3://bucket/p".into(),
+                redirect: Some(Duration::from_secs(300))
+            }
+        );
     }
 }

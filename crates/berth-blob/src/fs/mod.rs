@@ -14,11 +14,13 @@ use async_trait::async_trait;
 use berth_core::Digest;
 
 mod buffers;
+mod listing;
 mod reading;
 mod staging;
 
-use crate::{BlobBody, BlobStore, UploadState, UploadWriter};
+use crate::{BlobBody, BlobStore, StagedUpload, StoredBlob, UploadState, UploadWriter};
 use buffers::BufferPool;
+use futures::stream::BoxStream;
 use reading::FileReader;
 use staging::{StagedState, StagingWriter};
 
@@ -237,6 +239,14 @@ impl BlobStore for FsBlobStore {
         not_found_as_none(tokio::fs::remove_file(self.upload_path(id)).await)?;
         self.uploads.forget(id);
         Ok(())
+    }
+
+    fn list_blobs(&self) -> BoxStream<'static, io::Result<StoredBlob>> {
+        listing::blobs(self.root.join("blobs"))
+    }
+
+    fn list_uploads(&self) -> BoxStream<'static, io::Result<StagedUpload>> {
+        listing::uploads(self.root.join("uploads"))
     }
 
     fn release_idle_memory(&self, idle: std::time::Duration) -> usize {

@@ -46,6 +46,19 @@ pub async fn get(
     if head {
         return Ok(response(status, headers, Body::empty()));
     }
+    if let Some(url) = registry.blob_redirect(digest).await? {
+        // The client fetches (and ranges) from the object store itself.
+        let headers = vec![
+            (CONTENT_DIGEST, digest.to_string()),
+            (header::LOCATION, url),
+            (header::CONTENT_LENGTH, "0".into()),
+        ];
+        return Ok(response(
+            StatusCode::TEMPORARY_REDIRECT,
+            headers,
+            Body::empty(),
+        ));
+    }
     // The size is known from metadata: no second stat of the file.
     let blob = registry
         .open_blob(repo, digest, Some(range.unwrap_or(0..size)))

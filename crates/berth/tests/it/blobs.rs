@@ -238,11 +238,10 @@ async fn a_layer_pushed_to_two_repositories_is_stored_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let hex = digest.trim_start_matches("sha256:");
-    let copies = clients::count_files_named(&s.data_dir, hex);
     assert_eq!(
-        copies, 1,
-        "one file on disk for a layer in three repositories"
+        s.stored_copies(&digest).await,
+        1,
+        "one copy stored for a layer in three repositories"
     );
     for repo in ["team/one", "team/two", "team/three"] {
         let r = http()

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::process::BerthProcess;
-use crate::{error_code, header, http, image_manifest, pseudo_random, push_blob, sha256};
+use crate::{
+    absolute, assert_blob, error_code, finish_upload, header, http, image_manifest, pseudo_random,
+    push_blob, range_end, sha256, start_upload, with_digest,
+};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -50,30 +53,6 @@ fn stalling_body(
     reqwest::Body::wrap_stream(stream)
 }
 
-/// The end of an upload `Range: 0-<end>` header.
-fn range_end(r: &reqwest::Response) -> u64 {
-    let range = header(r, "range");
-    let end = range
-        .strip_prefix("0-")
-        .unwrap_or_else(|| panic!("Range {range:?} does not start with 0-"));
-    end.parse()
-        .unwrap_or_else(|_| panic!("Range {range:?} does not end in a number"))
-}
-
-/// A Location header made absolute against `base`.
-fn absolute(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_owned()
-    } else {
-        format!("{base}{location}")
-    }
-}
-
-fn with_digest(location: &str, digest: &str) -> String {
-    let sep = if location.contains('?') { '&' } else { '?' };
-    format!("{location}{sep}digest={digest}")
-}
-
 /// Every file under `dir` (recursively) whose name is `name`.
 fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -90,58 +69,6 @@ fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// Opens an upload session: `POST /v2/<repo>/blobs/uploads/` → 202; returns the
-/// absolute Location.
-async fn start_upload(base: &str, repo: &str) -> String {
-    let r = http()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .header("content-length", "0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "POST /v2/{repo}/blobs/uploads/");
-    absolute(base, header(&r, "location"))
-}
-
-/// Closes a session: `PUT <location>?digest=` with no body → 201.
-async fn finish_upload(location: &str, digest: &str) {
-    let r = http()
-        .put(with_digest(location, digest))
-        .header("content-length", "0")
-        .header("content-type", "application/octet-stream")
-        .send()
-        .await
-        .unwrap();
-    if r.status() != 201 {
-        let status = r.status();
-        let body = r.text().await.unwrap_or_default();
-        panic!("PUT ?digest={digest}: expected 201, got {status}: {body}");
-    }
-    assert_eq!(header(&r, "docker-content-digest"), digest);
-}
-
-/// GET the blob: 200, the right digest header, and exactly `data`.
-async fn assert_blob(base: &str, repo: &str, digest: &str, data: &[u8]) {
-    let r = http()
-        .get(format!("{base}/v2/{repo}/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "GET blob {digest} in {repo}");
-    assert_eq!(header(&r, "docker-content-digest"), digest);
-    let body = r.bytes().await.unwrap();
-    assert_eq!(
-        sha256(&body),
-        digest,
-        "the bytes served for {digest} hash to something else"
-    );
-    assert_eq!(body.len(), data.len());
-    assert!(
-        body[..] == data[..],
-        "the bytes served for {digest} differ from those pushed"
-    );
 }
 
 /// PUT a manifest, returning the status or the transport error (the server may die

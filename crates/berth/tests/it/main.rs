@@ -18,6 +18,7 @@ mod crash;
 mod errors;
 mod hardening;
 mod manifests;
+mod nodes;
 mod oci_client;
 mod process;
 mod real_clients;
@@ -36,6 +37,32 @@ pub fn auth_mode() -> bool {
     std::env::var_os("BERTH_TEST_AUTH").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// `BERTH_TEST_STORAGE=s3` runs the protocol suites with blobs in the S3 bucket named
+/// by `BERTH_TEST_S3` (each server under a prefix of its own). Unset: the filesystem.
+pub fn s3_mode() -> bool {
+    std::env::var("BERTH_TEST_STORAGE").is_ok_and(|v| v == "s3")
+}
+
+/// A fresh `s3://BUCKET/PREFIX` in the test bucket (`BERTH_TEST_S3`, set by
+/// `scripts/test.sh` after starting Garage).
+pub fn s3_scratch_url() -> String {
+    let bucket = std::env::var("BERTH_TEST_S3").unwrap_or_else(|_| {
+        panic!(
+            "BERTH_TEST_S3 is not set: run scripts/test.sh, or start an S3 server \
+             (eval \"$(bash scripts/start-garage.sh)\") and export what it prints"
+        )
+    });
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}/it-{}-{nanos}",
+        bucket.trim_end_matches('/'),
+        std::process::id()
+    )
+}
+
 /// An in-process berth on `127.0.0.1:<free port>` with its own data directory.
 /// Dropping it shuts the server down.
 pub struct TestServer {
@@ -43,6 +70,8 @@ pub struct TestServer {
     pub host: String,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// Where its blobs are (the data dir, or an S3 prefix).
+    pub storage: berth_server::StorageConfig,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -60,7 +89,14 @@ impl TestServer {
         let mut config = berth_server::Config::embedded(addr, &data_dir);
         config.open = !auth_mode();
         config.auth.admin_password = Some(ADMIN_PASSWORD.to_owned());
+        if s3_mode() {
+            config.storage = berth_server::StorageConfig::S3 {
+                url: s3_scratch_url(),
+                redirect: None,
+            };
+        }
         configure(&mut config);
+        let storage = config.storage.clone();
         // Open the stores before answering, so a test's first request never races start-up.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -79,6 +115,7 @@ impl TestServer {
             host: addr.to_string(),
             port: addr.port(),
             data_dir,
+            storage,
             _dir: dir,
             _stop: stop,
         }
@@ -86,6 +123,40 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The server's blob store, opened beside it, to look at what it holds.
+    pub async fn blob_store(&self) -> std::sync::Arc<dyn berth_blob::BlobStore> {
+        berth_server::open_blobs(&self.storage).await.unwrap()
+    }
+
+    /// How many copies of `digest`'s bytes the blob store holds (0 or 1).
+    pub async fn stored_copies(&self, digest: &str) -> usize {
+        use futures::TryStreamExt;
+        let blobs: Vec<_> = self
+            .blob_store()
+            .await
+            .list_blobs()
+            .try_collect()
+            .await
+            .unwrap();
+        blobs
+            .iter()
+            .filter(|b| b.digest.to_string() == digest)
+            .count()
+    }
+
+    /// Uploads that hold staging space in the blob store.
+    pub async fn staged_uploads(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let staged: Vec<_> = self
+            .blob_store()
+            .await
+            .list_uploads()
+            .try_collect()
+            .await
+            .unwrap();
+        staged.into_iter().map(|u| u.id).collect()
     }
 }
 
@@ -228,4 +299,82 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+// ---------------------------------------------------------------- uploads step by step
+
+/// The end of an upload `Range: 0-<end>` header.
+pub fn range_end(r: &reqwest::Response) -> u64 {
+    let range = header(r, "range");
+    let end = range
+        .strip_prefix("0-")
+        .unwrap_or_else(|| panic!("Range {range:?} does not start with 0-"));
+    end.parse()
+        .unwrap_or_else(|_| panic!("Range {range:?} does not end in a number"))
+}
+
+/// A Location header made absolute against `base`.
+pub fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    }
+}
+
+pub fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+/// Opens an upload session: `POST /v2/<repo>/blobs/uploads/` → 202; returns the
+/// absolute Location.
+pub async fn start_upload(base: &str, repo: &str) -> String {
+    let r = http()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "POST /v2/{repo}/blobs/uploads/");
+    absolute(base, header(&r, "location"))
+}
+
+/// Closes a session: `PUT <location>?digest=` with no body → 201.
+pub async fn finish_upload(location: &str, digest: &str) {
+    let r = http()
+        .put(with_digest(location, digest))
+        .header("content-length", "0")
+        .header("content-type", "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 201 {
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        panic!("PUT ?digest={digest}: expected 201, got {status}: {body}");
+    }
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+}
+
+/// GET the blob: 200, the right digest header, and exactly `data`.
+pub async fn assert_blob(base: &str, repo: &str, digest: &str, data: &[u8]) {
+    let r = http()
+        .get(format!("{base}/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET blob {digest} in {repo}");
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(
+        sha256(&body),
+        digest,
+        "the bytes served for {digest} hash to something else"
+    );
+    assert_eq!(body.len(), data.len());
+    assert!(
+        body[..] == data[..],
+        "the bytes served for {digest} differ from those pushed"
+    );
 }

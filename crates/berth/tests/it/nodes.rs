@@ -1,0 +1,140 @@
+//! Several berth nodes on one S3 bucket and one database: an upload continues on any
+//! node, chunk by chunk, and a blob pushed through one is served by all; downloads can
+//! go straight to the bucket through presigned URLs.
+
+use berth_server::{DatabaseConfig, StorageConfig};
+
+use crate::{
+    TestServer, absolute, assert_blob, finish_upload, header, http, pseudo_random, range_end,
+    s3_scratch_url, sha256, start_upload,
+};
+
+/// Two in-process nodes sharing `storage` and the first one's database.
+async fn two_nodes(storage: StorageConfig) -> (TestServer, TestServer) {
+    let first = {
+        let storage = storage.clone();
+        TestServer::start_with(move |c| c.storage = storage).await
+    };
+    let database = DatabaseConfig::Sqlite(format!(
+        "sqlite://{}",
+        first.data_dir.join("berth.db").display()
+    ));
+    let second = TestServer::start_with(move |c| {
+        c.storage = storage;
+        c.database = database;
+    })
+    .await;
+    (first, second)
+}
+
+fn s3() -> StorageConfig {
+    StorageConfig::S3 {
+        url: s3_scratch_url(),
+        redirect: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_upload_alternates_nodes_chunk_by_chunk() {
+    let (a, b) = two_nodes(s3()).await;
+    let repo = "nodes/chunks";
+    const MIB: usize = 1024 * 1024;
+    // Chunks below and above S3's 5 MiB part minimum, so parts and tails both move
+    // between nodes, ending inside a part.
+    let sizes = [MIB, 6 * MIB, 3 * MIB + 7, 9 * MIB, 100 * 1024, 5 * MIB];
+    let data = pseudo_random(sizes.iter().sum(), 21);
+    let digest = sha256(&data);
+    let mut location = start_upload(&a.base, repo).await;
+    let mut offset = 0;
+    for (i, size) in sizes.into_iter().enumerate() {
+        // Each chunk goes to the other node than the one that took the last.
+        let node = if i % 2 == 0 { &b } else { &a };
+        let path = location.split_once("/v2/").unwrap().1;
+        let r = http()
+            .patch(format!("{}/v2/{path}", node.base))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{offset}-{}", offset + size - 1))
+            .body(data[offset..offset + size].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "chunk {i} through node {}", node.port);
+        offset += size;
+        assert_eq!(range_end(&r), offset as u64 - 1, "chunk {i}");
+        location = absolute(&node.base, header(&r, "location"));
+        // The other node reports the same progress.
+        let other = if i % 2 == 0 { &a } else { &b };
+        let path = location.split_once("/v2/").unwrap().1;
+        let status = http()
+            .get(format!("{}/v2/{path}", other.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status.status(), 204);
+        assert_eq!(range_end(&status), offset as u64 - 1);
+    }
+    let path = location.split_once("/v2/").unwrap().1;
+    finish_upload(&format!("{}/v2/{path}", a.base), &digest).await;
+    assert_blob(&b.base, repo, &digest, &data).await;
+    assert_blob(&a.base, repo, &digest, &data).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blob_downloads_can_redirect_to_presigned_urls() {
+    let url = s3_scratch_url();
+    let server = TestServer::start_with(move |c| {
+        c.storage = StorageConfig::S3 {
+            url,
+            redirect: Some(std::time::Duration::from_secs(300)),
+        }
+    })
+    .await;
+    let repo = "nodes/redirect";
+    let data = pseudo_random(3 * 1024 * 1024 + 1, 22);
+    let digest = sha256(&data);
+    let location = start_upload(&server.base, repo).await;
+    let r = http()
+        .put(crate::with_digest(&location, &digest))
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let blob = format!("{}/v2/{repo}/blobs/{digest}", server.base);
+    let r = http().head(&blob).send().await.unwrap();
+    assert_eq!(r.status(), 200, "HEAD answers itself");
+    assert_eq!(header(&r, "content-length"), data.len().to_string());
+    let r = http().get(&blob).send().await.unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+    let target = header(&r, "location").to_owned();
+    assert!(
+        target.starts_with(&std::env::var("AWS_ENDPOINT_URL").unwrap()),
+        "{target}"
+    );
+    assert!(target.contains("X-Amz-Signature="), "{target}");
+    // The presigned URL serves the bytes, whole and in ranges, with no credentials.
+    let direct = crate::anonymous().get(&target).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+    assert_eq!(sha256(&direct.bytes().await.unwrap()), digest);
+    let part = crate::anonymous()
+        .get(&target)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(&part.bytes().await.unwrap()[..], &data[10..20]);
+    // A blob that is not in the repository is not redirected anywhere.
+    let missing = http()
+        .get(format!(
+            "{}/v2/{repo}/blobs/{}",
+            server.base,
+            sha256(b"absent")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
