@@ -35,6 +35,12 @@ pub struct UploadSession {
     pub algorithm: Algorithm,
     /// Bytes received and recorded so far; the next chunk must start here.
     pub offset: u64,
+    /// The hash of those `offset` bytes, serialized (empty: nothing hashed yet). Kept
+    /// with the offset so that any node can take the next chunk without reading back.
+    pub hash_state: Vec<u8>,
+    /// What the blob store needs to continue the upload (a multipart upload's id and
+    /// parts), opaque to everyone else; recorded with the offset it belongs to.
+    pub store_state: Vec<u8>,
     /// Unix seconds of the last change, for expiring idle sessions.
     pub updated_at: i64,
     /// Who opened it (`user:NAME`, or `addr:ADDRESS` when anonymous), for the limit on
@@ -101,9 +107,10 @@ pub trait MetaStore: AccountStore {
     /// already (then `false`; checked and written in one transaction).
     async fn create_upload(&self, session: &UploadSession, max_per_client: u32) -> Result<bool>;
     async fn upload(&self, id: &str) -> Result<Option<UploadSession>>;
-    /// Moves a session's offset from `from` to `to`; `false` if it was no longer at
-    /// `from` (another request got there first) or is gone.
-    async fn advance_upload(&self, id: &str, from: u64, to: u64, now: i64) -> Result<bool>;
+    /// Records `progress` (its offset, hash and store state, and `updated_at`) for
+    /// session `progress.id` if the session is still at offset `from`; `false` if it
+    /// was not (another request got there first) or is gone.
+    async fn advance_upload(&self, progress: &UploadSession, from: u64) -> Result<bool>;
     async fn delete_upload(&self, id: &str) -> Result<bool>;
     /// Finishes upload `id`, whose bytes the blob store now holds as `digest`: records
     /// the blob, links it into `repository` and forgets the session, in one transaction.

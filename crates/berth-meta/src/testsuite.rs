@@ -421,17 +421,35 @@ async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
         repository: repo("ns/up"),
         algorithm: Algorithm::Sha512,
         offset: 0,
+        hash_state: Vec::new(),
+        store_state: b"created".to_vec(),
         updated_at: 100,
         client: "user:alice".into(),
     };
     assert!(store.create_upload(&s, 2).await.unwrap());
     assert_eq!(store.upload("u-1").await.unwrap(), Some(s.clone()));
-    assert!(store.advance_upload("u-1", 0, 10, 200).await.unwrap());
+    let progress = UploadSession {
+        offset: 10,
+        hash_state: vec![0, 1, 2, 255],
+        store_state: b"part 1".to_vec(),
+        updated_at: 200,
+        ..s.clone()
+    };
+    assert!(store.advance_upload(&progress, 0).await.unwrap());
+    let lost = UploadSession {
+        offset: 20,
+        store_state: b"part 2".to_vec(),
+        ..progress.clone()
+    };
     assert!(
-        !store.advance_upload("u-1", 0, 20, 200).await.unwrap(),
+        !store.advance_upload(&lost, 0).await.unwrap(),
         "stale offset loses"
     );
-    assert_eq!(store.upload("u-1").await.unwrap().unwrap().offset, 10);
+    assert_eq!(
+        store.upload("u-1").await.unwrap(),
+        Some(progress),
+        "offset, hash and store state are recorded together"
+    );
     assert_eq!(
         store.stale_uploads(150).await.unwrap(),
         Vec::<String>::new()

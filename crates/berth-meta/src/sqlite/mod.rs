@@ -127,6 +127,10 @@ CREATE INDEX web_sessions_by_expiry ON web_sessions(expires_at);
 ALTER TABLE uploads ADD COLUMN client TEXT NOT NULL DEFAULT '';
 CREATE INDEX uploads_by_client ON uploads(client);
 "#,
+    r#"
+ALTER TABLE uploads ADD COLUMN hash_state BLOB NOT NULL DEFAULT x'';
+ALTER TABLE uploads ADD COLUMN store_state BLOB NOT NULL DEFAULT x'';
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -317,7 +321,8 @@ impl MetaStore for SqliteMetaStore {
 
     async fn upload(&self, id: &str) -> Result<Option<UploadSession>> {
         let row = sqlx::query(
-            r#"SELECT id, repository, algorithm, "offset", updated_at, client FROM uploads WHERE id = ?"#,
+            r#"SELECT id, repository, algorithm, "offset", hash_state, store_state, updated_at, client
+               FROM uploads WHERE id = ?"#,
         )
         .bind(id)
         .fetch_optional(&self.reader)
@@ -336,18 +341,18 @@ impl MetaStore for SqliteMetaStore {
                 .parse()
                 .map_err(|e| corrupt(format!("upload algorithm: {e}")))?,
             offset: offset as u64,
+            hash_state: row.try_get("hash_state").map_err(backend)?,
+            store_state: row.try_get("store_state").map_err(backend)?,
             updated_at: row.try_get("updated_at").map_err(backend)?,
             client: row.try_get("client").map_err(backend)?,
         }))
     }
 
-    async fn advance_upload(&self, id: &str, from: u64, to: u64, now: i64) -> Result<bool> {
+    async fn advance_upload(&self, progress: &UploadSession, from: u64) -> Result<bool> {
         changed(
             self.write(Write::AdvanceUpload {
-                id: id.to_owned(),
+                progress: progress.clone(),
                 from,
-                to,
-                now,
             })
             .await,
         )

@@ -33,10 +33,8 @@ pub(super) enum Write {
         max_per_client: u32,
     },
     AdvanceUpload {
-        id: String,
+        progress: UploadSession,
         from: u64,
-        to: u64,
-        now: i64,
     },
     DeleteUpload {
         id: String,
@@ -238,13 +236,16 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
                 return Ok(Outcome::Changed(false));
             }
             sqlx::query(
-                r#"INSERT INTO uploads (id, repository, algorithm, "offset", created_at, updated_at, client)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)"#,
+                r#"INSERT INTO uploads (id, repository, algorithm, "offset", hash_state, store_state,
+                                        created_at, updated_at, client)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
             )
             .bind(&session.id)
             .bind(session.repository.as_str())
             .bind(session.algorithm.as_str())
             .bind(session.offset as i64)
+            .bind(&session.hash_state)
+            .bind(&session.store_state)
             .bind(session.updated_at)
             .bind(session.updated_at)
             .bind(&session.client)
@@ -253,13 +254,16 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             .map_err(backend)?;
             Ok(Outcome::Changed(true))
         }
-        Write::AdvanceUpload { id, from, to, now } => {
+        Write::AdvanceUpload { progress, from } => {
             let done = sqlx::query(
-                r#"UPDATE uploads SET "offset" = ?, updated_at = ? WHERE id = ? AND "offset" = ?"#,
+                r#"UPDATE uploads SET "offset" = ?, hash_state = ?, store_state = ?, updated_at = ?
+                   WHERE id = ? AND "offset" = ?"#,
             )
-            .bind(*to as i64)
-            .bind(*now)
-            .bind(id)
+            .bind(progress.offset as i64)
+            .bind(&progress.hash_state)
+            .bind(&progress.store_state)
+            .bind(progress.updated_at)
+            .bind(&progress.id)
             .bind(*from as i64)
             .execute(&mut *conn)
             .await
