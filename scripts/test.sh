@@ -2,7 +2,10 @@
 # Every berth test, from a fresh Debian machine: installs what the tests need (only what
 # is missing), then checks formatting and lints, runs the whole test suite, and fuzzes
 # the parsers for a few minutes.
-# The tests start their own servers (berth in-process or as a binary, a private dockerd).
+# The tests start their own servers (berth in-process or as a binary, a private dockerd);
+# PostgreSQL is the machine's cluster, started here (the metadata store's PostgreSQL tests
+# each make and drop a scratch database in it). A BERTH_TEST_POSTGRES set beforehand
+# names another server to use instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +15,11 @@ if [ ! -f ../shared/tools/mkimage.py ] && [ -z "${BERTH_SHARED_DIR:-}" ]; then
     echo "test.sh: ../shared/tools/mkimage.py not found (set BERTH_SHARED_DIR)" >&2
     exit 1
 fi
+
+if [ -z "${BERTH_TEST_POSTGRES:-}" ]; then
+    BERTH_TEST_POSTGRES=$(bash scripts/start-postgres.sh)
+fi
+export BERTH_TEST_POSTGRES
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
