@@ -185,8 +185,8 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
         AccountWrite::DeleteUser { name } => {
             for sql in [
                 "DELETE FROM web_sessions WHERE username = ?",
-                "DELETE FROM access_tokens WHERE user = ?",
-                "DELETE FROM org_members WHERE user = ?",
+                "DELETE FROM access_tokens WHERE username = ?",
+                "DELETE FROM org_members WHERE username = ?",
             ] {
                 sqlx::query(sql)
                     .bind(name)
@@ -223,7 +223,7 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             if done.rows_affected() == 0 {
                 return refused(AccountRefusal::NameTaken(name.clone()));
             }
-            sqlx::query("INSERT INTO org_members (org, user, role) VALUES (?, ?, 'admin')")
+            sqlx::query("INSERT INTO org_members (org, username, role) VALUES (?, ?, 'admin')")
                 .bind(name)
                 .bind(owner)
                 .execute(&mut *conn)
@@ -245,8 +245,8 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
                 return refused(AccountRefusal::UnknownUser(user.clone()));
             }
             sqlx::query(
-                "INSERT INTO org_members (org, user, role) VALUES (?, ?, ?)
-                 ON CONFLICT (org, user) DO UPDATE SET role = excluded.role",
+                "INSERT INTO org_members (org, username, role) VALUES (?, ?, ?)
+                 ON CONFLICT (org, username) DO UPDATE SET role = excluded.role",
             )
             .bind(org)
             .bind(user)
@@ -257,7 +257,7 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             Ok(Outcome::Done)
         }
         AccountWrite::RemoveMember { org, user } => {
-            let done = sqlx::query("DELETE FROM org_members WHERE org = ? AND user = ?")
+            let done = sqlx::query("DELETE FROM org_members WHERE org = ? AND username = ?")
                 .bind(org)
                 .bind(user)
                 .execute(&mut *conn)
@@ -291,7 +291,7 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             }
             sqlx::query(
                 "INSERT INTO access_tokens
-                   (id, user, name, secret_hash, scope, created_at, expires_at)
+                   (id, username, name, secret_hash, scope, created_at, expires_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&token.id)
@@ -406,7 +406,7 @@ fn token_from_row(row: &SqliteRow) -> Result<AccessToken> {
     let scope: String = row.try_get("scope").map_err(backend)?;
     Ok(AccessToken {
         id: row.try_get("id").map_err(backend)?,
-        user: account_name(row.try_get("user").map_err(backend)?)?,
+        user: account_name(row.try_get("username").map_err(backend)?)?,
         name: row.try_get("name").map_err(backend)?,
         secret_hash: row.try_get("secret_hash").map_err(backend)?,
         scope: scope
@@ -439,7 +439,7 @@ const WEB_SESSION_COLUMNS: &str = "id, username, secret_hash, epoch, token_id, c
      expires_at, last_seen_at, client, user_agent";
 
 const TOKEN_COLUMNS: &str =
-    "id, user, name, secret_hash, scope, created_at, expires_at, last_used_at, revoked_at";
+    "id, username, name, secret_hash, scope, created_at, expires_at, last_used_at, revoked_at";
 
 impl SqliteMetaStore {
     async fn account_write(&self, write: AccountWrite) -> std::result::Result<(), AccountRefusal> {
@@ -570,17 +570,18 @@ impl AccountStore for SqliteMetaStore {
         if is_org.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query("SELECT user, role FROM org_members WHERE org = ? ORDER BY user")
-            .bind(org)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
+        let rows =
+            sqlx::query("SELECT username, role FROM org_members WHERE org = ? ORDER BY username")
+                .bind(org)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
         let members = rows
             .iter()
             .map(|row| {
                 let role: String = row.try_get("role").map_err(backend)?;
                 Ok(Member {
-                    user: account_name(row.try_get("user").map_err(backend)?)?,
+                    user: account_name(row.try_get("username").map_err(backend)?)?,
                     role: role
                         .parse()
                         .map_err(|e| corrupt(format!("stored role: {e}")))?,
@@ -666,7 +667,7 @@ impl AccountStore for SqliteMetaStore {
             "SELECT
                (SELECT public FROM repositories WHERE name = ?) AS public,
                (SELECT 1 FROM users WHERE name = ? AND name = ?) AS owner,
-               (SELECT role FROM org_members WHERE org = ? AND user = ?) AS role",
+               (SELECT role FROM org_members WHERE org = ? AND username = ?) AS role",
         )
         .bind(repository.as_str())
         .bind(namespace)
@@ -715,7 +716,7 @@ impl AccountStore for SqliteMetaStore {
                  WHERE name > ? AND (public = 1 OR
                    substr(name, 1, instr(name || '/', '/') - 1) IN (
                      SELECT name FROM users WHERE name = ?
-                     UNION SELECT org FROM org_members WHERE user = ?))
+                     UNION SELECT org FROM org_members WHERE username = ?))
                  ORDER BY name LIMIT ?",
             )
             .bind(last)
@@ -754,7 +755,7 @@ impl AccountStore for SqliteMetaStore {
 
     async fn list_tokens(&self, user: &str) -> Result<Vec<AccessToken>> {
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE user = ? ORDER BY created_at DESC, id"
+            "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE username = ? ORDER BY created_at DESC, id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user)

@@ -131,6 +131,12 @@ CREATE INDEX uploads_by_client ON uploads(client);
 ALTER TABLE uploads ADD COLUMN hash_state BLOB NOT NULL DEFAULT x'';
 ALTER TABLE uploads ADD COLUMN store_state BLOB NOT NULL DEFAULT x'';
 "#,
+    // `user` is a reserved word in PostgreSQL, whose schema calls it `username`: one
+    // concept, one name in both.
+    r#"
+ALTER TABLE org_members RENAME COLUMN user TO username;
+ALTER TABLE access_tokens RENAME COLUMN user TO username;
+"#,
 ];
 
 pub struct SqliteMetaStore {
