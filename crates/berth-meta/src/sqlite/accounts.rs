@@ -29,6 +29,11 @@ pub(super) enum AccountWrite {
         hash: String,
         admin: bool,
     },
+    CreateFirstAdmin {
+        name: String,
+        hash: String,
+        marker: String,
+    },
     SetPassword {
         name: String,
         hash: String,
@@ -117,7 +122,8 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
         AccountWrite::SetSetting { key, value } => {
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES (?, ?)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                 WHERE settings.value <> excluded.value",
             )
             .bind(key)
             .bind(value)
@@ -150,20 +156,35 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
                     .map_err(backend)?;
                 }
             }
-            // A random first epoch: sign-ins of an earlier user of the same name never
-            // match a new one.
-            sqlx::query(
-                "INSERT INTO users (name, password_hash, admin, credentials_epoch, created_at)
-                 VALUES (?, ?, ?, abs(random() % 1000000000000), ?)",
+            insert_user(conn, name, hash, *admin, t).await?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::CreateFirstAdmin { name, hash, marker } => {
+            let first = sqlx::query(
+                "INSERT INTO settings (key, value) VALUES (?, '1') ON CONFLICT DO NOTHING",
+            )
+            .bind(marker)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            if first.rows_affected() == 0 {
+                return Ok(Outcome::Changed(false));
+            }
+            // A name used before (a user, removed or not, or an organization) stays theirs.
+            let claimed = sqlx::query(
+                "INSERT INTO namespaces (name, kind, created_at) VALUES (?, 'user', ?)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(name)
-            .bind(hash)
-            .bind(*admin)
             .bind(t)
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
-            Ok(Outcome::Done)
+            if claimed.rows_affected() == 0 {
+                return Ok(Outcome::Changed(false));
+            }
+            insert_user(conn, name, hash, true, t).await?;
+            Ok(Outcome::Changed(true))
         }
         AccountWrite::SetPassword { name, hash } => {
             let done = sqlx::query(
@@ -387,6 +408,30 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
     }
 }
 
+/// The `users` row of a user whose namespace row is written already.
+async fn insert_user(
+    conn: &mut SqliteConnection,
+    name: &str,
+    hash: &str,
+    admin: bool,
+    t: i64,
+) -> Result<()> {
+    // A random first epoch: sign-ins of an earlier user of the same name never match a
+    // new one.
+    sqlx::query(
+        "INSERT INTO users (name, password_hash, admin, credentials_epoch, created_at)
+         VALUES (?, ?, ?, abs(random() % 1000000000000), ?)",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(admin)
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 fn account_name(s: String) -> Result<AccountName> {
     s.parse()
         .map_err(|e| corrupt(format!("stored account name: {e}")))
@@ -494,6 +539,20 @@ impl AccountStore for SqliteMetaStore {
             name: name.to_string(),
             hash: password_hash.to_owned(),
             admin,
+        })
+        .await
+    }
+
+    async fn create_first_admin(
+        &self,
+        name: &AccountName,
+        password_hash: &str,
+        marker: &str,
+    ) -> Result<bool> {
+        self.account_change(AccountWrite::CreateFirstAdmin {
+            name: name.to_string(),
+            hash: password_hash.to_owned(),
+            marker: marker.to_owned(),
         })
         .await
     }
