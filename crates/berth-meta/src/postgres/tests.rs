@@ -16,10 +16,16 @@ const PREFIX: &str = "berth_t_";
 /// Scratch databases older than this are left over from runs that did not finish.
 const STALE_AFTER_SECS: i64 = 3600;
 
+/// Scratch databases in use at once in this process. A race test may hold two pools of
+/// 16 connections; the server's `max_connections` is 100 by default, which as many tests
+/// at once as a many-core machine runs would exceed.
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 pub(crate) struct PgScratch {
     admin_url: String,
     name: String,
     url: String,
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
 fn admin_url() -> String {
@@ -85,6 +91,7 @@ async fn drop_stale(admin: &mut PgConnection) {
 
 pub(crate) async fn scratch() -> PgScratch {
     let admin_url = admin_url();
+    let slot = SLOTS.acquire().await.unwrap();
     let mut admin = admin_connection(&admin_url).await;
     drop_stale(&mut admin).await;
     let random = std::collections::hash_map::RandomState::new()
@@ -111,6 +118,7 @@ pub(crate) async fn scratch() -> PgScratch {
         admin_url,
         name,
         url,
+        _slot: slot,
     }
 }
 
