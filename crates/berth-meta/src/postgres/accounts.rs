@@ -493,7 +493,7 @@ impl AccountStore for PgMetaStore {
     }
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        transaction!(self, |conn| set_setting(conn, key, value).await)
+        statement!(self, |conn| set_setting(conn, key, value).await)
     }
 
     async fn create_user(
@@ -610,7 +610,7 @@ impl AccountStore for PgMetaStore {
     }
 
     async fn remove_member(&self, org: &str, user: &str) -> Result<bool> {
-        transaction!(self, |conn| remove_member(conn, org, user).await)
+        statement!(self, |conn| remove_member(conn, org, user).await)
     }
 
     async fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
@@ -633,7 +633,7 @@ impl AccountStore for PgMetaStore {
     }
 
     async fn set_namespace_default(&self, name: &str, public: Option<bool>) -> Result<bool> {
-        transaction!(self, |conn| {
+        statement!(self, |conn| {
             set_namespace_default(conn, name, public).await
         })
     }
@@ -758,11 +758,11 @@ impl AccountStore for PgMetaStore {
     }
 
     async fn revoke_token(&self, id: &str) -> Result<bool> {
-        transaction!(self, |conn| revoke_token(conn, id).await)
+        statement!(self, |conn| revoke_token(conn, id).await)
     }
 
     async fn touch_token(&self, id: &str, now: i64) -> Result<()> {
-        transaction!(self, |conn| touch_token(conn, id, now).await)
+        statement!(self, |conn| touch_token(conn, id, now).await)
     }
 
     async fn create_web_session(
@@ -797,18 +797,18 @@ impl AccountStore for PgMetaStore {
     }
 
     async fn delete_web_session(&self, id: &str) -> Result<bool> {
-        transaction!(self, |conn| delete_web_session(conn, id).await)
+        statement!(self, |conn| delete_web_session(conn, id).await)
     }
 
     async fn delete_web_sessions(&self, user: &str) -> Result<bool> {
-        transaction!(self, |conn| delete_web_sessions(conn, user).await)
+        statement!(self, |conn| delete_web_sessions(conn, user).await)
     }
 
     async fn touch_web_session(&self, id: &str, now: i64) -> Result<()> {
-        transaction!(self, |conn| touch_web_session(conn, id, now).await)
+        statement!(self, |conn| touch_web_session(conn, id, now).await)
     }
 
     async fn expire_web_sessions(&self, now: i64) -> Result<()> {
-        transaction!(self, |conn| expire_web_sessions(conn, now).await)
+        statement!(self, |conn| expire_web_sessions(conn, now).await)
     }
 }

@@ -3,9 +3,10 @@
 //! Kept parallel to the SQLite backend ([`crate::sqlite`]): the same tables, the same
 //! queries in the same order under the same names, so that a schema change is made in
 //! both side by side. What differs is that many processes write at once (SQLite has one
-//! writer): every trait method is one transaction on the pool, at READ COMMITTED, and a
-//! write that reads before it writes takes the locks that keep the read true until it
-//! commits ([`writes`], [`accounts`]). Deadlocks and serialization failures are retried.
+//! writer): every trait method is one transaction on the pool, at READ COMMITTED (a
+//! write of one statement is sent alone, which makes it one), and a write that reads
+//! before it writes takes the locks that keep the read true until it commits (`writes`,
+//! `accounts`). Deadlocks and serialization failures are retried.
 //!
 //! Migrations are numbered; `berth_schema_migrations` records those applied. They run
 //! in one transaction holding an advisory lock, so nodes starting together apply each
@@ -24,35 +25,13 @@ use crate::{
     UploadSession,
 };
 
-/// Runs `$body`, an expression using `$conn: &mut PgConnection`, in one transaction and
-/// commits it; a deadlock or serialization failure runs it again from the start. The
-/// body's error (a refusal too) rolls the transaction back.
-macro_rules! transaction {
-    ($store:expr, |$conn:ident| $body:expr) => {{
+/// Runs `$attempt` (a block giving the outcome of one try) again when it failed on a
+/// deadlock or serialization failure, a few times.
+macro_rules! retrying {
+    ($attempt:block) => {{
         let mut attempt = 0;
         loop {
-            let mut tx = $store
-                .pool
-                .begin()
-                .await
-                .map_err($crate::postgres::backend)?;
-            let outcome = {
-                let $conn: &mut sqlx::PgConnection = &mut tx;
-                $body
-            };
-            let outcome = match outcome {
-                Ok(value) => tx
-                    .commit()
-                    .await
-                    .map(|()| value)
-                    .map_err(|e| backend(e).into()),
-                Err(e) => {
-                    // Undone now (not when the connection is next used): its locks go.
-                    let _ = tx.rollback().await;
-                    Err(e)
-                }
-            };
-            match outcome {
+            match $attempt {
                 Err(e)
                     if attempt < $crate::postgres::MAX_RETRIES
                         && $crate::postgres::Retry::should_retry(&e) =>
@@ -64,6 +43,53 @@ macro_rules! transaction {
             }
         }
     }};
+}
+
+/// Runs `$body`, an expression using `$conn: &mut PgConnection`, in one transaction and
+/// commits it, retried as `retrying!` says. The body's error (a refusal too) rolls the
+/// transaction back.
+macro_rules! transaction {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        retrying!({
+            let mut tx = $store
+                .pool
+                .begin()
+                .await
+                .map_err($crate::postgres::backend)?;
+            let outcome = {
+                let $conn: &mut sqlx::PgConnection = &mut tx;
+                $body
+            };
+            match outcome {
+                Ok(value) => tx
+                    .commit()
+                    .await
+                    .map(|()| value)
+                    .map_err(|e| $crate::postgres::backend(e).into()),
+                Err(e) => {
+                    // Undone now (not when the connection is next used): its locks go.
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        })
+    };
+}
+
+/// Runs `$body`, a write of one statement, on a pooled connection: a statement alone is
+/// a transaction already, and BEGIN and COMMIT would cost two more round trips.
+macro_rules! statement {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        retrying!({
+            let mut pooled = $store
+                .pool
+                .acquire()
+                .await
+                .map_err($crate::postgres::backend)?;
+            let $conn: &mut sqlx::PgConnection = &mut pooled;
+            $body
+        })
+    };
 }
 
 mod accounts;
@@ -365,7 +391,7 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn unlink_blob(&self, repository: &RepoName, digest: &Digest) -> Result<bool> {
-        transaction!(self, |conn| writes::unlink_blob(conn, repository, digest)
+        statement!(self, |conn| writes::unlink_blob(conn, repository, digest)
             .await)
     }
 
@@ -405,13 +431,13 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn advance_upload(&self, progress: &UploadSession, from: u64) -> Result<bool> {
-        transaction!(self, |conn| {
+        statement!(self, |conn| {
             writes::advance_upload(conn, progress, from).await
         })
     }
 
     async fn delete_upload(&self, id: &str) -> Result<bool> {
-        transaction!(self, |conn| writes::delete_upload(conn, id).await)
+        statement!(self, |conn| writes::delete_upload(conn, id).await)
     }
 
     async fn complete_upload(
@@ -492,7 +518,7 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn delete_tag(&self, repository: &RepoName, tag: &Tag) -> Result<bool> {
-        transaction!(self, |conn| writes::delete_tag(conn, repository, tag).await)
+        statement!(self, |conn| writes::delete_tag(conn, repository, tag).await)
     }
 
     async fn list_tags(
