@@ -8,6 +8,8 @@
 #   docker.io       real-client tests: dockerd + containerd + runc (the tests
 #                   start their own private dockerd; nothing is started here)
 #   python3         shared/tools/mkimage.py (standard library only)
+#   postgresql      the metadata store's PostgreSQL tests (scripts/start-postgres.sh
+#                   starts the cluster and creates the role; nothing is started here)
 #   curl, ca-certificates
 #
 # Usage: bash scripts/install-test-deps.sh      (as root, or with sudo on PATH)
@@ -28,9 +30,18 @@ have_cmd curl    || missing+=(curl)
 # The tests signal the real binary with /bin/kill (not the shell builtin `command -v` finds).
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 have_pkg ca-certificates || missing+=(ca-certificates)
+# A server, not just the client: pg_ctlcluster and some /usr/lib/postgresql/N/bin/postgres.
+have_postgres() {
+    have_cmd pg_ctlcluster || return 1
+    for server in /usr/lib/postgresql/*/bin/postgres; do
+        [ -x "$server" ] && return 0
+    done
+    return 1
+}
+have_postgres || missing+=(postgresql)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates)"
+    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql)"
     exit 0
 fi
 
@@ -55,10 +66,14 @@ apt_opts=(-o DPkg::Lock::Timeout=300 -y -q)
 "${sudo[@]}" apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"
 
 # Check what the tests will look for.
-for c in skopeo dockerd containerd runc python3 curl; do
+for c in skopeo dockerd containerd runc python3 curl pg_ctlcluster psql; do
     if ! have_cmd "$c"; then
         echo "install-test-deps: $c still missing after apt-get install" >&2
         exit 1
     fi
 done
+if ! have_postgres; then
+    echo "install-test-deps: no PostgreSQL server under /usr/lib/postgresql after apt-get install" >&2
+    exit 1
+fi
 echo "install-test-deps: done"

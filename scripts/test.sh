@@ -3,7 +3,9 @@
 # is missing), then checks formatting and lints, runs the whole test suite, and fuzzes
 # the parsers for a few minutes.
 # The tests start their own servers (berth in-process or as a binary, a private dockerd);
-# Garage (S3) is started here.
+# Garage (S3) and PostgreSQL are started here: PostgreSQL is the machine's cluster (the
+# tests each make and drop a scratch database in it; a BERTH_TEST_POSTGRES set beforehand
+# names another server to use instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,10 @@ fi
 
 # A real S3-compatible store (Garage, built once per machine) on an empty bucket.
 eval "$(bash scripts/start-garage.sh --fresh)"
+if [ -z "${BERTH_TEST_POSTGRES:-}" ]; then
+    BERTH_TEST_POSTGRES=$(bash scripts/start-postgres.sh)
+fi
+export BERTH_TEST_POSTGRES
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -25,8 +31,9 @@ cargo test --workspace --locked
 # goes through the token flow.
 BERTH_TEST_AUTH=1 cargo test --locked -p berth --test it -- \
     blobs:: uploads:: manifests:: errors:: oci_client::
-# The protocol suites again with blobs in S3.
-BERTH_TEST_STORAGE=s3 cargo test --locked -p berth --test it -- \
+# The protocol suites again as several nodes run them: blobs in S3 (Garage), metadata in
+# PostgreSQL (a scratch database per server).
+BERTH_TEST_STORAGE=s3 BERTH_TEST_DATABASE=postgres cargo test --locked -p berth --test it -- \
     blobs:: uploads:: manifests:: errors:: oci_client::
 # Every parser that reads client bytes, fuzzed for a short while (a smoke run; `scripts/
 # fuzz.sh 600` for a long one). Needs cargo-fuzz, which it installs when missing.

@@ -136,6 +136,18 @@ pub trait AccountStore: Send + Sync + 'static {
         password_hash: &str,
         admin: bool,
     ) -> std::result::Result<(), AccountRefusal>;
+    /// Creates `name` as the server's first administrator, once per store: unless the
+    /// setting `marker` is present, records it and, if the name was never used, creates
+    /// the user, in one transaction. `true` only for the call that created the user, so
+    /// that of several nodes starting together on an empty store exactly one reports
+    /// (and logs) the password it chose, and an administrator who removes the user does
+    /// not get it back.
+    async fn create_first_admin(
+        &self,
+        name: &AccountName,
+        password_hash: &str,
+        marker: &str,
+    ) -> Result<bool>;
     async fn user(&self, name: &str) -> Result<Option<User>>;
     async fn list_users(&self) -> Result<Vec<User>>;
     /// Replaces the password hash, bumps the credentials epoch and ends the sessions

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use berth_core::{Algorithm, Digest, RepoName, Tag};
 
 pub mod accounts;
+pub mod postgres;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -18,6 +19,7 @@ pub use accounts::{
     AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, User, Viewer,
     WebSession,
 };
+pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
 #[derive(Debug, thiserror::Error)]

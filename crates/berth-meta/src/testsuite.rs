@@ -1,15 +1,121 @@
 //! The contract every [`MetaStore`] backend must keep, run against a real instance of
 //! each (SQLite always; PostgreSQL against a real server).
+//!
+//! `meta_store_contract!` turns every check into its own test, each on a fresh store
+//! that a backend's [`Scratch`] makes: the single-store checks, and races between two
+//! store instances on the same data (two processes on one SQLite file, two nodes on
+//! one PostgreSQL database).
 
 // Test support: panicking on a broken contract is the point.
 #![allow(clippy::unwrap_used)]
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
 use berth_core::{AccountName, Algorithm, Digest, Relation, RepoName, Role, Tag, TokenScope};
 
 use crate::{
     AccessToken, AccountRefusal, ManifestRecord, MetaStore, PutManifestError, UploadSession,
     Viewer, WebSession,
 };
+
+/// Fresh, empty data of one backend for one test, on which any number of store
+/// instances can be opened.
+#[async_trait]
+pub trait Scratch: Send + Sync + Sized + 'static {
+    /// Opens a store instance on this data (the first one creates the schema).
+    async fn open(&self) -> Arc<dyn MetaStore>;
+    /// Removes the data. Runs after the check, whether it passed or not.
+    async fn remove(self);
+}
+
+/// Runs `check` on one store instance of fresh scratch data, then removes the data.
+pub async fn run_one<S, F, Fut>(scratch: impl Future<Output = S>, check: F)
+where
+    S: Scratch,
+    F: FnOnce(Arc<dyn MetaStore>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let scratch = scratch.await;
+    let store = scratch.open().await;
+    finish(scratch, tokio::spawn(check(store)).await).await;
+}
+
+/// Runs `check` on two store instances of the same fresh scratch data, opened at the
+/// same time (as two nodes starting together), then removes the data.
+pub async fn run_two<S, F, Fut>(scratch: impl Future<Output = S>, check: F)
+where
+    S: Scratch,
+    F: FnOnce(Arc<dyn MetaStore>, Arc<dyn MetaStore>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let scratch = scratch.await;
+    let (a, b) = tokio::join!(scratch.open(), scratch.open());
+    finish(scratch, tokio::spawn(check(a, b)).await).await;
+}
+
+/// Removes the scratch data, then passes on the check's panic, if any.
+async fn finish<S: Scratch>(scratch: S, outcome: Result<(), tokio::task::JoinError>) {
+    scratch.remove().await;
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the check did not finish: {e}"),
+        }
+    }
+}
+
+/// One `#[tokio::test]` per contract check, each on fresh data from `$scratch` (an
+/// expression giving a future of a [`Scratch`], evaluated once per test). Invoke it in a
+/// module of its own: `mod contract { meta_store_contract!(super::scratch()); }`.
+#[cfg(test)]
+macro_rules! meta_store_contract {
+    ($scratch:expr) => {
+        $crate::testsuite::meta_store_contract!(@one $scratch;
+            blobs_are_scoped_to_repositories,
+            upload_sessions_advance_by_compare_and_set,
+            manifests_need_their_references,
+            tags_move_and_delete,
+            tag_and_repository_pages,
+            pages_follow_byte_order,
+            referrers_follow_subjects,
+            concurrent_writes_succeed_or_fail_alone,
+            users_orgs_and_tokens,
+            first_admin_is_created_once,
+            web_sessions_end_with_their_row,
+            visibility_follows_namespace_defaults,
+        );
+        $crate::testsuite::meta_store_contract!(@two $scratch;
+            race_advance_upload_has_one_winner,
+            race_create_upload_keeps_the_client_limit,
+            race_put_manifest_same_tags,
+            race_link_blob_same_digest,
+            race_put_manifest_against_unlink_and_delete,
+            race_create_user_same_name,
+            race_user_removed_while_tokens_and_sessions_are_made,
+            race_first_admin_and_settings_at_start,
+        );
+    };
+    (@one $scratch:expr; $($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            $crate::testsuite::run_one($scratch, |store| async move {
+                $crate::testsuite::$check(&*store).await
+            })
+            .await;
+        }
+    )*};
+    (@two $scratch:expr; $($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $check() {
+            $crate::testsuite::run_two($scratch, $crate::testsuite::$check).await;
+        }
+    )*};
+}
+#[cfg(test)]
+pub(crate) use meta_store_contract;
 
 fn repo(s: &str) -> RepoName {
     s.parse().unwrap()
@@ -35,20 +141,7 @@ fn manifest(seed: &str, subject: Option<Digest>, artifact_type: Option<&str>) ->
     }
 }
 
-pub async fn run_all(store: &dyn MetaStore) {
-    blobs_are_scoped_to_repositories(store).await;
-    upload_sessions_advance_by_compare_and_set(store).await;
-    manifests_need_their_references(store).await;
-    tags_move_and_delete(store).await;
-    tag_and_repository_pages(store).await;
-    referrers_follow_subjects(store).await;
-    concurrent_writes_succeed_or_fail_alone(store).await;
-    users_orgs_and_tokens(store).await;
-    web_sessions_end_with_their_row(store).await;
-    visibility_follows_namespace_defaults(store).await;
-}
-
-async fn web_sessions_end_with_their_row(store: &dyn MetaStore) {
+pub async fn web_sessions_end_with_their_row(store: &dyn MetaStore) {
     store
         .create_user(&account("wendy"), "h", false)
         .await
@@ -131,7 +224,7 @@ fn account(s: &str) -> AccountName {
     s.parse().unwrap()
 }
 
-async fn users_orgs_and_tokens(store: &dyn MetaStore) {
+pub async fn users_orgs_and_tokens(store: &dyn MetaStore) {
     store
         .create_user(&account("alice"), "h1", false)
         .await
@@ -259,7 +352,7 @@ async fn users_orgs_and_tokens(store: &dyn MetaStore) {
     assert_eq!(store.init_setting("k", "v2").await.unwrap(), "v1");
 }
 
-async fn visibility_follows_namespace_defaults(store: &dyn MetaStore) {
+pub async fn visibility_follows_namespace_defaults(store: &dyn MetaStore) {
     // Server default private, one namespace public by default.
     store.set_setting("default_public", "0").await.unwrap();
     store
@@ -355,7 +448,7 @@ async fn visibility_follows_namespace_defaults(store: &dyn MetaStore) {
 
 /// Writes that arrive together (and may share a transaction) keep their own outcome:
 /// a refused manifest does not take its neighbours down with it.
-async fn concurrent_writes_succeed_or_fail_alone(store: &dyn MetaStore) {
+pub async fn concurrent_writes_succeed_or_fail_alone(store: &dyn MetaStore) {
     let r = repo("ns/together");
     let config = digest("together config");
     store.link_blob(&r, &config, 3).await.unwrap();
@@ -397,7 +490,7 @@ async fn concurrent_writes_succeed_or_fail_alone(store: &dyn MetaStore) {
     );
 }
 
-async fn blobs_are_scoped_to_repositories(store: &dyn MetaStore) {
+pub async fn blobs_are_scoped_to_repositories(store: &dyn MetaStore) {
     let (a, b, d) = (repo("ns/a"), repo("ns/b"), digest("layer"));
     assert_eq!(store.blob(&d).await.unwrap(), None);
     store.link_blob(&a, &d, 42).await.unwrap();
@@ -415,7 +508,7 @@ async fn blobs_are_scoped_to_repositories(store: &dyn MetaStore) {
     );
 }
 
-async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
+pub async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
     let s = UploadSession {
         id: "u-1".into(),
         repository: repo("ns/up"),
@@ -503,7 +596,7 @@ async fn upload_sessions_advance_by_compare_and_set(store: &dyn MetaStore) {
     );
 }
 
-async fn manifests_need_their_references(store: &dyn MetaStore) {
+pub async fn manifests_need_their_references(store: &dyn MetaStore) {
     let r = repo("ns/m");
     let (config, layer) = (digest("config"), digest("layer-m"));
     let m = manifest("m1", None, None);
@@ -555,7 +648,7 @@ async fn manifests_need_their_references(store: &dyn MetaStore) {
     assert!(!store.delete_manifest(&r, &m.digest).await.unwrap());
 }
 
-async fn tags_move_and_delete(store: &dyn MetaStore) {
+pub async fn tags_move_and_delete(store: &dyn MetaStore) {
     let r = repo("ns/t");
     let (m1, m2) = (manifest("t1", None, None), manifest("t2", None, None));
     store
@@ -596,7 +689,7 @@ async fn tags_move_and_delete(store: &dyn MetaStore) {
     );
 }
 
-async fn tag_and_repository_pages(store: &dyn MetaStore) {
+pub async fn tag_and_repository_pages(store: &dyn MetaStore) {
     let r = repo("ns/pages");
     let m = manifest("pages", None, None);
     let tags: Vec<Tag> = ["c", "a", "b", "e", "d"].into_iter().map(tag).collect();
@@ -626,7 +719,7 @@ async fn tag_and_repository_pages(store: &dyn MetaStore) {
     assert!(after.items.iter().all(|n| n.as_str() > "ns/pages"));
 }
 
-async fn referrers_follow_subjects(store: &dyn MetaStore) {
+pub async fn referrers_follow_subjects(store: &dyn MetaStore) {
     let r = repo("ns/refs");
     let subject = digest("subject");
     let sig = manifest("sig", Some(subject.clone()), Some("application/x.sig"));
@@ -652,4 +745,616 @@ async fn referrers_follow_subjects(store: &dyn MetaStore) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Every page of a keyset listing, followed from the start with pages of 2.
+async fn all_pages<F, Fut>(mut page: F) -> Vec<String>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = crate::Page>,
+{
+    let mut items = Vec::new();
+    let mut last = None;
+    loop {
+        let next = page(last.clone()).await;
+        assert!(next.items.len() <= 2);
+        items.extend(next.items.iter().cloned());
+        last = next.items.last().cloned();
+        if !next.more {
+            return items;
+        }
+    }
+}
+
+/// Keyset pages compare names byte by byte, whatever the database's collation: upper
+/// case before lower case, and `-` `.` `/` before digits before `_`.
+pub async fn pages_follow_byte_order(store: &dyn MetaStore) {
+    let r = repo("ns/order");
+    let m = manifest("order", None, None);
+    let names = ["a_b", "B", "a-b", "ab", "Z9", "a.b", "_x", "a", "A0"];
+    let tags: Vec<Tag> = names.into_iter().map(tag).collect();
+    store.put_manifest(&r, &m, &[], &[], &tags).await.unwrap();
+    let mut expected: Vec<String> = names.into_iter().map(str::to_owned).collect();
+    expected.sort();
+    let listed = all_pages(|last| {
+        let r = r.clone();
+        async move {
+            store
+                .list_tags(&r, last.as_deref(), 2)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(listed, expected);
+
+    let repos = [
+        "ns/a_b", "ns/a-b", "ns/ab", "ns/a.b", "ns/a/b", "ns/a0", "ns/a",
+    ];
+    let blob = digest("order blob");
+    for name in repos {
+        store.link_blob(&repo(name), &blob, 1).await.unwrap();
+    }
+    let mut expected: Vec<String> = repos.into_iter().map(str::to_owned).collect();
+    expected.push("ns/order".to_owned());
+    expected.sort();
+    let listed =
+        all_pages(|last| async move { store.list_repositories(last.as_deref(), 2).await.unwrap() })
+            .await;
+    assert_eq!(listed, expected);
+    for viewer in [Viewer::Anonymous, Viewer::User("ns")] {
+        let listed = all_pages(|last| async move {
+            store
+                .visible_repositories(viewer, last.as_deref(), 2)
+                .await
+                .unwrap()
+        })
+        .await;
+        assert_eq!(listed, expected, "{viewer:?}");
+    }
+}
+
+pub async fn first_admin_is_created_once(store: &dyn MetaStore) {
+    const MARKER: &str = "first_admin_created";
+    // A user added (by a command) before the server's first start does not stop it.
+    store
+        .create_user(&account("carol"), "h", false)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .create_first_admin(&account("admin"), "h1", MARKER)
+            .await
+            .unwrap()
+    );
+    let admin = store.user("admin").await.unwrap().unwrap();
+    assert_eq!((admin.password_hash.as_str(), admin.admin), ("h1", true));
+    assert_eq!(store.setting(MARKER).await.unwrap().as_deref(), Some("1"));
+    assert!(
+        !store
+            .create_first_admin(&account("admin"), "h2", MARKER)
+            .await
+            .unwrap()
+    );
+    let admin = store.user("admin").await.unwrap().unwrap();
+    assert_eq!(admin.password_hash, "h1", "created once");
+    // Removed, it does not come back.
+    assert!(store.delete_user("admin").await.unwrap());
+    assert!(
+        !store
+            .create_first_admin(&account("admin"), "h3", MARKER)
+            .await
+            .unwrap()
+    );
+    assert!(store.user("admin").await.unwrap().is_none());
+    // A name in use (an organization's) or once used (a removed user's) stays theirs;
+    // the marker is recorded all the same.
+    store.create_org(&account("crew"), "carol").await.unwrap();
+    store
+        .create_user(&account("gone"), "h", false)
+        .await
+        .unwrap();
+    assert!(store.delete_user("gone").await.unwrap());
+    for (name, marker) in [("crew", "marker_crew"), ("gone", "marker_gone")] {
+        assert!(
+            !store
+                .create_first_admin(&account(name), "h4", marker)
+                .await
+                .unwrap()
+        );
+        assert!(store.user(name).await.unwrap().is_none());
+        assert_eq!(store.setting(marker).await.unwrap().as_deref(), Some("1"));
+    }
+}
+
+// ---------------------------------------------------------------- races
+//
+// Two store instances on the same data, as two nodes (or a server and a command) on one
+// database. Each race starts its calls together and checks that the outcome is one a
+// serial order of the same calls could give.
+
+/// Runs `n` calls of `f` at once (behind a barrier), alternating between the two
+/// instances, and returns their answers in order.
+async fn together<T, F, Fut>(
+    n: usize,
+    a: &Arc<dyn MetaStore>,
+    b: &Arc<dyn MetaStore>,
+    f: F,
+) -> Vec<T>
+where
+    F: Fn(usize, Arc<dyn MetaStore>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let call = f(i, store);
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                call.await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+fn race_session(id: &str, client: &str) -> UploadSession {
+    UploadSession {
+        id: id.to_owned(),
+        repository: repo("ns/race"),
+        algorithm: Algorithm::Sha256,
+        offset: 0,
+        hash_state: Vec::new(),
+        store_state: Vec::new(),
+        updated_at: 100,
+        client: client.to_owned(),
+    }
+}
+
+pub async fn race_advance_upload_has_one_winner(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    for round in 0..4 {
+        let s = race_session(&format!("race-{round}"), "user:racer");
+        assert!(a.create_upload(&s, 100).await.unwrap());
+        let mut from = 0;
+        for step in 0..2u64 {
+            let answers = together(16, &a, &b, |i, store| {
+                let progress = UploadSession {
+                    offset: from + 10 + i as u64,
+                    hash_state: vec![step as u8, i as u8],
+                    store_state: format!("step {step} by {i}").into_bytes(),
+                    updated_at: 200 + i as i64,
+                    ..s.clone()
+                };
+                async move {
+                    (
+                        store.advance_upload(&progress, from).await.unwrap(),
+                        progress,
+                    )
+                }
+            })
+            .await;
+            let winners: Vec<UploadSession> = answers
+                .into_iter()
+                .filter_map(|(won, progress)| won.then_some(progress))
+                .collect();
+            assert_eq!(winners.len(), 1, "exactly one advance from {from} wins");
+            for store in [&a, &b] {
+                assert_eq!(
+                    store.upload(&s.id).await.unwrap().as_ref(),
+                    Some(&winners[0]),
+                    "the winner's offset, hash and store state, whole"
+                );
+            }
+            from = winners[0].offset;
+        }
+    }
+}
+
+pub async fn race_create_upload_keeps_the_client_limit(
+    a: Arc<dyn MetaStore>,
+    b: Arc<dyn MetaStore>,
+) {
+    const MAX: u32 = 3;
+    let answers = together(20, &a, &b, |i, store| async move {
+        let s = race_session(&format!("lim-{i}"), "user:greedy");
+        store.create_upload(&s, MAX).await.unwrap()
+    })
+    .await;
+    assert_eq!(answers.iter().filter(|won| **won).count(), MAX as usize);
+    for (i, won) in answers.iter().enumerate() {
+        let stored = b.upload(&format!("lim-{i}")).await.unwrap();
+        assert_eq!(stored.is_some(), *won, "lim-{i}");
+    }
+    // Another client is not held back by this one.
+    let other = race_session("other-0", "addr:192.0.2.7");
+    assert!(a.create_upload(&other, MAX).await.unwrap());
+    // One session ends: exactly one more fits, however many race for it.
+    let first_winner = answers.iter().position(|won| *won).unwrap();
+    assert!(
+        a.delete_upload(&format!("lim-{first_winner}"))
+            .await
+            .unwrap()
+    );
+    let answers = together(10, &a, &b, |i, store| async move {
+        let s = race_session(&format!("again-{i}"), "user:greedy");
+        store.create_upload(&s, MAX).await.unwrap()
+    })
+    .await;
+    assert_eq!(answers.iter().filter(|won| **won).count(), 1);
+}
+
+pub async fn race_put_manifest_same_tags(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    let r = repo("ns/racetags");
+    let config = digest("race config");
+    a.link_blob(&r, &config, 5).await.unwrap();
+    // The same manifest and tags from everyone, the tags in different orders.
+    let m = manifest("race same", None, None);
+    let answers = together(12, &a, &b, |i, store| {
+        let (r, m, config) = (r.clone(), m.clone(), config.clone());
+        let tags = match i % 3 {
+            0 => vec![tag("latest"), tag("v1")],
+            1 => vec![tag("v1"), tag("latest")],
+            _ => vec![tag("v1"), tag("latest"), tag("v1")],
+        };
+        async move { store.put_manifest(&r, &m, &[config], &[], &tags).await }
+    })
+    .await;
+    for answer in answers {
+        answer.unwrap();
+    }
+    for t in ["latest", "v1"] {
+        assert_eq!(
+            b.manifest_by_tag(&r, &tag(t)).await.unwrap(),
+            Some(m.clone())
+        );
+    }
+    assert_eq!(
+        a.manifest_by_digest(&r, &m.digest).await.unwrap(),
+        Some(m.clone())
+    );
+    let listed = a.list_tags(&r, None, 100).await.unwrap().unwrap();
+    assert_eq!(listed.items, ["latest", "v1"]);
+
+    // Different manifests for one tag, each with a tag of its own besides: every push
+    // succeeds, the shared tag ends at one of them, each own tag at its manifest.
+    let ms: Vec<ManifestRecord> = (0..8)
+        .map(|i| manifest(&format!("race {i}"), None, None))
+        .collect();
+    let answers = together(8, &a, &b, |i, store| {
+        let (r, m) = (r.clone(), ms[i].clone());
+        let mut tags = vec![tag("moving"), tag(&format!("own-{i}"))];
+        if i % 2 == 1 {
+            tags.reverse();
+        }
+        async move { store.put_manifest(&r, &m, &[], &[], &tags).await }
+    })
+    .await;
+    for answer in answers {
+        answer.unwrap();
+    }
+    let moving = a
+        .manifest_by_tag(&r, &tag("moving"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ms.contains(&moving));
+    for (i, m) in ms.iter().enumerate() {
+        let own = b.manifest_by_tag(&r, &tag(&format!("own-{i}"))).await;
+        assert_eq!(own.unwrap().as_ref(), Some(m));
+    }
+    let listed = b.list_tags(&r, None, 100).await.unwrap().unwrap();
+    assert_eq!(listed.items.len(), 2 + 1 + ms.len());
+}
+
+pub async fn race_link_blob_same_digest(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    // Each round a new repository: the first push creates it, from both nodes at once.
+    for round in 0..4 {
+        let r = repo(&format!("ns/link-{round}"));
+        let d = digest(&format!("linked {round}"));
+        let answers = together(10, &a, &b, |i, store| {
+            let (r, d) = (r.clone(), d.clone());
+            async move {
+                if i % 4 == 3 {
+                    // Finishing an upload links too.
+                    let id = format!("link-{round}-{i}");
+                    assert!(
+                        store
+                            .create_upload(&race_session(&id, "user:linker"), 100)
+                            .await
+                            .unwrap()
+                    );
+                    store.complete_upload(&id, &r, &d, 77).await
+                } else {
+                    store.link_blob(&r, &d, 77).await
+                }
+            }
+        })
+        .await;
+        for answer in answers {
+            answer.unwrap();
+        }
+        assert_eq!(b.repository_blob(&r, &d).await.unwrap(), Some(77));
+        assert_eq!(a.blob(&d).await.unwrap(), Some(77));
+        assert!(a.unlink_blob(&r, &d).await.unwrap(), "one link row");
+        assert!(!b.unlink_blob(&r, &d).await.unwrap());
+    }
+    let names = a.list_repositories(None, 1000).await.unwrap().items;
+    assert_eq!(names, ["ns/link-0", "ns/link-1", "ns/link-2", "ns/link-3"]);
+
+    // Made private before its first push, while that push races it: private either way.
+    for round in 0..4 {
+        let r = repo(&format!("ns/private-{round}"));
+        let d = digest("private blob");
+        let (linked, hidden) = tokio::join!(
+            a.link_blob(&r, &d, 1),
+            b.set_repository_visibility(&r, false)
+        );
+        linked.unwrap();
+        hidden.unwrap();
+        assert_eq!(a.repository_visibility(&r).await.unwrap(), Some(false));
+    }
+}
+
+/// A third view watches while `put` and `remove` race: once it sees `gone()` true, a
+/// put that succeeded must be visible already (it committed while its references were
+/// there, before the removal). Returns what the view saw then.
+async fn watch_until<G, GF, V, VF>(gone: G, visible: V) -> bool
+where
+    G: Fn() -> GF,
+    GF: Future<Output = bool>,
+    V: Fn() -> VF,
+    VF: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if gone().await {
+            return visible().await;
+        }
+        assert!(Instant::now() < deadline, "the removal never showed");
+        tokio::task::yield_now().await;
+    }
+}
+
+pub async fn race_put_manifest_against_unlink_and_delete(
+    a: Arc<dyn MetaStore>,
+    b: Arc<dyn MetaStore>,
+) {
+    let mut outcomes = [0, 0];
+    for round in 0..24 {
+        let r = repo(&format!("ns/gc-{round}"));
+        let blob = digest(&format!("gc blob {round}"));
+        a.link_blob(&r, &blob, 3).await.unwrap();
+        let m = manifest(&format!("gc {round}"), None, None);
+        let put = {
+            let (a, r, m, blob) = (a.clone(), r.clone(), m.clone(), blob.clone());
+            tokio::spawn(
+                async move { a.put_manifest(&r, &m, &[blob], &[], &[tag("latest")]).await },
+            )
+        };
+        let unlink = {
+            let (b, r, blob) = (b.clone(), r.clone(), blob.clone());
+            tokio::spawn(async move { b.unlink_blob(&r, &blob).await })
+        };
+        let seen = watch_until(
+            || async { a.repository_blob(&r, &blob).await.unwrap().is_none() },
+            || async { b.manifest_by_digest(&r, &m.digest).await.unwrap().is_some() },
+        )
+        .await;
+        assert!(unlink.await.unwrap().unwrap(), "the blob was linked");
+        match put.await.unwrap() {
+            Ok(()) => {
+                outcomes[0] += 1;
+                assert!(
+                    seen,
+                    "round {round}: the manifest was stored after its blob left"
+                );
+            }
+            Err(PutManifestError::MissingBlob(d)) => {
+                outcomes[1] += 1;
+                assert_eq!(d, blob);
+                assert_eq!(a.manifest_by_digest(&r, &m.digest).await.unwrap(), None);
+                assert_eq!(a.manifest_by_tag(&r, &tag("latest")).await.unwrap(), None);
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+    eprintln!("put_manifest against unlink_blob: {outcomes:?} (stored, refused)");
+
+    // An index against the deletion of its child manifest, likewise.
+    for round in 0..24 {
+        let r = repo(&format!("ns/index-{round}"));
+        let child = manifest(&format!("child {round}"), None, None);
+        a.put_manifest(&r, &child, &[], &[], &[]).await.unwrap();
+        let index = manifest(&format!("index {round}"), None, None);
+        let put = {
+            let (b, r, index, child) = (b.clone(), r.clone(), index.clone(), child.digest.clone());
+            tokio::spawn(async move { b.put_manifest(&r, &index, &[], &[child], &[]).await })
+        };
+        let delete = {
+            let (a, r, child) = (a.clone(), r.clone(), child.digest.clone());
+            tokio::spawn(async move { a.delete_manifest(&r, &child).await })
+        };
+        let seen = watch_until(
+            || async {
+                b.manifest_by_digest(&r, &child.digest)
+                    .await
+                    .unwrap()
+                    .is_none()
+            },
+            || async {
+                a.manifest_by_digest(&r, &index.digest)
+                    .await
+                    .unwrap()
+                    .is_some()
+            },
+        )
+        .await;
+        assert!(delete.await.unwrap().unwrap(), "the child was there");
+        match put.await.unwrap() {
+            Ok(()) => assert!(
+                seen,
+                "round {round}: the index was stored after its child left"
+            ),
+            Err(PutManifestError::MissingManifest(d)) => {
+                assert_eq!(d, child.digest);
+                assert_eq!(a.manifest_by_digest(&r, &index.digest).await.unwrap(), None);
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+}
+
+/// How an account change ended, comparable.
+fn refusal(outcome: Result<(), AccountRefusal>) -> &'static str {
+    match outcome {
+        Ok(()) => "ok",
+        Err(AccountRefusal::NameTaken(_)) => "taken",
+        Err(AccountRefusal::NameRetired(_)) => "retired",
+        Err(AccountRefusal::UnknownUser(_)) => "unknown user",
+        Err(AccountRefusal::UnknownOrg(_)) => "unknown org",
+        Err(AccountRefusal::Store(e)) => panic!("store error: {e}"),
+    }
+}
+
+pub async fn race_create_user_same_name(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    for round in 0..6 {
+        let name = account(&format!("racer{round}"));
+        let answers = together(4, &a, &b, |i, store| {
+            let name = name.clone();
+            async move { refusal(store.create_user(&name, &format!("h{i}"), false).await) }
+        })
+        .await;
+        let winner = answers.iter().position(|x| *x == "ok").unwrap();
+        let mut losers: Vec<_> = answers.clone();
+        losers.remove(winner);
+        assert_eq!(losers, ["taken"; 3], "{answers:?}");
+        let user = b.user(name.as_str()).await.unwrap().unwrap();
+        assert_eq!(user.password_hash, format!("h{winner}"));
+    }
+    // A user and an organization of one name: one gets it, the other hears it is taken.
+    a.create_user(&account("owner"), "h", false).await.unwrap();
+    for round in 0..6 {
+        let name = account(&format!("contested{round}"));
+        let answers = together(2, &a, &b, |i, store| {
+            let name = name.clone();
+            async move {
+                if i == 0 {
+                    refusal(store.create_user(&name, "h", false).await)
+                } else {
+                    refusal(store.create_org(&name, "owner").await)
+                }
+            }
+        })
+        .await;
+        let kind = a.namespace(name.as_str()).await.unwrap().unwrap().kind;
+        match answers[..] {
+            ["ok", "taken"] => assert_eq!(kind, crate::NamespaceKind::User),
+            ["taken", "ok"] => assert_eq!(kind, crate::NamespaceKind::Org),
+            _ => panic!("{answers:?}"),
+        }
+    }
+}
+
+pub async fn race_user_removed_while_tokens_and_sessions_are_made(
+    a: Arc<dyn MetaStore>,
+    b: Arc<dyn MetaStore>,
+) {
+    a.create_user(&account("boss"), "h", false).await.unwrap();
+    a.create_org(&account("guild"), "boss").await.unwrap();
+    for round in 0..10 {
+        let name = format!("leaver{round}");
+        a.create_user(&account(&name), "h", false).await.unwrap();
+        let token = AccessToken {
+            id: format!("tok-{round}"),
+            user: account(&name),
+            name: "laptop".into(),
+            secret_hash: format!("token-hash-{round}"),
+            scope: TokenScope::Read,
+            created_at: 100,
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let session = WebSession {
+            id: format!("web-{round}"),
+            user: account(&name),
+            secret_hash: format!("session-hash-{round}"),
+            epoch: Some(1),
+            token_id: None,
+            created_at: 100,
+            expires_at: 1000,
+            last_seen_at: 100,
+            client: "192.0.2.1".into(),
+            user_agent: "test".into(),
+        };
+        let (made_token, made_session, joined, deleted) = tokio::join!(
+            a.create_token(&token),
+            b.create_web_session(&session),
+            a.set_member("guild", &name, Role::Read),
+            b.delete_user(&name),
+        );
+        assert!(deleted.unwrap());
+        for made in [made_token, made_session, joined] {
+            let made = refusal(made);
+            assert!(made == "ok" || made == "unknown user", "{made}");
+        }
+        // Whatever came first, nothing of the removed user is left.
+        assert_eq!(b.token(&token.id).await.unwrap(), None);
+        let found = a.web_session_by_secret_hash(&session.secret_hash).await;
+        assert_eq!(found.unwrap(), None);
+        let members = b.members("guild").await.unwrap().unwrap();
+        assert!(members.iter().all(|m| m.user.as_str() != name));
+        assert!(a.user(&name).await.unwrap().is_none());
+    }
+}
+
+/// Nodes starting together on an empty store: one signing key for all, one first
+/// administrator (created by exactly one of them), settings written without a fight.
+pub async fn race_first_admin_and_settings_at_start(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    let answers = together(6, &a, &b, |i, store| async move {
+        let key = store
+            .init_setting("signing_key", &format!("key {i}"))
+            .await
+            .unwrap();
+        store.set_setting("default_public", "0").await.unwrap();
+        store
+            .set_setting("mode", if i % 2 == 0 { "even" } else { "odd" })
+            .await
+            .unwrap();
+        let created = store
+            .create_first_admin(
+                &account("admin"),
+                &format!("hash {i}"),
+                "first_admin_created",
+            )
+            .await
+            .unwrap();
+        (key, created)
+    })
+    .await;
+    let stored_key = a.setting("signing_key").await.unwrap().unwrap();
+    assert!(
+        answers.iter().all(|(key, _)| *key == stored_key),
+        "{answers:?}"
+    );
+    let creators: Vec<usize> = (0..answers.len()).filter(|i| answers[*i].1).collect();
+    assert_eq!(creators.len(), 1, "{answers:?}");
+    let admin = b.user("admin").await.unwrap().unwrap();
+    assert_eq!(admin.password_hash, format!("hash {}", creators[0]));
+    assert!(admin.admin);
+    assert_eq!(
+        b.setting("default_public").await.unwrap().as_deref(),
+        Some("0")
+    );
+    let mode = a.setting("mode").await.unwrap().unwrap();
+    assert!(mode == "even" || mode == "odd");
+    assert_eq!(a.list_users().await.unwrap().len(), 1);
 }

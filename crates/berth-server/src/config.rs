@@ -20,10 +20,40 @@ pub enum StorageConfig {
 }
 
 /// Where metadata lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseConfig {
     /// `sqlite://PATH`: an embedded SQLite file.
     Sqlite(String),
+    /// `postgres://…` (or `postgresql://…`): a PostgreSQL database that several nodes
+    /// may share.
+    Postgres(String),
+}
+
+// Hand-written so that a password in a PostgreSQL URL never reaches a log line.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseConfig::Sqlite(url) => f.debug_tuple("Sqlite").field(url).finish(),
+            DatabaseConfig::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&redact_password(url))
+                .finish(),
+        }
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 /// Accounts and the Docker token-auth flow.
@@ -150,7 +180,9 @@ pub struct Config {
 pub enum ConfigError {
     #[error("unsupported storage URL {0:?}: use file://PATH or s3://BUCKET[/PREFIX]")]
     Storage(String),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH (postgres:// is not available yet)")]
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB"
+    )]
     Database(String),
 }
 
@@ -175,6 +207,9 @@ impl DatabaseConfig {
     pub fn parse(url: &str) -> Result<DatabaseConfig, ConfigError> {
         match url.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => Ok(DatabaseConfig::Sqlite(url.to_owned())),
+            _ if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(DatabaseConfig::Postgres(url.to_owned()))
+            }
             _ => Err(ConfigError::Database(url.to_owned())),
         }
     }
@@ -219,6 +254,19 @@ mod tests {
         assert!(StorageConfig::parse("s3://B").is_err());
         assert!(StorageConfig::parse("gs://bucket").is_err());
         assert!(DatabaseConfig::parse("sqlite://x.db").is_ok());
-        assert!(DatabaseConfig::parse("postgres://h/db").is_err());
+        assert_eq!(
+            DatabaseConfig::parse("postgres://h/db").unwrap(),
+            DatabaseConfig::Postgres("postgres://h/db".into())
+        );
+        assert!(DatabaseConfig::parse("mysql://h/db").is_err());
+        let shown = format!(
+            "{:?}",
+            DatabaseConfig::parse("postgres://berth:s3cret@db:5432/berth").unwrap()
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://berth:***@db:5432/berth"),
+            "{shown}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_blob::{BlobStore, FsBlobStore, S3BlobStore};
-use berth_meta::{MetaStore, SqliteMetaStore};
+use berth_meta::{MetaStore, PgMetaStore, SqliteMetaStore};
 use tokio::net::TcpListener;
 
 pub mod accounts;
@@ -49,6 +49,11 @@ pub async fn open_meta(database: &DatabaseConfig) -> Result<Arc<dyn MetaStore>, 
                 .await
                 .map_err(ServerError::Database)?
         }),
+        DatabaseConfig::Postgres(url) => Arc::new(
+            PgMetaStore::open(url)
+                .await
+                .map_err(ServerError::Database)?,
+        ),
     })
 }
 

@@ -29,6 +29,11 @@ pub(super) enum AccountWrite {
         hash: String,
         admin: bool,
     },
+    CreateFirstAdmin {
+        name: String,
+        hash: String,
+        marker: String,
+    },
     SetPassword {
         name: String,
         hash: String,
@@ -117,7 +122,8 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
         AccountWrite::SetSetting { key, value } => {
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES (?, ?)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                 WHERE settings.value <> excluded.value",
             )
             .bind(key)
             .bind(value)
@@ -150,20 +156,35 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
                     .map_err(backend)?;
                 }
             }
-            // A random first epoch: sign-ins of an earlier user of the same name never
-            // match a new one.
-            sqlx::query(
-                "INSERT INTO users (name, password_hash, admin, credentials_epoch, created_at)
-                 VALUES (?, ?, ?, abs(random() % 1000000000000), ?)",
+            insert_user(conn, name, hash, *admin, t).await?;
+            Ok(Outcome::Done)
+        }
+        AccountWrite::CreateFirstAdmin { name, hash, marker } => {
+            let first = sqlx::query(
+                "INSERT INTO settings (key, value) VALUES (?, '1') ON CONFLICT DO NOTHING",
+            )
+            .bind(marker)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            if first.rows_affected() == 0 {
+                return Ok(Outcome::Changed(false));
+            }
+            // A name used before (a user, removed or not, or an organization) stays theirs.
+            let claimed = sqlx::query(
+                "INSERT INTO namespaces (name, kind, created_at) VALUES (?, 'user', ?)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(name)
-            .bind(hash)
-            .bind(*admin)
             .bind(t)
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
-            Ok(Outcome::Done)
+            if claimed.rows_affected() == 0 {
+                return Ok(Outcome::Changed(false));
+            }
+            insert_user(conn, name, hash, true, t).await?;
+            Ok(Outcome::Changed(true))
         }
         AccountWrite::SetPassword { name, hash } => {
             let done = sqlx::query(
@@ -185,8 +206,8 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
         AccountWrite::DeleteUser { name } => {
             for sql in [
                 "DELETE FROM web_sessions WHERE username = ?",
-                "DELETE FROM access_tokens WHERE user = ?",
-                "DELETE FROM org_members WHERE user = ?",
+                "DELETE FROM access_tokens WHERE username = ?",
+                "DELETE FROM org_members WHERE username = ?",
             ] {
                 sqlx::query(sql)
                     .bind(name)
@@ -223,7 +244,7 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             if done.rows_affected() == 0 {
                 return refused(AccountRefusal::NameTaken(name.clone()));
             }
-            sqlx::query("INSERT INTO org_members (org, user, role) VALUES (?, ?, 'admin')")
+            sqlx::query("INSERT INTO org_members (org, username, role) VALUES (?, ?, 'admin')")
                 .bind(name)
                 .bind(owner)
                 .execute(&mut *conn)
@@ -245,8 +266,8 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
                 return refused(AccountRefusal::UnknownUser(user.clone()));
             }
             sqlx::query(
-                "INSERT INTO org_members (org, user, role) VALUES (?, ?, ?)
-                 ON CONFLICT (org, user) DO UPDATE SET role = excluded.role",
+                "INSERT INTO org_members (org, username, role) VALUES (?, ?, ?)
+                 ON CONFLICT (org, username) DO UPDATE SET role = excluded.role",
             )
             .bind(org)
             .bind(user)
@@ -257,7 +278,7 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             Ok(Outcome::Done)
         }
         AccountWrite::RemoveMember { org, user } => {
-            let done = sqlx::query("DELETE FROM org_members WHERE org = ? AND user = ?")
+            let done = sqlx::query("DELETE FROM org_members WHERE org = ? AND username = ?")
                 .bind(org)
                 .bind(user)
                 .execute(&mut *conn)
@@ -291,7 +312,7 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
             }
             sqlx::query(
                 "INSERT INTO access_tokens
-                   (id, user, name, secret_hash, scope, created_at, expires_at)
+                   (id, username, name, secret_hash, scope, created_at, expires_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&token.id)
@@ -387,6 +408,30 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
     }
 }
 
+/// The `users` row of a user whose namespace row is written already.
+async fn insert_user(
+    conn: &mut SqliteConnection,
+    name: &str,
+    hash: &str,
+    admin: bool,
+    t: i64,
+) -> Result<()> {
+    // A random first epoch: sign-ins of an earlier user of the same name never match a
+    // new one.
+    sqlx::query(
+        "INSERT INTO users (name, password_hash, admin, credentials_epoch, created_at)
+         VALUES (?, ?, ?, abs(random() % 1000000000000), ?)",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(admin)
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 fn account_name(s: String) -> Result<AccountName> {
     s.parse()
         .map_err(|e| corrupt(format!("stored account name: {e}")))
@@ -406,7 +451,7 @@ fn token_from_row(row: &SqliteRow) -> Result<AccessToken> {
     let scope: String = row.try_get("scope").map_err(backend)?;
     Ok(AccessToken {
         id: row.try_get("id").map_err(backend)?,
-        user: account_name(row.try_get("user").map_err(backend)?)?,
+        user: account_name(row.try_get("username").map_err(backend)?)?,
         name: row.try_get("name").map_err(backend)?,
         secret_hash: row.try_get("secret_hash").map_err(backend)?,
         scope: scope
@@ -439,7 +484,7 @@ const WEB_SESSION_COLUMNS: &str = "id, username, secret_hash, epoch, token_id, c
      expires_at, last_seen_at, client, user_agent";
 
 const TOKEN_COLUMNS: &str =
-    "id, user, name, secret_hash, scope, created_at, expires_at, last_used_at, revoked_at";
+    "id, username, name, secret_hash, scope, created_at, expires_at, last_used_at, revoked_at";
 
 impl SqliteMetaStore {
     async fn account_write(&self, write: AccountWrite) -> std::result::Result<(), AccountRefusal> {
@@ -494,6 +539,20 @@ impl AccountStore for SqliteMetaStore {
             name: name.to_string(),
             hash: password_hash.to_owned(),
             admin,
+        })
+        .await
+    }
+
+    async fn create_first_admin(
+        &self,
+        name: &AccountName,
+        password_hash: &str,
+        marker: &str,
+    ) -> Result<bool> {
+        self.account_change(AccountWrite::CreateFirstAdmin {
+            name: name.to_string(),
+            hash: password_hash.to_owned(),
+            marker: marker.to_owned(),
         })
         .await
     }
@@ -570,17 +629,18 @@ impl AccountStore for SqliteMetaStore {
         if is_org.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query("SELECT user, role FROM org_members WHERE org = ? ORDER BY user")
-            .bind(org)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
+        let rows =
+            sqlx::query("SELECT username, role FROM org_members WHERE org = ? ORDER BY username")
+                .bind(org)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
         let members = rows
             .iter()
             .map(|row| {
                 let role: String = row.try_get("role").map_err(backend)?;
                 Ok(Member {
-                    user: account_name(row.try_get("user").map_err(backend)?)?,
+                    user: account_name(row.try_get("username").map_err(backend)?)?,
                     role: role
                         .parse()
                         .map_err(|e| corrupt(format!("stored role: {e}")))?,
@@ -666,7 +726,7 @@ impl AccountStore for SqliteMetaStore {
             "SELECT
                (SELECT public FROM repositories WHERE name = ?) AS public,
                (SELECT 1 FROM users WHERE name = ? AND name = ?) AS owner,
-               (SELECT role FROM org_members WHERE org = ? AND user = ?) AS role",
+               (SELECT role FROM org_members WHERE org = ? AND username = ?) AS role",
         )
         .bind(repository.as_str())
         .bind(namespace)
@@ -715,7 +775,7 @@ impl AccountStore for SqliteMetaStore {
                  WHERE name > ? AND (public = 1 OR
                    substr(name, 1, instr(name || '/', '/') - 1) IN (
                      SELECT name FROM users WHERE name = ?
-                     UNION SELECT org FROM org_members WHERE user = ?))
+                     UNION SELECT org FROM org_members WHERE username = ?))
                  ORDER BY name LIMIT ?",
             )
             .bind(last)
@@ -754,7 +814,7 @@ impl AccountStore for SqliteMetaStore {
 
     async fn list_tokens(&self, user: &str) -> Result<Vec<AccessToken>> {
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE user = ? ORDER BY created_at DESC, id"
+            "SELECT {TOKEN_COLUMNS} FROM access_tokens WHERE username = ? ORDER BY created_at DESC, id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user)

@@ -131,6 +131,12 @@ CREATE INDEX uploads_by_client ON uploads(client);
 ALTER TABLE uploads ADD COLUMN hash_state BLOB NOT NULL DEFAULT x'';
 ALTER TABLE uploads ADD COLUMN store_state BLOB NOT NULL DEFAULT x'';
 "#,
+    // `user` is a reserved word in PostgreSQL, whose schema calls it `username`: one
+    // concept, one name in both.
+    r#"
+ALTER TABLE org_members RENAME COLUMN user TO username;
+ALTER TABLE access_tokens RENAME COLUMN user TO username;
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -181,12 +187,8 @@ impl SqliteMetaStore {
         // The writer connects without fsync so that creating a new database (its
         // header, the switch to WAL, the schema) costs none; `migrate` turns
         // synchronous=FULL on before any data is written.
-        let mut writer = options
-            .clone()
-            .synchronous(SqliteSynchronous::Off)
-            .connect()
-            .await
-            .map_err(backend)?;
+        let mut writer =
+            connect_writer(options.clone().synchronous(SqliteSynchronous::Off)).await?;
         migrate(&mut writer).await?;
         // Readers connect on first use: start-up opens only the writer.
         let reader = SqlitePoolOptions::new()
@@ -201,6 +203,28 @@ impl SqliteMetaStore {
     async fn write(&self, write: Write) -> Result<Outcome> {
         self.writer.submit(write).await
     }
+}
+
+/// Connects the writer. Two processes opening a new file at the same moment (`berth
+/// serve` and a `berth user` command) both switch it to WAL, which needs an exclusive
+/// lock that SQLite does not wait for (the busy timeout does not apply): the loser
+/// tries again.
+async fn connect_writer(options: SqliteConnectOptions) -> Result<sqlx::SqliteConnection> {
+    let mut attempt = 0;
+    loop {
+        match options.connect().await {
+            Err(e) if attempt < 50 && is_busy(&e) => attempt += 1,
+            connected => return connected.map_err(backend),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    // SQLITE_BUSY, and its extended codes (the low byte).
+    let code = e.as_database_error().and_then(|e| e.code());
+    code.and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 /// Brings the schema up to date, in one transaction.
@@ -545,17 +569,85 @@ impl SqliteMetaStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod contract {
+    crate::testsuite::meta_store_contract!(super::tests::scratch());
+}
 
-    #[tokio::test]
-    async fn sqlite_store_passes_the_meta_store_suite() {
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testsuite::Scratch;
+    use crate::{AccountStore, Member};
+
+    /// A database file in a temporary directory of its own.
+    pub(crate) struct SqliteScratch {
+        _dir: tempfile::TempDir,
+        url: String,
+    }
+
+    pub(crate) async fn scratch() -> SqliteScratch {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("meta.db").display());
-        let store = SqliteMetaStore::open(&url).await.unwrap();
-        crate::testsuite::run_all(&store).await;
-        // Reopening an existing database applies no migration twice.
+        SqliteScratch { _dir: dir, url }
+    }
+
+    #[async_trait]
+    impl Scratch for SqliteScratch {
+        async fn open(&self) -> Arc<dyn MetaStore> {
+            Arc::new(SqliteMetaStore::open(&self.url).await.unwrap())
+        }
+
+        async fn remove(self) {}
+    }
+
+    #[tokio::test]
+    async fn reopening_applies_no_migration_twice() {
+        let scratch = scratch().await;
+        let store = SqliteMetaStore::open(&scratch.url).await.unwrap();
+        store
+            .create_user(&"alice".parse().unwrap(), "h", false)
+            .await
+            .unwrap();
         drop(store);
-        SqliteMetaStore::open(&url).await.unwrap();
+        let store = SqliteMetaStore::open(&scratch.url).await.unwrap();
+        assert!(store.user("alice").await.unwrap().is_some());
+    }
+
+    /// A database from before the `user` columns were renamed keeps its members and
+    /// tokens.
+    #[tokio::test]
+    async fn renaming_the_user_columns_keeps_the_rows() {
+        let scratch = scratch().await;
+        let options = SqliteConnectOptions::from_str(&scratch.url)
+            .unwrap()
+            .create_if_missing(true);
+        let mut conn = options.connect().await.unwrap();
+        for sql in &MIGRATIONS[..4] {
+            sqlx::raw_sql(*sql).execute(&mut conn).await.unwrap();
+        }
+        sqlx::raw_sql(
+            "PRAGMA user_version = 4;
+             INSERT INTO namespaces (name, kind, created_at) VALUES ('ann', 'user', 1), ('crew', 'org', 1);
+             INSERT INTO users (name, password_hash, created_at) VALUES ('ann', 'h', 1);
+             INSERT INTO org_members (org, user, role) VALUES ('crew', 'ann', 'write');
+             INSERT INTO access_tokens (id, user, name, secret_hash, scope, created_at)
+               VALUES ('t1', 'ann', 'laptop', 'sh', 'read', 1);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        drop(conn);
+        let store = SqliteMetaStore::open(&scratch.url).await.unwrap();
+        assert_eq!(
+            store.members("crew").await.unwrap().unwrap(),
+            [Member {
+                user: "ann".parse().unwrap(),
+                role: berth_core::Role::Write
+            }]
+        );
+        let token = store.token_by_secret_hash("sh").await.unwrap().unwrap();
+        assert_eq!((token.id.as_str(), token.user.as_str()), ("t1", "ann"));
     }
 }

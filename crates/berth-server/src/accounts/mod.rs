@@ -281,10 +281,6 @@ impl Accounts {
         if self.meta.setting(FIRST_ADMIN_CREATED).await?.is_some() {
             return Ok(());
         }
-        if self.meta.user(FIRST_ADMIN).await?.is_some() {
-            self.meta.set_setting(FIRST_ADMIN_CREATED, "1").await?;
-            return Ok(());
-        }
         let (password, generated) = match password {
             Some(p) => (p.to_owned(), false),
             None => (secret::new_password(), true),
@@ -296,11 +292,15 @@ impl Accounts {
             .hash(&password, cost)
             .await
             .map_err(|e| AccountError::Hash(e.to_string()))?;
-        match self.meta.create_user(&name, &hash, true).await {
-            Ok(()) | Err(AccountRefusal::NameTaken(_) | AccountRefusal::NameRetired(_)) => {}
-            Err(e) => return Err(e.into()),
+        // One transaction: of several nodes starting together on an empty database, one
+        // creates it (and only that one hands out the password).
+        if !self
+            .meta
+            .create_first_admin(&name, &hash, FIRST_ADMIN_CREATED)
+            .await?
+        {
+            return Ok(());
         }
-        self.meta.set_setting(FIRST_ADMIN_CREATED, "1").await?;
         if generated {
             // The one deliberate secret in the log: there is no other way to hand it over.
             tracing::warn!(

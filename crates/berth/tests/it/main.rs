@@ -63,6 +63,62 @@ pub fn s3_scratch_url() -> String {
     )
 }
 
+/// `BERTH_TEST_DATABASE=postgres` runs the protocol suites with metadata in a scratch
+/// database of their own on the PostgreSQL server named by `BERTH_TEST_POSTGRES`.
+pub fn postgres_mode() -> bool {
+    std::env::var("BERTH_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// A PostgreSQL database made for one test (with `psql`), dropped when this goes.
+pub struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    pub fn create() -> ScratchDatabase {
+        let admin_url = std::env::var("BERTH_TEST_POSTGRES").unwrap_or_else(|_| {
+            panic!(
+                "BERTH_TEST_POSTGRES is not set: run scripts/test.sh, or run \
+                 scripts/start-postgres.sh and set it to the URL it prints"
+            )
+        });
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("berth_it_{}_{nanos}", std::process::id());
+        psql(&admin_url, &format!("CREATE DATABASE \"{name}\""));
+        let (base, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        ScratchDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        psql(&self.admin_url, &sql);
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .output()
+        .expect("psql (scripts/test.sh installs PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// An in-process berth on `127.0.0.1:<free port>` with its own data directory.
 /// Dropping it shuts the server down.
 pub struct TestServer {
@@ -72,6 +128,9 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// Where its blobs are (the data dir, or an S3 prefix).
     pub storage: berth_server::StorageConfig,
+    /// Where its metadata is.
+    pub database: berth_server::DatabaseConfig,
+    _scratch_database: Option<ScratchDatabase>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -95,8 +154,13 @@ impl TestServer {
                 redirect: None,
             };
         }
+        let scratch_database = postgres_mode().then(ScratchDatabase::create);
+        if let Some(scratch) = &scratch_database {
+            config.database = berth_server::DatabaseConfig::Postgres(scratch.url.clone());
+        }
         configure(&mut config);
         let storage = config.storage.clone();
+        let database = config.database.clone();
         // Open the stores before answering, so a test's first request never races start-up.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -116,6 +180,8 @@ impl TestServer {
             port: addr.port(),
             data_dir,
             storage,
+            database,
+            _scratch_database: scratch_database,
             _dir: dir,
             _stop: stop,
         }

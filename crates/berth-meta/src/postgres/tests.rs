@@ -1,0 +1,198 @@
+//! Tests against a real PostgreSQL server, named by `BERTH_TEST_POSTGRES` (a URL whose
+//! role may create databases; `scripts/test.sh` starts one and sets it). Each test makes
+//! a scratch database of its own and drops it at the end.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use super::*;
+use crate::testsuite::Scratch;
+
+const ENV: &str = "BERTH_TEST_POSTGRES";
+/// Scratch databases are named `berth_t_<unix seconds>_<random>`.
+const PREFIX: &str = "berth_t_";
+/// Scratch databases older than this are left over from runs that did not finish.
+const STALE_AFTER_SECS: i64 = 3600;
+
+/// Scratch databases in use at once in this process. A race test may hold two pools of
+/// 16 connections; the server's `max_connections` is 100 by default, which as many tests
+/// at once as a many-core machine runs would exceed.
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+pub(crate) struct PgScratch {
+    admin_url: String,
+    name: String,
+    url: String,
+    _slot: tokio::sync::SemaphorePermit<'static>,
+}
+
+fn admin_url() -> String {
+    match std::env::var(ENV) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{ENV} is not set: the PostgreSQL tests need a server. Run scripts/test.sh \
+             (it starts one), or run scripts/start-postgres.sh and set {ENV} to the URL it \
+             prints (such as postgres://berth:berth@127.0.0.1:5432/berth; the role must \
+             have CREATEDB)"
+        ),
+    }
+}
+
+async fn admin_connection(url: &str) -> PgConnection {
+    PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!("connecting to {ENV}: {e} (is the server running? scripts/start-postgres.sh)")
+    })
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+fn unix_now() -> i64 {
+    now()
+}
+
+/// Drops scratch databases that runs which did not finish left behind.
+async fn drop_stale(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(PREFIX)
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap();
+    for name in names {
+        let made: Option<i64> = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse().ok());
+        if made.is_some_and(|made| unix_now() - made > STALE_AFTER_SECS) {
+            // Another test may be dropping it too: whoever is second has nothing to do.
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = admin.execute(sqlx::AssertSqlSafe(sql)).await;
+        }
+    }
+}
+
+pub(crate) async fn scratch() -> PgScratch {
+    let admin_url = admin_url();
+    let slot = SLOTS.acquire().await.unwrap();
+    let mut admin = admin_connection(&admin_url).await;
+    drop_stale(&mut admin).await;
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let name = format!("{PREFIX}{}_{:016x}", unix_now(), random);
+    // A collation that does not sort byte by byte (ICU English, where PostgreSQL has
+    // ICU), so that a listing relying on the database's collation shows in the tests.
+    let icu = format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    );
+    if admin.execute(sqlx::AssertSqlSafe(icu)).await.is_err() {
+        let plain = format!("CREATE DATABASE \"{name}\"");
+        admin
+            .execute(sqlx::AssertSqlSafe(plain))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("creating a scratch database (does the role of {ENV} have CREATEDB?): {e}")
+            });
+    }
+    let _ = admin.close().await;
+    let url = with_database(&admin_url, &name);
+    PgScratch {
+        admin_url,
+        name,
+        url,
+        _slot: slot,
+    }
+}
+
+#[async_trait]
+impl Scratch for PgScratch {
+    async fn open(&self) -> Arc<dyn MetaStore> {
+        Arc::new(PgMetaStore::open(&self.url).await.unwrap())
+    }
+
+    async fn remove(self) {
+        let mut admin = admin_connection(&self.admin_url).await;
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        admin.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+        let _ = admin.close().await;
+    }
+}
+
+#[test]
+fn database_names_are_replaced_in_urls() {
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/berth", "x"),
+        "postgres://u:p@h:5432/x"
+    );
+    assert_eq!(
+        with_database("postgresql://u:p@h/berth?sslmode=disable", "x"),
+        "postgresql://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
+
+async fn applied_versions(url: &str) -> Vec<i64> {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar("SELECT version FROM berth_schema_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Nodes starting together on an empty database: every migration is applied exactly
+/// once, and none again when a node starts later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_apply_once_when_nodes_start_together() {
+    let scratch = scratch().await;
+    let url = scratch.url.clone();
+    let outcome = tokio::spawn(async move {
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PgMetaStore::open(&url).await })
+            })
+            .collect();
+        for open in opens {
+            open.await.unwrap().unwrap();
+        }
+        let all: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(applied_versions(&url).await, all);
+        let store = PgMetaStore::open(&url).await.unwrap();
+        assert_eq!(applied_versions(&url).await, all);
+        store
+            .link_blob(
+                &"ns/a".parse().unwrap(),
+                &berth_core::Algorithm::Sha256.digest_of(b"x"),
+                1,
+            )
+            .await
+            .unwrap();
+    })
+    .await;
+    scratch.remove().await;
+    outcome.unwrap();
+}
+
+#[tokio::test]
+async fn other_urls_are_refused() {
+    let refused = PgMetaStore::open("sqlite:///tmp/x.db").await;
+    assert!(refused.is_err());
+}
