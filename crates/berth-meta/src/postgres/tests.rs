@@ -196,3 +196,146 @@ async fn other_urls_are_refused() {
     let refused = PgMetaStore::open("sqlite:///tmp/x.db").await;
     assert!(refused.is_err());
 }
+
+/// A database at migration 1 with stored manifests: migration 2 records what their
+/// bodies reference, leaving out a body that is not JSON (which sends it one manifest
+/// at a time) and reading one with `\u0000` (which jsonb refuses); what existed counts
+/// as released and linked at the upgrade.
+#[tokio::test]
+async fn migration_2_reads_references_from_stored_bodies() {
+    let scratch = scratch().await;
+    let url = scratch.url.clone();
+    let outcome = tokio::spawn(async move {
+        let d = |s: &str| {
+            berth_core::Algorithm::Sha256
+                .digest_of(s.as_bytes())
+                .to_string()
+        };
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(MIGRATIONS[0])
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE berth_schema_migrations (
+                 version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO berth_schema_migrations (version) VALUES (1);
+             INSERT INTO repositories (name, created_at) VALUES ('ns/old', 1);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for blob in ["config", "layer", "artifact blob", "unused"] {
+            sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, 5, 1)")
+                .bind(d(blob))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO repository_blobs (repository_id, digest) VALUES (1, $1)")
+                .bind(d(blob))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":5}},
+                "layers":[{{"digest":"{}","size":5}},{{"digest":"{}","size":9,"urls":["x"]}}],
+                "annotations":{{"a":"\u0000"}}}}"#,
+            d("config"),
+            d("layer"),
+            d("foreign")
+        );
+        let artifact = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"blobs":[{{"digest":"{}"}}]}}"#,
+            d("config"),
+            d("artifact blob")
+        );
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"m-image"}},{{"digest":"m-artifact"}}],
+                "layers":"not a list","config":"not an object"}}"#
+        );
+        let bodies: [(&str, Vec<u8>); 5] = [
+            ("m-image", image.into_bytes()),
+            ("m-artifact", artifact.into_bytes()),
+            ("m-index", index.into_bytes()),
+            ("m-array", br#"[{"config":{"digest":"x"}}]"#.to_vec()),
+            ("m-bytes", b"\xff\xfe not text".to_vec()),
+        ];
+        for (digest, body) in &bodies {
+            sqlx::query(
+                "INSERT INTO manifests (repository_id, digest, media_type, body, created_at)
+                 VALUES (1, $1, 'x', $2, 1)",
+            )
+            .bind(digest)
+            .bind(body)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+
+        let before = unix_now();
+        let store = PgMetaStore::open(&url).await.unwrap();
+        let mut blobs: Vec<(String, String)> =
+            sqlx::query_as("SELECT manifest, digest FROM manifest_blobs")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        blobs.sort();
+        let mut expected = vec![
+            ("m-artifact".to_owned(), d("artifact blob")),
+            ("m-artifact".to_owned(), d("config")),
+            ("m-image".to_owned(), d("config")),
+            ("m-image".to_owned(), d("foreign")),
+            ("m-image".to_owned(), d("layer")),
+        ];
+        expected.sort();
+        assert_eq!(blobs, expected);
+        let mut children: Vec<(String, String)> =
+            sqlx::query_as("SELECT manifest, child FROM manifest_children")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        children.sort();
+        assert_eq!(
+            children,
+            [
+                ("m-index".to_owned(), "m-artifact".to_owned()),
+                ("m-index".to_owned(), "m-image".to_owned())
+            ]
+        );
+
+        // Referenced blobs are never candidates; the unused one is, once the upgrade
+        // is longer ago than the cutoffs.
+        let after = unix_now() + 10;
+        let everything = GcCutoffs {
+            released_before: after,
+            linked_before: after,
+            claimed_before: after,
+        };
+        let found = store.gc_candidates(&everything, None, 100).await.unwrap();
+        let found: Vec<String> = found.iter().map(|b| b.digest.to_string()).collect();
+        assert_eq!(found, [d("unused")]);
+        for recent in [
+            GcCutoffs {
+                released_before: before - 1,
+                ..everything
+            },
+            GcCutoffs {
+                linked_before: before - 1,
+                ..everything
+            },
+        ] {
+            assert!(
+                store
+                    .gc_candidates(&recent, None, 100)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let _ = conn.close().await;
+    })
+    .await;
+    scratch.remove().await;
+    outcome.unwrap();
+}
