@@ -138,7 +138,7 @@ pub(super) async fn claim_blobs(
     .await
     .map_err(backend)?;
     let mut claimed = rows.iter().map(gc_blob).collect::<Result<Vec<_>>>()?;
-    claimed.sort_by(|a, b| a.digest.to_string().cmp(&b.digest.to_string()));
+    claimed.sort_by_key(|b| b.digest.to_string());
     Ok(claimed)
 }
 
