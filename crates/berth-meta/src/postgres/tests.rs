@@ -250,10 +250,10 @@ async fn migration_2_reads_references_from_stored_bodies() {
             d("config"),
             d("artifact blob")
         );
-        let index = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"digest":"m-image"}},{{"digest":"m-artifact"}}],
-                "layers":"not a list","config":"not an object"}}"#
-        );
+        let index =
+            r#"{"schemaVersion":2,"manifests":[{"digest":"m-image"},{"digest":"m-artifact"}],
+                "layers":"not a list","config":"not an object"}"#
+                .to_owned();
         let bodies: [(&str, Vec<u8>); 5] = [
             ("m-image", image.into_bytes()),
             ("m-artifact", artifact.into_bytes()),
@@ -334,6 +334,46 @@ async fn migration_2_reads_references_from_stored_bodies() {
             );
         }
         let _ = conn.close().await;
+    })
+    .await;
+    scratch.remove().await;
+    outcome.unwrap();
+}
+
+/// The contract's races of collection against pushes, on tables padded with rows that
+/// every claim and every removal of stale links looks at and none may take (blobs
+/// referenced, links of them): a collector's first look then lasts long enough for
+/// pushes to commit during it, which only its second look, with a fresh snapshot, sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collectors_check_again_what_a_long_first_look_missed() {
+    let scratch = scratch().await;
+    let url = scratch.url.clone();
+    let (a, b) = tokio::join!(scratch.open(), scratch.open());
+    let outcome = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            // No autovacuum of the padding: a worker on the scratch database would keep
+            // its DROP (by a role that may not end the worker) from going through.
+            "ALTER TABLE blobs SET (autovacuum_enabled = false);
+             ALTER TABLE manifest_blobs SET (autovacuum_enabled = false);
+             ALTER TABLE repository_blobs SET (autovacuum_enabled = false);
+             INSERT INTO repositories (name, created_at) VALUES ('pad/pad', 0);
+             INSERT INTO blobs (digest, size, created_at)
+             SELECT 'sha256:' || lpad(to_hex(i), 64, '0'), 1, 0
+             FROM generate_series(1, 40000) AS i;
+             INSERT INTO manifest_blobs (repository_id, manifest, digest)
+             SELECT r.id, 'sha256:pad', b.digest FROM blobs b, repositories r
+             WHERE r.name = 'pad/pad';
+             INSERT INTO repository_blobs (repository_id, digest)
+             SELECT repository_id, digest FROM manifest_blobs;
+             ANALYZE;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let _ = conn.close().await;
+        crate::testsuite::race_claim_against_put_manifest(a.clone(), b.clone()).await;
+        crate::testsuite::race_collection_against_references(a, b).await;
     })
     .await;
     scratch.remove().await;
