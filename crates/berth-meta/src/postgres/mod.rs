@@ -210,21 +210,23 @@ CREATE INDEX web_sessions_by_expiry ON web_sessions(expires_at);
     // claimed; when each link was last made; when a manifest last lost a tag; and what
     // each manifest references, recorded at PUT and read from the stored bodies here.
     //
-    // What exists already counts as released, linked and untagged now (a default
-    // computed once, so no row is rewritten, then replaced): a collection right after
-    // the upgrade waits out its grace before it takes anything, as it would for a push.
+    // What exists already counts as released, linked and untagged now (a default that
+    // is not volatile is computed once, so no row is rewritten; then it is dropped): a
+    // collection right after the upgrade waits out its grace before it takes anything,
+    // as it would for a push. A link that names no time (one made by a node not yet
+    // upgraded) is fresh.
     r#"
 ALTER TABLE blobs
     ADD COLUMN state TEXT NOT NULL DEFAULT 'live'
         CONSTRAINT blobs_state CHECK (state IN ('pending', 'live', 'deleting')),
-    ADD COLUMN released_at BIGINT DEFAULT extract(epoch FROM now())::BIGINT,
+    ADD COLUMN released_at BIGINT DEFAULT floor(extract(epoch FROM now()))::BIGINT,
     ADD COLUMN claimed_at BIGINT;
 ALTER TABLE blobs ALTER COLUMN released_at DROP DEFAULT;
 ALTER TABLE repository_blobs
-    ADD COLUMN linked_at BIGINT NOT NULL DEFAULT extract(epoch FROM now())::BIGINT;
-ALTER TABLE repository_blobs ALTER COLUMN linked_at SET DEFAULT 0;
+    ADD COLUMN linked_at BIGINT NOT NULL DEFAULT floor(extract(epoch FROM now()))::BIGINT;
 CREATE INDEX repository_blobs_by_digest ON repository_blobs(digest, linked_at);
-ALTER TABLE manifests ADD COLUMN untagged_at BIGINT DEFAULT extract(epoch FROM now())::BIGINT;
+ALTER TABLE manifests
+    ADD COLUMN untagged_at BIGINT DEFAULT floor(extract(epoch FROM now()))::BIGINT;
 ALTER TABLE manifests ALTER COLUMN untagged_at DROP DEFAULT;
 CREATE TABLE manifest_blobs (
     repository_id BIGINT NOT NULL REFERENCES repositories(id),
