@@ -552,63 +552,6 @@ impl MetaStore for SqliteMetaStore {
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
         self.list_repositories_page(last.unwrap_or(""), limit).await
     }
-
-    // ---- DROP ME (branch gc-postgres only): stubs so that the crate compiles until the
-    // SQLite side of the garbage-collection contract lands. Every one fails. ----
-    async fn pin_blob(&self, _: &RepoName, _: &Digest, _: u64) -> Result<bool> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn mount_blob(
-        &self,
-        _: &RepoName,
-        _: &Digest,
-        _: Option<&RepoName>,
-    ) -> Result<Option<u64>> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn repository_usage(
-        &self,
-        _: Option<&str>,
-        _: Option<&str>,
-        _: u32,
-    ) -> Result<Vec<crate::RepositoryUsage>> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn namespace_usage(&self, _: &str) -> Result<u64> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn gc_candidates(
-        &self,
-        _: &crate::GcCutoffs,
-        _: Option<&Digest>,
-        _: u32,
-    ) -> Result<Vec<crate::GcBlob>> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn gc_claim_blobs(&self, _: &crate::GcCutoffs, _: u32) -> Result<Vec<crate::GcBlob>> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn gc_forget_blobs(&self, _: &[Digest]) -> Result<()> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn gc_blob_known(&self, _: &Digest) -> Result<bool> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn gc_claim_orphan(&self, _: &Digest, _: u64) -> Result<bool> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn gc_stale_links(&self, _: &crate::GcCutoffs, _: bool) -> Result<u64> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    async fn gc_untagged_manifests(
-        &self,
-        _: &[String],
-        _: &crate::GcCutoffs,
-        _: bool,
-    ) -> Result<Vec<(RepoName, Digest)>> {
-        Err(MetaError("not implemented in this branch".into()))
-    }
-    // ---- end of DROP ME ----
 }
 
 impl SqliteMetaStore {
