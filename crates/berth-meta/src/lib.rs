@@ -98,10 +98,26 @@ pub trait MetaStore: AccountStore {
     async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;
     /// Size of `digest` if any repository holds it.
     async fn blob(&self, digest: &Digest) -> Result<Option<u64>>;
-    /// Records that the blob store holds `digest` and links it into `repository`
-    /// (creating the repository on first push).
+    /// Reserves `digest` for `repository` before its bytes are published: records it
+    /// as pending (not served) if it is new, and links it freshly (a push in progress,
+    /// which collection leaves alone). `false` if a collector is deleting the digest's
+    /// bytes right now: publish nothing, and try again shortly.
+    async fn pin_blob(&self, repository: &RepoName, digest: &Digest, size: u64) -> Result<bool>;
+    /// Records that the blob store now holds `digest` (live: served from now on) and
+    /// links it freshly into `repository` (creating the repository on first push).
+    /// Called after [`MetaStore::pin_blob`] and publishing.
     async fn link_blob(&self, repository: &RepoName, digest: &Digest, size: u64) -> Result<()>;
-    /// Removes `digest` from `repository` (the bytes stay for other repositories).
+    /// Links a live blob into `repository` (a cross-repository mount, a fresh link) and
+    /// returns its size; with `from`, only if that repository holds it. `None` if it is
+    /// not there or being collected.
+    async fn mount_blob(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>>;
+    /// Removes `digest` from `repository` (the bytes stay for other repositories); a
+    /// release, as for a deleted manifest.
     async fn unlink_blob(&self, repository: &RepoName, digest: &Digest) -> Result<bool>;
 
     // ---- upload sessions ----
@@ -168,4 +184,93 @@ pub trait MetaStore: AccountStore {
 
     // ---- repositories ----
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Page>;
+    /// Bytes each repository holds (its linked blobs and its manifests; a blob shared by
+    /// several repositories counts in each), for repositories after `last`, at most
+    /// `limit`, in name order; with `namespace`, only its repositories.
+    async fn repository_usage(
+        &self,
+        namespace: Option<&str>,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RepositoryUsage>>;
+    /// Bytes a namespace holds: each distinct blob linked in any of its repositories
+    /// once, plus its manifests.
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64>;
+
+    // ---- garbage collection (see ARCHITECTURE.md, "Garbage collection") ----
+    /// Collectable blobs after `after` in digest order, at most `limit`, without claiming
+    /// them (for a dry run): see [`GcCutoffs`] for what is collectable.
+    async fn gc_candidates(
+        &self,
+        cutoffs: &GcCutoffs,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<GcBlob>>;
+    /// Claims at most `limit` collectable blobs for deletion (state `deleting`, with the
+    /// time): from the commit on they are neither served nor linked, pinned or mounted,
+    /// and other collectors skip them unless the claim is older than
+    /// `cutoffs.claimed_before`. The caller deletes their bytes, then forgets them.
+    async fn gc_claim_blobs(&self, cutoffs: &GcCutoffs, limit: u32) -> Result<Vec<GcBlob>>;
+    /// Forgets claimed blobs whose bytes are gone: their records and links.
+    async fn gc_forget_blobs(&self, digests: &[Digest]) -> Result<()>;
+    /// Whether any record of `digest` exists, in any state.
+    async fn gc_blob_known(&self, digest: &Digest) -> Result<bool>;
+    /// Claims bytes the blob store holds that no record describes (published before a
+    /// crash cut their metadata): inserts a `deleting` record unless any record exists
+    /// (then `false`: leave them).
+    async fn gc_claim_orphan(&self, digest: &Digest, size: u64) -> Result<bool>;
+    /// Removes (or with `dry_run` only counts) links of blobs into repositories none of
+    /// whose manifests references them, linked before `cutoffs.linked_before`, of live
+    /// blobs released before `cutoffs.released_before` (or never referenced): what a
+    /// repository no longer uses stops counting as its storage.
+    async fn gc_stale_links(&self, cutoffs: &GcCutoffs, dry_run: bool) -> Result<u64>;
+    /// Manifests with no tag in repositories named in `scopes` (a namespace `ns`, every
+    /// repository under it, or one repository `ns/repo`), that no manifest of their
+    /// repository lists as a child, whose subject (if any) is gone from the repository,
+    /// created before `cutoffs.linked_before` and untagged before
+    /// `cutoffs.released_before`: deleted as [`MetaStore::delete_manifest`] does (their
+    /// blobs released), unless `dry_run`. Returns them.
+    async fn gc_untagged_manifests(
+        &self,
+        scopes: &[String],
+        cutoffs: &GcCutoffs,
+        dry_run: bool,
+    ) -> Result<Vec<(RepoName, Digest)>>;
+}
+
+/// When things stop being protected from garbage collection (unix seconds). A blob is
+/// collectable when it is live or pending (not already claimed, or claimed before
+/// `claimed_before`) and
+/// - no manifest in any repository references it (as config, layer or blob),
+/// - no link of it is younger than `linked_before` (a push in progress: uploaded,
+///   pinned or mounted, its manifest not yet pushed; deleting a manifest or unlinking
+///   ends the links it involved by setting their time to 0), and
+/// - it was released (its last reference went: a manifest deleted, a blob unlinked)
+///   before `released_before`, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcCutoffs {
+    /// `now - grace`.
+    pub released_before: i64,
+    /// `now - max(grace, push window)`.
+    pub linked_before: i64,
+    /// `now - claim timeout`: older claims were left by a collector that died.
+    pub claimed_before: i64,
+}
+
+/// A blob as garbage collection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcBlob {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What a repository holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryUsage {
+    pub repository: RepoName,
+    /// Bytes of its linked live blobs plus its manifests.
+    pub bytes: u64,
+    pub blobs: u64,
+    pub manifests: u64,
+    pub tags: u64,
 }

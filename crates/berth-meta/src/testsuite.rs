@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use berth_core::{AccountName, Algorithm, Digest, Relation, RepoName, Role, Tag, TokenScope};
 
 use crate::{
-    AccessToken, AccountRefusal, ManifestRecord, MetaStore, PutManifestError, UploadSession,
-    Viewer, WebSession,
+    AccessToken, AccountRefusal, GcBlob, GcCutoffs, ManifestRecord, MetaStore, PutManifestError,
+    RepositoryUsage, UploadSession, Viewer, WebSession,
 };
 
 /// Fresh, empty data of one backend for one test, on which any number of store
@@ -86,6 +86,10 @@ macro_rules! meta_store_contract {
             first_admin_is_created_once,
             web_sessions_end_with_their_row,
             visibility_follows_namespace_defaults,
+            gc_collects_only_unreferenced_released_blobs,
+            gc_keeps_index_children_and_referrers,
+            gc_orphans_and_stale_links,
+            storage_usage_per_repository_and_namespace,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -96,6 +100,9 @@ macro_rules! meta_store_contract {
             race_create_user_same_name,
             race_user_removed_while_tokens_and_sessions_are_made,
             race_first_admin_and_settings_at_start,
+            race_claim_against_put_manifest,
+            race_two_collectors_claim_disjoint_sets,
+            race_collection_against_references,
         );
     };
     (@one $scratch:expr; $($check:ident),* $(,)?) => {$(
@@ -868,6 +875,591 @@ pub async fn first_admin_is_created_once(store: &dyn MetaStore) {
     }
 }
 
+// ---------------------------------------------------------------- garbage collection
+//
+// Times are the store's clock: unix seconds, as `now` gives them. Cutoffs in the future
+// (`now + 10`) mean "everything so far", in the past (`now - 60`) "nothing so far".
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Waits until the clock shows a new second, and returns it: whatever was done before
+/// happened before it.
+async fn next_second() -> i64 {
+    let start = unix_now();
+    while unix_now() <= start {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unix_now()
+}
+
+/// Cutoffs under which everything released, linked, created or untagged so far is old
+/// enough, and no claim made from now on is stale.
+fn everything_so_far() -> GcCutoffs {
+    let t = unix_now();
+    GcCutoffs {
+        released_before: t + 10,
+        linked_before: t + 10,
+        claimed_before: t - 60,
+    }
+}
+
+async fn candidates(store: &dyn MetaStore, cutoffs: &GcCutoffs) -> Vec<Digest> {
+    let found = store.gc_candidates(cutoffs, None, 1000).await.unwrap();
+    found.into_iter().map(|b| b.digest).collect()
+}
+
+/// Blobs in digest order (byte order of the digest's text), as collection lists them.
+fn in_digest_order(mut blobs: Vec<GcBlob>) -> Vec<GcBlob> {
+    blobs.sort_by_key(|b| b.digest.to_string());
+    blobs
+}
+
+pub async fn gc_collects_only_unreferenced_released_blobs(store: &dyn MetaStore) {
+    let r = repo("ns/gc");
+    let (config, layer) = (digest("gc config"), digest("gc layer"));
+    let old = everything_so_far();
+    // Released long enough ago, but a link made since `t - 60` protects.
+    let linked_lately = GcCutoffs {
+        linked_before: old.claimed_before,
+        ..old
+    };
+    let released_lately = GcCutoffs {
+        released_before: old.claimed_before,
+        ..old
+    };
+
+    // Pinned: pending, not served, protected while its link is fresh.
+    assert!(store.pin_blob(&r, &config, 2).await.unwrap());
+    assert_eq!(store.blob(&config).await.unwrap(), None, "pending");
+    assert_eq!(store.repository_blob(&r, &config).await.unwrap(), None);
+    assert!(candidates(store, &linked_lately).await.is_empty());
+    assert_eq!(
+        candidates(store, &old).await,
+        std::slice::from_ref(&config),
+        "a push gone"
+    );
+    store.link_blob(&r, &config, 2).await.unwrap();
+    store.link_blob(&r, &layer, 10).await.unwrap();
+    assert_eq!(store.blob(&config).await.unwrap(), Some(2), "live");
+    assert_eq!(store.repository_blob(&r, &config).await.unwrap(), Some(2));
+
+    // Referenced by a manifest: never a candidate, whatever the cutoffs.
+    let m = manifest("gc m", None, None);
+    store
+        .put_manifest(&r, &m, &[config.clone(), layer.clone()], &[], &[tag("v1")])
+        .await
+        .unwrap();
+    assert!(candidates(store, &old).await.is_empty());
+    assert!(store.gc_claim_blobs(&old, 100).await.unwrap().is_empty());
+
+    // Its manifest deleted: released now, and the repository's links of them ended.
+    assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
+    let both = in_digest_order(vec![
+        GcBlob {
+            digest: config.clone(),
+            size: 2,
+        },
+        GcBlob {
+            digest: layer.clone(),
+            size: 10,
+        },
+    ]);
+    assert_eq!(store.gc_candidates(&old, None, 100).await.unwrap(), both);
+    assert_eq!(
+        store
+            .gc_candidates(&linked_lately, None, 100)
+            .await
+            .unwrap(),
+        both,
+        "deleting the manifest ended its links"
+    );
+    assert!(
+        candidates(store, &released_lately).await.is_empty(),
+        "within the grace after their release"
+    );
+    let page = store
+        .gc_candidates(&old, Some(&both[0].digest), 1)
+        .await
+        .unwrap();
+    assert_eq!(page, both[1..], "keyset pages by digest");
+
+    // A pin, a mount and a link each protect a blob again.
+    assert!(
+        store
+            .pin_blob(&repo("ns/gc-pin"), &config, 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .mount_blob(&repo("ns/gc-mount"), &layer, Some(&r))
+            .await
+            .unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        store.blob(&config).await.unwrap(),
+        Some(2),
+        "a pin keeps it live"
+    );
+    let other = digest("gc other");
+    store
+        .link_blob(&repo("ns/gc-link"), &other, 7)
+        .await
+        .unwrap();
+    assert!(candidates(store, &linked_lately).await.is_empty());
+    assert!(
+        candidates(store, &old).await.contains(&other),
+        "never released"
+    );
+    // An unlink is a release.
+    assert!(
+        store
+            .unlink_blob(&repo("ns/gc-link"), &other)
+            .await
+            .unwrap()
+    );
+    assert!(!candidates(store, &released_lately).await.contains(&other));
+    assert!(candidates(store, &old).await.contains(&other));
+    // A mount needs a live blob, and with `from` one that repository holds.
+    assert_eq!(
+        store
+            .mount_blob(&repo("ns/gc-mount"), &other, Some(&repo("ns/gc-link")))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .mount_blob(&repo("ns/gc-mount"), &digest("gc nothing"), None)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Still referenced elsewhere: kept.
+    let kept = digest("gc kept");
+    store.link_blob(&r, &kept, 1).await.unwrap();
+    let keeper = manifest("gc keeper", None, None);
+    store
+        .put_manifest(&r, &keeper, std::slice::from_ref(&kept), &[], &[])
+        .await
+        .unwrap();
+
+    // Claimed: neither served nor linked, pinned or mounted, nor usable by a manifest.
+    let all = in_digest_order(vec![
+        both[0].clone(),
+        both[1].clone(),
+        GcBlob {
+            digest: other.clone(),
+            size: 7,
+        },
+    ]);
+    let claimed = in_digest_order(store.gc_claim_blobs(&old, 100).await.unwrap());
+    assert_eq!(claimed, all);
+    for b in &all {
+        assert_eq!(store.blob(&b.digest).await.unwrap(), None);
+        assert!(store.gc_blob_known(&b.digest).await.unwrap());
+    }
+    assert_eq!(store.repository_blob(&r, &config).await.unwrap(), None);
+    assert_eq!(
+        store
+            .repository_blob(&repo("ns/gc-mount"), &layer)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .mount_blob(&repo("ns/gc-late"), &layer, None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!store.pin_blob(&r, &config, 2).await.unwrap());
+    store.link_blob(&r, &config, 2).await.unwrap();
+    assert_eq!(store.blob(&config).await.unwrap(), None, "not revived");
+    let late = manifest("gc late", None, None);
+    let err = store
+        .put_manifest(&r, &late, std::slice::from_ref(&layer), &[], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PutManifestError::MissingBlob(d) if d == layer));
+    assert_eq!(store.blob(&kept).await.unwrap(), Some(1));
+
+    // Claimed once: neither a candidate nor claimed again, until the claim is stale
+    // (its collector died): then it is both.
+    assert!(candidates(store, &old).await.is_empty());
+    assert!(store.gc_claim_blobs(&old, 100).await.unwrap().is_empty());
+    let stale = GcCutoffs {
+        claimed_before: unix_now() + 10,
+        ..old
+    };
+    assert_eq!(store.gc_candidates(&stale, None, 100).await.unwrap(), all);
+    assert_eq!(
+        in_digest_order(store.gc_claim_blobs(&stale, 100).await.unwrap()),
+        all
+    );
+
+    // Forgotten: no record left; a blob not claimed is not forgotten.
+    let mut forget: Vec<Digest> = all.iter().map(|b| b.digest.clone()).collect();
+    forget.push(kept.clone());
+    store.gc_forget_blobs(&forget).await.unwrap();
+    for b in &all {
+        assert!(!store.gc_blob_known(&b.digest).await.unwrap());
+    }
+    assert_eq!(store.repository_blob(&r, &kept).await.unwrap(), Some(1));
+    assert!(store.gc_claim_blobs(&stale, 100).await.unwrap().is_empty());
+    // A new push of it can begin.
+    assert!(store.pin_blob(&r, &config, 2).await.unwrap());
+    assert_eq!(store.blob(&config).await.unwrap(), None);
+    store.link_blob(&r, &config, 2).await.unwrap();
+    assert_eq!(store.repository_blob(&r, &config).await.unwrap(), Some(2));
+}
+
+pub async fn gc_keeps_index_children_and_referrers(store: &dyn MetaStore) {
+    let r = repo("ns/untag");
+    let (child_layer, plain_layer) = (digest("child layer"), digest("plain layer"));
+    store.link_blob(&r, &child_layer, 3).await.unwrap();
+    store.link_blob(&r, &plain_layer, 4).await.unwrap();
+    let put = |r: RepoName,
+               m: ManifestRecord,
+               blobs: Vec<Digest>,
+               children: Vec<Digest>,
+               tags: Vec<Tag>| {
+        async move {
+            store
+                .put_manifest(&r, &m, &blobs, &children, &tags)
+                .await
+                .unwrap();
+        }
+    };
+    let child = manifest("child", None, None);
+    put(
+        r.clone(),
+        child.clone(),
+        vec![child_layer.clone()],
+        vec![],
+        vec![],
+    )
+    .await;
+    let index = manifest("index", None, None);
+    put(
+        r.clone(),
+        index.clone(),
+        vec![],
+        vec![child.digest.clone()],
+        vec![tag("v1")],
+    )
+    .await;
+    let referrer = manifest("sig", Some(child.digest.clone()), Some("application/x.sig"));
+    put(r.clone(), referrer.clone(), vec![], vec![], vec![]).await;
+    let dangling = manifest("dangling sig", Some(digest("no subject")), Some("x/y"));
+    put(r.clone(), dangling.clone(), vec![], vec![], vec![]).await;
+    let plain = manifest("plain", None, None);
+    put(
+        r.clone(),
+        plain.clone(),
+        vec![plain_layer.clone()],
+        vec![],
+        vec![],
+    )
+    .await;
+    let tagged = manifest("tagged", None, None);
+    put(r.clone(), tagged.clone(), vec![], vec![], vec![tag("keep")]).await;
+    let moved = manifest("moved", None, None);
+    put(r.clone(), moved.clone(), vec![], vec![], vec![tag("mv")]).await;
+    let elsewhere = manifest("elsewhere", None, None);
+    put(repo("nsx/r"), elsewhere.clone(), vec![], vec![], vec![]).await;
+    put(repo("myxns/r"), elsewhere.clone(), vec![], vec![], vec![]).await;
+    put(repo("ns"), elsewhere.clone(), vec![], vec![], vec![]).await;
+
+    let t = next_second().await;
+    let old = GcCutoffs {
+        released_before: t,
+        linked_before: t,
+        claimed_before: t - 60,
+    };
+    let recent = GcCutoffs {
+        released_before: t - 60,
+        linked_before: t - 60,
+        ..old
+    };
+    let ns = vec!["ns".to_owned()];
+    assert!(
+        store
+            .gc_untagged_manifests(&ns, &recent, true)
+            .await
+            .unwrap()
+            .is_empty(),
+        "pushed within the grace"
+    );
+    // Untagged since before `t`: the moved tag's manifest and a deleted tag's are not.
+    assert!(store.delete_tag(&r, &tag("keep")).await.unwrap());
+    put(
+        r.clone(),
+        manifest("mover", None, None),
+        vec![],
+        vec![],
+        vec![tag("mv")],
+    )
+    .await;
+
+    let mut expected = vec![
+        (repo("ns"), elsewhere.digest.clone()),
+        (r.clone(), dangling.digest.clone()),
+        (r.clone(), plain.digest.clone()),
+    ];
+    expected.sort_by_key(|(r, d)| (r.to_string(), d.to_string()));
+    let sorted = |mut found: Vec<(RepoName, Digest)>| {
+        found.sort_by_key(|(r, d)| (r.to_string(), d.to_string()));
+        found
+    };
+    let found = store.gc_untagged_manifests(&ns, &old, true).await.unwrap();
+    assert_eq!(sorted(found), expected);
+    assert!(
+        store
+            .manifest_by_digest(&r, &plain.digest)
+            .await
+            .unwrap()
+            .is_some(),
+        "a dry run deletes nothing"
+    );
+    // Scopes are namespaces or repositories, not prefixes or patterns of names.
+    let lookalikes = vec!["n".to_owned(), "my_ns".to_owned(), "ns/un".to_owned()];
+    assert!(
+        store
+            .gc_untagged_manifests(&lookalikes, &old, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let one = vec![r.to_string()];
+    let found = store.gc_untagged_manifests(&one, &old, true).await.unwrap();
+    assert_eq!(sorted(found), expected[1..]);
+    let found = store
+        .gc_untagged_manifests(&["nsx".to_owned(), "myxns/r".to_owned()], &old, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(found),
+        [
+            (repo("myxns/r"), elsewhere.digest.clone()),
+            (repo("nsx/r"), elsewhere.digest.clone())
+        ]
+    );
+
+    let taken = store.gc_untagged_manifests(&ns, &old, false).await.unwrap();
+    assert_eq!(sorted(taken), expected);
+    for (m, kept) in [
+        (&plain, false),
+        (&dangling, false),
+        (&child, true),
+        (&referrer, true),
+        (&index, true),
+        (&tagged, true),
+        (&moved, true),
+    ] {
+        let found = store.manifest_by_digest(&r, &m.digest).await.unwrap();
+        assert_eq!(found.is_some(), kept, "{:?}", std::str::from_utf8(&m.body));
+    }
+    // The plain manifest's blobs were released as by delete_manifest.
+    let found = candidates(store, &everything_so_far()).await;
+    assert!(found.contains(&plain_layer));
+    assert!(!found.contains(&child_layer));
+
+    // Without its index the child goes, and then its referrer, whose subject is gone.
+    assert!(store.delete_manifest(&r, &index.digest).await.unwrap());
+    let taken = store
+        .gc_untagged_manifests(&one, &old, false)
+        .await
+        .unwrap();
+    assert_eq!(taken, [(r.clone(), child.digest.clone())]);
+    let taken = store
+        .gc_untagged_manifests(&one, &old, false)
+        .await
+        .unwrap();
+    assert_eq!(taken, [(r.clone(), referrer.digest.clone())]);
+    assert!(
+        store
+            .gc_untagged_manifests(&one, &old, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        candidates(store, &everything_so_far())
+            .await
+            .contains(&child_layer)
+    );
+}
+
+pub async fn gc_orphans_and_stale_links(store: &dyn MetaStore) {
+    // Bytes without a record: claimed by inserting one, unless any record exists.
+    let r = repo("ns/orphans");
+    let d = digest("orphan");
+    assert!(!store.gc_blob_known(&d).await.unwrap());
+    assert!(store.gc_claim_orphan(&d, 5).await.unwrap());
+    assert!(store.gc_blob_known(&d).await.unwrap());
+    assert!(!store.gc_claim_orphan(&d, 5).await.unwrap(), "claimed once");
+    assert_eq!(store.blob(&d).await.unwrap(), None);
+    assert!(!store.pin_blob(&r, &d, 5).await.unwrap());
+    assert_eq!(store.mount_blob(&r, &d, None).await.unwrap(), None);
+    store
+        .gc_forget_blobs(std::slice::from_ref(&d))
+        .await
+        .unwrap();
+    assert!(!store.gc_blob_known(&d).await.unwrap());
+    assert!(store.pin_blob(&r, &d, 5).await.unwrap());
+    assert!(
+        !store.gc_claim_orphan(&d, 5).await.unwrap(),
+        "pinned: its bytes are being published"
+    );
+    assert_eq!(store.repository_blob(&r, &d).await.unwrap(), None);
+    store.link_blob(&r, &d, 5).await.unwrap();
+    assert_eq!(store.repository_blob(&r, &d).await.unwrap(), Some(5));
+
+    // Links: a repository's link of a live blob none of its manifests references.
+    let (a, b) = (repo("ns/a"), repo("ns/b"));
+    let used = digest("used");
+    store.link_blob(&a, &used, 1).await.unwrap();
+    store.link_blob(&b, &used, 1).await.unwrap();
+    let m = manifest("uses", None, None);
+    store
+        .put_manifest(&a, &m, std::slice::from_ref(&used), &[], &[])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .pin_blob(&repo("ns/c"), &digest("pending"), 1)
+            .await
+            .unwrap()
+    );
+    let released = digest("released lately");
+    let (d_repo, e_repo) = (repo("ns/d"), repo("ns/e"));
+    store.link_blob(&d_repo, &released, 1).await.unwrap();
+    store.link_blob(&e_repo, &released, 1).await.unwrap();
+    assert!(store.unlink_blob(&e_repo, &released).await.unwrap());
+
+    let old = everything_so_far();
+    let linked_lately = GcCutoffs {
+        linked_before: old.claimed_before,
+        ..old
+    };
+    let released_lately = GcCutoffs {
+        released_before: old.claimed_before,
+        ..old
+    };
+    assert_eq!(store.gc_stale_links(&linked_lately, true).await.unwrap(), 0);
+    // Stale: b's link of `used`, the orphans repository's of `d`, d's of `released`;
+    // not a's (referenced) nor c's (pending).
+    assert_eq!(store.gc_stale_links(&old, true).await.unwrap(), 3);
+    assert_eq!(store.repository_blob(&b, &used).await.unwrap(), Some(1));
+    assert_eq!(
+        store.gc_stale_links(&released_lately, false).await.unwrap(),
+        2
+    );
+    assert_eq!(store.repository_blob(&b, &used).await.unwrap(), None);
+    assert_eq!(store.repository_blob(&r, &d).await.unwrap(), None);
+    assert_eq!(store.repository_blob(&a, &used).await.unwrap(), Some(1));
+    assert_eq!(
+        store.repository_blob(&d_repo, &released).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(store.gc_stale_links(&old, false).await.unwrap(), 1);
+    assert_eq!(
+        store.repository_blob(&d_repo, &released).await.unwrap(),
+        None
+    );
+    assert_eq!(store.gc_stale_links(&old, true).await.unwrap(), 0);
+    assert_eq!(store.blob(&used).await.unwrap(), Some(1), "the blob stays");
+    assert_eq!(store.blob(&released).await.unwrap(), Some(1));
+}
+
+pub async fn storage_usage_per_repository_and_namespace(store: &dyn MetaStore) {
+    let (a, b, c, top) = (
+        repo("acme/a"),
+        repo("acme/b"),
+        repo("acmex/c"),
+        repo("acme"),
+    );
+    let (x, y, z) = (digest("usage x"), digest("usage y"), digest("usage z"));
+    store.link_blob(&a, &x, 100).await.unwrap();
+    store.link_blob(&b, &x, 100).await.unwrap();
+    store.link_blob(&a, &y, 10).await.unwrap();
+    store.link_blob(&c, &z, 1000).await.unwrap();
+    assert!(store.pin_blob(&top, &digest("usage p"), 7).await.unwrap());
+    let m = manifest("usage m", None, None);
+    store
+        .put_manifest(&a, &m, &[x.clone(), y.clone()], &[], &[tag("1"), tag("2")])
+        .await
+        .unwrap();
+    let s = manifest("usage s", None, None);
+    store.put_manifest(&b, &s, &[], &[], &[]).await.unwrap();
+    let (mb, sb) = (m.body.len() as u64, s.body.len() as u64);
+    let usage = |repository: &RepoName, bytes, blobs, manifests, tags| RepositoryUsage {
+        repository: repository.clone(),
+        bytes,
+        blobs,
+        manifests,
+        tags,
+    };
+    let all = vec![
+        usage(&top, 0, 0, 0, 0),
+        usage(&a, 110 + mb, 2, 1, 2),
+        usage(&b, 100 + sb, 1, 1, 0),
+        usage(&c, 1000, 1, 0, 0),
+    ];
+    assert_eq!(store.repository_usage(None, None, 100).await.unwrap(), all);
+    assert_eq!(
+        store
+            .repository_usage(Some("acme"), None, 100)
+            .await
+            .unwrap(),
+        all[..3]
+    );
+    assert_eq!(
+        store
+            .repository_usage(Some("acme"), Some("acme"), 1)
+            .await
+            .unwrap(),
+        all[1..2]
+    );
+    assert_eq!(
+        store
+            .repository_usage(None, Some("acme/b"), 100)
+            .await
+            .unwrap(),
+        all[3..]
+    );
+    assert_eq!(
+        store.namespace_usage("acme").await.unwrap(),
+        110 + mb + sb,
+        "a blob in several of its repositories counts once"
+    );
+    assert_eq!(store.namespace_usage("acmex").await.unwrap(), 1000);
+    assert_eq!(store.namespace_usage("acm").await.unwrap(), 0);
+    // What is being collected no longer counts (z and the pending blob are collectable).
+    let claimed = store
+        .gc_claim_blobs(&everything_so_far(), 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(store.namespace_usage("acmex").await.unwrap(), 0);
+    assert_eq!(
+        store
+            .repository_usage(Some("acmex"), None, 100)
+            .await
+            .unwrap(),
+        [usage(&c, 0, 0, 0, 0)]
+    );
+}
+
 // ---------------------------------------------------------------- races
 //
 // Two store instances on the same data, as two nodes (or a server and a command) on one
@@ -1357,4 +1949,236 @@ pub async fn race_first_admin_and_settings_at_start(a: Arc<dyn MetaStore>, b: Ar
     let mode = a.setting("mode").await.unwrap().unwrap();
     assert!(mode == "even" || mode == "odd");
     assert_eq!(a.list_users().await.unwrap().len(), 1);
+}
+
+/// A barrier for `n` spawned tasks, so that they start at once.
+fn barrier(n: usize) -> Arc<tokio::sync::Barrier> {
+    Arc::new(tokio::sync::Barrier::new(n))
+}
+
+/// A collector claims a released blob while a manifest that needs it is pushed, another
+/// repository pins it and a third mounts it: either the claim comes first and every
+/// other call fails, or one of them protects the blob and the claim leaves it (then
+/// every other call succeeds). Never is a manifest stored whose blob is collected.
+pub async fn race_claim_against_put_manifest(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    let mut outcomes = [0, 0];
+    for round in 0..24 {
+        let r = repo(&format!("ns/claim-{round}"));
+        let x = digest(&format!("claimed {round}"));
+        a.link_blob(&r, &x, 3).await.unwrap();
+        let before = manifest(&format!("claim before {round}"), None, None);
+        a.put_manifest(&r, &before, std::slice::from_ref(&x), &[], &[])
+            .await
+            .unwrap();
+        assert!(a.delete_manifest(&r, &before.digest).await.unwrap());
+        let t = unix_now();
+        // Released: collectable; links made from now on protect it.
+        let cutoffs = GcCutoffs {
+            released_before: t + 10,
+            linked_before: t - 30,
+            claimed_before: t - 60,
+        };
+        assert!(candidates(&*a, &cutoffs).await.contains(&x));
+
+        let m = manifest(&format!("claim after {round}"), None, None);
+        let start = barrier(4);
+        let claim = {
+            let (a, start) = (a.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                a.gc_claim_blobs(&cutoffs, 100).await.unwrap()
+            })
+        };
+        let put = {
+            let (b, r, m, x, start) = (b.clone(), r.clone(), m.clone(), x.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                b.put_manifest(&r, &m, &[x], &[], &[tag("latest")]).await
+            })
+        };
+        let pin = {
+            let (a, x, start) = (a.clone(), x.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let pinned = repo(&format!("ns/pin-{round}"));
+                a.pin_blob(&pinned, &x, 3).await.unwrap()
+            })
+        };
+        let mount = {
+            let (b, r, x, start) = (b.clone(), r.clone(), x.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let mounted = repo(&format!("ns/mount-{round}"));
+                b.mount_blob(&mounted, &x, Some(&r)).await.unwrap()
+            })
+        };
+        let claimed = claim.await.unwrap();
+        let (put, pinned, mounted) = (put.await.unwrap(), pin.await.unwrap(), mount.await.unwrap());
+        if claimed.iter().any(|c| c.digest == x) {
+            outcomes[0] += 1;
+            assert!(
+                matches!(&put, Err(PutManifestError::MissingBlob(d)) if *d == x),
+                "round {round}: the manifest was stored, its blob claimed: {put:?}"
+            );
+            assert!(!pinned, "round {round}: pinned a claimed blob");
+            assert_eq!(mounted, None, "round {round}: mounted a claimed blob");
+        } else {
+            outcomes[1] += 1;
+            put.unwrap();
+            assert!(pinned, "round {round}: a pin refused, the blob left alone");
+            assert_eq!(mounted, Some(3), "round {round}");
+        }
+        // Whatever the order: a stored manifest's blob is served.
+        let stored = b.manifest_by_digest(&r, &m.digest).await.unwrap().is_some();
+        let served = a.blob(&x).await.unwrap().is_some();
+        assert_eq!(
+            stored, served,
+            "round {round}: manifest {stored}, blob {served}"
+        );
+        assert_eq!(b.repository_blob(&r, &x).await.unwrap().is_some(), stored);
+        let gone: Vec<Digest> = claimed.into_iter().map(|c| c.digest).collect();
+        b.gc_forget_blobs(&gone).await.unwrap();
+        assert_eq!(
+            b.manifest_by_digest(&r, &m.digest).await.unwrap().is_some(),
+            stored
+        );
+        assert_eq!(a.blob(&x).await.unwrap().is_some(), stored, "round {round}");
+    }
+    eprintln!("claim against put_manifest, pin and mount: {outcomes:?} (claimed, kept)");
+}
+
+/// Collectors on two nodes claim at once, again and again: each blob is claimed by
+/// exactly one of them.
+pub async fn race_two_collectors_claim_disjoint_sets(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    const BLOBS: u64 = 60;
+    let r = repo("ns/collect");
+    for i in 0..BLOBS {
+        a.link_blob(&r, &digest(&format!("collect {i}")), i)
+            .await
+            .unwrap();
+    }
+    let cutoffs = everything_so_far();
+    let mut claimed = std::collections::HashMap::new();
+    for round in 0.. {
+        assert!(round < BLOBS, "claims make no progress");
+        let answers = together(6, &a, &b, |_, store| async move {
+            store.gc_claim_blobs(&cutoffs, 4).await.unwrap()
+        })
+        .await;
+        for blob in answers.into_iter().flatten() {
+            let again = claimed.insert(blob.digest.clone(), blob.size);
+            assert_eq!(again, None, "{} claimed twice", blob.digest);
+        }
+        if candidates(&*a, &cutoffs).await.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(claimed.len() as u64, BLOBS);
+    for i in 0..BLOBS {
+        let d = digest(&format!("collect {i}"));
+        assert_eq!(claimed.get(&d), Some(&i), "its size");
+        assert_eq!(b.blob(&d).await.unwrap(), None);
+    }
+}
+
+/// Removing stale links races a push of a manifest that needs one, and removing
+/// untagged manifests a push of an index that lists one: a manifest stored is never left
+/// without the link or the child it needed.
+pub async fn race_collection_against_references(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    let mut outcomes = [0, 0, 0, 0];
+    let keep = repo("ns/keep");
+    for round in 0..16 {
+        let r = repo(&format!("ns/refs-{round}"));
+        let x = digest(&format!("stale link {round}"));
+        // Referenced in another repository: the blob stays; only r's link may go.
+        a.link_blob(&keep, &x, 3).await.unwrap();
+        let keeper = manifest(&format!("keeper {round}"), None, None);
+        a.put_manifest(&keep, &keeper, std::slice::from_ref(&x), &[], &[])
+            .await
+            .unwrap();
+        a.link_blob(&r, &x, 3).await.unwrap();
+        let cutoffs = everything_so_far();
+        let m = manifest(&format!("needs its link {round}"), None, None);
+        let (removed, put) = tokio::join!(
+            {
+                let a = a.clone();
+                tokio::spawn(async move { a.gc_stale_links(&cutoffs, false).await.unwrap() })
+            },
+            {
+                let (b, r, m, x) = (b.clone(), r.clone(), m.clone(), x.clone());
+                tokio::spawn(
+                    async move { b.put_manifest(&r, &m, &[x], &[], &[tag("latest")]).await },
+                )
+            }
+        );
+        let (removed, put) = (removed.unwrap(), put.unwrap());
+        let linked = a.repository_blob(&r, &x).await.unwrap().is_some();
+        match put {
+            Ok(()) => {
+                outcomes[0] += 1;
+                assert!(linked, "round {round}: the manifest's link was removed");
+            }
+            Err(PutManifestError::MissingBlob(d)) => {
+                outcomes[1] += 1;
+                assert_eq!(d, x);
+                assert!(!linked);
+                assert!(removed >= 1, "round {round}: removed, not counted");
+                assert_eq!(b.manifest_by_digest(&r, &m.digest).await.unwrap(), None);
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+
+        let child = manifest(&format!("untagged child {round}"), None, None);
+        a.put_manifest(&r, &child, &[], &[], &[]).await.unwrap();
+        let cutoffs = everything_so_far();
+        let index = manifest(&format!("index {round}"), None, None);
+        let scope = vec![r.to_string()];
+        let (taken, put) = tokio::join!(
+            {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    a.gc_untagged_manifests(&scope, &cutoffs, false)
+                        .await
+                        .unwrap()
+                })
+            },
+            {
+                let (b, r, index, child) =
+                    (b.clone(), r.clone(), index.clone(), child.digest.clone());
+                tokio::spawn(async move {
+                    b.put_manifest(&r, &index, &[], &[child], &[tag("multi")])
+                        .await
+                })
+            }
+        );
+        let (taken, put) = (taken.unwrap(), put.unwrap());
+        let child_there = a
+            .manifest_by_digest(&r, &child.digest)
+            .await
+            .unwrap()
+            .is_some();
+        match put {
+            Ok(()) => {
+                outcomes[2] += 1;
+                assert!(
+                    child_there,
+                    "round {round}: an index stored without its child"
+                );
+                assert!(taken.is_empty(), "round {round}: {taken:?}");
+            }
+            Err(PutManifestError::MissingManifest(d)) => {
+                outcomes[3] += 1;
+                assert_eq!(d, child.digest);
+                assert!(!child_there);
+                assert_eq!(taken, [(r.clone(), child.digest.clone())]);
+                assert_eq!(b.manifest_by_digest(&r, &index.digest).await.unwrap(), None);
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+    eprintln!(
+        "stale links against put_manifest {:?}, untagged against an index {:?} (stored, refused)",
+        &outcomes[..2],
+        &outcomes[2..]
+    );
 }

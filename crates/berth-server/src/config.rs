@@ -174,6 +174,10 @@ pub struct Config {
     /// Upload sessions idle longer than this are removed with their bytes.
     pub upload_idle_timeout: Duration,
     pub limits: Limits,
+    /// How garbage collection runs, here and in `berth gc`.
+    pub gc: crate::gc::GcOptions,
+    /// A garbage-collection pass runs this often in the background (`None`: never).
+    pub gc_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +234,8 @@ impl Config {
             auth: AuthConfig::default(),
             upload_idle_timeout: Duration::from_secs(24 * 60 * 60),
             limits: Limits::default(),
+            gc: crate::gc::GcOptions::default(),
+            gc_interval: Some(Duration::from_secs(60 * 60)),
         }
     }
 }

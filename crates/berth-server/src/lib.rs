@@ -15,12 +15,14 @@ use tokio::net::TcpListener;
 pub mod accounts;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod http;
 pub mod registry;
 pub mod transport;
 
 pub use accounts::Accounts;
 pub use config::{AuthConfig, Config, DatabaseConfig, Limits, StorageConfig};
+pub use gc::{GcOptions, GcReport};
 pub use registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let housekeeping = tokio::spawn(housekeeping(state.clone(), config.upload_idle_timeout));
+    let collector = config.gc_interval.map(|interval| {
+        tokio::spawn(gc::run_periodically(
+            state.registry.clone(),
+            config.gc.clone(),
+            interval,
+        ))
+    });
     let app = http::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     let mut limits = config.limits.clone();
     if config.auth.trust_forwarded_for {
@@ -119,6 +128,9 @@ pub async fn serve(
     }
     let served = transport::serve(listener, app, limits, shutdown).await;
     housekeeping.abort();
+    if let Some(collector) = collector {
+        collector.abort();
+    }
     served.map_err(ServerError::Serve)
 }
 

@@ -37,8 +37,8 @@ struct Progress {
 type SessionSlot = Arc<tokio::sync::Mutex<()>>;
 
 pub struct Registry {
-    blobs: Arc<dyn BlobStore>,
-    meta: Arc<dyn MetaStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) meta: Arc<dyn MetaStore>,
     sessions: Mutex<HashMap<String, SessionSlot>>,
 }
 
@@ -73,6 +73,11 @@ fn staged_bytes_lost(e: &RegistryError) -> bool {
         )
     })
 }
+
+/// How long a publish waits for a collector deleting the same digest (a claim is
+/// deleted within seconds; this bounds the wait at 30 s).
+const PIN_ATTEMPTS: u32 = 300;
+const PIN_RETRY: Duration = Duration::from_millis(100);
 
 fn new_upload_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -157,17 +162,29 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<Option<u64>> {
-        let size = match from {
-            Some(source) => self.meta.repository_blob(source, digest).await?,
-            None => self.meta.blob(digest).await?,
-        };
-        let Some(size) = size else { return Ok(None) };
+        if self.meta.blob(digest).await?.is_none() {
+            return Ok(None);
+        }
         if self.blobs.stat(digest).await?.is_none() {
             tracing::warn!(%digest, "mount source is recorded but its bytes are missing");
             return Ok(None);
         }
-        self.meta.link_blob(repo, digest, size).await?;
-        Ok(Some(size))
+        Ok(self.meta.mount_blob(repo, digest, from).await?)
+    }
+
+    /// Reserves `digest` in `repo` before its bytes are published, so that a garbage
+    /// collector cannot delete them between the publishing and the record. While a
+    /// collector is deleting the same digest's old bytes, waits for it to finish.
+    async fn pin_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        for _ in 0..PIN_ATTEMPTS {
+            if self.meta.pin_blob(repo, digest, size).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(PIN_RETRY).await;
+        }
+        Err(RegistryError::internal(io::Error::other(format!(
+            "blob {digest} is still being deleted by garbage collection; try again"
+        ))))
     }
 
     // ---------------------------------------------------------------- uploads
@@ -425,6 +442,7 @@ impl Registry {
                 "uploaded content has digest {computed}, not {digest}"
             )));
         }
+        self.pin_blob(repo, digest, len).await?;
         if let Err(e) = self
             .blobs
             .commit_upload(id, &finished.store_state, digest, len)
@@ -472,6 +490,7 @@ impl Registry {
                     "uploaded content has digest {computed}, not {digest}"
                 )));
             }
+            self.pin_blob(repo, digest, size).await?;
             self.blobs
                 .commit_upload(&id, &store_state, digest, size)
                 .await?;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod gc;
 mod serve;
 
 // jemalloc hands memory back to the system a few seconds after a burst (decay, run by
@@ -46,6 +47,9 @@ enum Command {
     /// Namespace settings.
     #[command(subcommand)]
     Namespace(admin::NamespaceCommand),
+    /// Collect garbage once: blobs no manifest uses any more (same storage, database
+    /// and settings as `berth serve`; safe beside running servers).
+    Gc(Box<gc::GcArgs>),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::serve(*args).await,
+            Command::Gc(args) => gc::gc(*args).await,
             Command::User(c) => admin::user(c).await,
             Command::Org(c) => admin::org(c).await,
             Command::Token(c) => admin::token(c).await,

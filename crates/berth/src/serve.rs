@@ -98,6 +98,21 @@ pub struct ServeArgs {
     /// Remove upload sessions idle for longer than this [default: 24h]
     #[arg(long, env = "BERTH_UPLOAD_TIMEOUT", value_parser = humantime::parse_duration)]
     upload_timeout: Option<Duration>,
+    /// Run garbage collection this often in the background; 0 turns it off (then run
+    /// `berth gc`) [default: 1h]
+    #[arg(long, env = "BERTH_GC_INTERVAL", value_parser = humantime::parse_duration)]
+    gc_interval: Option<Duration>,
+    /// Keep a blob this long after the last manifest using it went [default: 24h]
+    #[arg(long, env = "BERTH_GC_GRACE", value_parser = humantime::parse_duration)]
+    gc_grace: Option<Duration>,
+    /// Keep what a push uploaded or mounted this long while its manifest has not come
+    /// (at least the grace) [default: 1h]
+    #[arg(long, env = "BERTH_GC_PUSH_WINDOW", value_parser = humantime::parse_duration)]
+    gc_push_window: Option<Duration>,
+    /// Also remove untagged manifests in this namespace or repository (repeatable;
+    /// in the environment, comma-separated) [default: none]
+    #[arg(long = "gc-untagged", env = "BERTH_GC_UNTAGGED", value_delimiter = ',')]
+    gc_untagged: Vec<String>,
 }
 
 /// The `--config` file: the same settings as the flags.
@@ -128,6 +143,10 @@ struct FileConfig {
     min_body_rate: Option<u64>,
     max_body_memory: Option<String>,
     max_uploads_per_client: Option<u32>,
+    gc_interval: Option<String>,
+    gc_grace: Option<String>,
+    gc_push_window: Option<String>,
+    gc_untagged: Option<Vec<String>>,
 }
 
 /// A size such as `65536`, `64KiB`, `64MiB` or `1GiB` (also `k`, `M`, `G`: powers of 1024).
@@ -276,6 +295,28 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(n) = args.max_uploads_per_client.or(file.max_uploads_per_client) {
         limits.max_uploads_per_client = n;
     }
+    if let Some(interval) = duration(args.gc_interval, file.gc_interval, "gc_interval")? {
+        config.gc_interval = (!interval.is_zero()).then_some(interval);
+    }
+    if let Some(grace) = duration(args.gc_grace, file.gc_grace, "gc_grace")? {
+        config.gc.grace = grace;
+    }
+    if let Some(window) = duration(args.gc_push_window, file.gc_push_window, "gc_push_window")? {
+        config.gc.push_window = window;
+    }
+    config.gc.untagged = if args.gc_untagged.is_empty() {
+        file.gc_untagged.unwrap_or_default()
+    } else {
+        args.gc_untagged
+    };
+    for scope in &config.gc.untagged {
+        anyhow::ensure!(
+            scope.parse::<berth_core::RepoName>().is_ok()
+                || scope.parse::<berth_core::AccountName>().is_ok(),
+            "gc_untagged {scope:?} is neither a namespace nor a repository name"
+        );
+    }
+    let limits = &mut config.limits;
     anyhow::ensure!(
         limits.max_connections > 0 && limits.max_connections_per_address > 0,
         "max_connections and max_connections_per_address must be at least 1"

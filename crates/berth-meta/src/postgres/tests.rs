@@ -196,3 +196,186 @@ async fn other_urls_are_refused() {
     let refused = PgMetaStore::open("sqlite:///tmp/x.db").await;
     assert!(refused.is_err());
 }
+
+/// A database at migration 1 with stored manifests: migration 2 records what their
+/// bodies reference, leaving out a body that is not JSON (which sends it one manifest
+/// at a time) and reading one with `\u0000` (which jsonb refuses); what existed counts
+/// as released and linked at the upgrade.
+#[tokio::test]
+async fn migration_2_reads_references_from_stored_bodies() {
+    let scratch = scratch().await;
+    let url = scratch.url.clone();
+    let outcome = tokio::spawn(async move {
+        let d = |s: &str| {
+            berth_core::Algorithm::Sha256
+                .digest_of(s.as_bytes())
+                .to_string()
+        };
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(MIGRATIONS[0])
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE berth_schema_migrations (
+                 version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO berth_schema_migrations (version) VALUES (1);
+             INSERT INTO repositories (name, created_at) VALUES ('ns/old', 1);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for blob in ["config", "layer", "artifact blob", "unused"] {
+            sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, 5, 1)")
+                .bind(d(blob))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO repository_blobs (repository_id, digest) VALUES (1, $1)")
+                .bind(d(blob))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let image = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":5}},
+                "layers":[{{"digest":"{}","size":5}},{{"digest":"{}","size":9,"urls":["x"]}}],
+                "annotations":{{"a":"\u0000"}}}}"#,
+            d("config"),
+            d("layer"),
+            d("foreign")
+        );
+        let artifact = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"blobs":[{{"digest":"{}"}}]}}"#,
+            d("config"),
+            d("artifact blob")
+        );
+        let index =
+            r#"{"schemaVersion":2,"manifests":[{"digest":"m-image"},{"digest":"m-artifact"}],
+                "layers":"not a list","config":"not an object"}"#
+                .to_owned();
+        let bodies: [(&str, Vec<u8>); 5] = [
+            ("m-image", image.into_bytes()),
+            ("m-artifact", artifact.into_bytes()),
+            ("m-index", index.into_bytes()),
+            ("m-array", br#"[{"config":{"digest":"x"}}]"#.to_vec()),
+            ("m-bytes", b"\xff\xfe not text".to_vec()),
+        ];
+        for (digest, body) in &bodies {
+            sqlx::query(
+                "INSERT INTO manifests (repository_id, digest, media_type, body, created_at)
+                 VALUES (1, $1, 'x', $2, 1)",
+            )
+            .bind(digest)
+            .bind(body)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+
+        let before = unix_now();
+        let store = PgMetaStore::open(&url).await.unwrap();
+        let mut blobs: Vec<(String, String)> =
+            sqlx::query_as("SELECT manifest, digest FROM manifest_blobs")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        blobs.sort();
+        let mut expected = vec![
+            ("m-artifact".to_owned(), d("artifact blob")),
+            ("m-artifact".to_owned(), d("config")),
+            ("m-image".to_owned(), d("config")),
+            ("m-image".to_owned(), d("foreign")),
+            ("m-image".to_owned(), d("layer")),
+        ];
+        expected.sort();
+        assert_eq!(blobs, expected);
+        let mut children: Vec<(String, String)> =
+            sqlx::query_as("SELECT manifest, child FROM manifest_children")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        children.sort();
+        assert_eq!(
+            children,
+            [
+                ("m-index".to_owned(), "m-artifact".to_owned()),
+                ("m-index".to_owned(), "m-image".to_owned())
+            ]
+        );
+
+        // Referenced blobs are never candidates; the unused one is, once the upgrade
+        // is longer ago than the cutoffs.
+        let after = unix_now() + 10;
+        let everything = GcCutoffs {
+            released_before: after,
+            linked_before: after,
+            claimed_before: after,
+        };
+        let found = store.gc_candidates(&everything, None, 100).await.unwrap();
+        let found: Vec<String> = found.iter().map(|b| b.digest.to_string()).collect();
+        assert_eq!(found, [d("unused")]);
+        for recent in [
+            GcCutoffs {
+                released_before: before - 1,
+                ..everything
+            },
+            GcCutoffs {
+                linked_before: before - 1,
+                ..everything
+            },
+        ] {
+            assert!(
+                store
+                    .gc_candidates(&recent, None, 100)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let _ = conn.close().await;
+    })
+    .await;
+    scratch.remove().await;
+    outcome.unwrap();
+}
+
+/// The contract's races of collection against pushes, on tables padded with rows that
+/// every claim and every removal of stale links looks at and none may take (blobs
+/// referenced, links of them): a collector's first look then lasts long enough for
+/// pushes to commit during it, which only its second look, with a fresh snapshot, sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collectors_check_again_what_a_long_first_look_missed() {
+    let scratch = scratch().await;
+    let url = scratch.url.clone();
+    let (a, b) = tokio::join!(scratch.open(), scratch.open());
+    let outcome = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            // No autovacuum of the padding: a worker on the scratch database would keep
+            // its DROP (by a role that may not end the worker) from going through.
+            "ALTER TABLE blobs SET (autovacuum_enabled = false);
+             ALTER TABLE manifest_blobs SET (autovacuum_enabled = false);
+             ALTER TABLE repository_blobs SET (autovacuum_enabled = false);
+             INSERT INTO repositories (name, created_at) VALUES ('pad/pad', 0);
+             INSERT INTO blobs (digest, size, created_at)
+             SELECT 'sha256:' || lpad(to_hex(i), 64, '0'), 1, 0
+             FROM generate_series(1, 40000) AS i;
+             INSERT INTO manifest_blobs (repository_id, manifest, digest)
+             SELECT r.id, 'sha256:pad', b.digest FROM blobs b, repositories r
+             WHERE r.name = 'pad/pad';
+             INSERT INTO repository_blobs (repository_id, digest)
+             SELECT repository_id, digest FROM manifest_blobs;
+             ANALYZE;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let _ = conn.close().await;
+        crate::testsuite::race_claim_against_put_manifest(a.clone(), b.clone()).await;
+        crate::testsuite::race_collection_against_references(a, b).await;
+    })
+    .await;
+    scratch.remove().await;
+    outcome.unwrap();
+}

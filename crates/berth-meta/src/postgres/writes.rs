@@ -6,8 +6,15 @@
 //!   twin's transaction and then sees its row), never a read followed by an insert;
 //! - a check that a write depends on locks what it read until the commit (`FOR KEY
 //!   SHARE` on the rows a manifest refers to, an advisory lock per upload client);
-//! - rows several writers may update are taken in one order (tags sorted by name), so
-//!   that they do not deadlock each other.
+//! - rows several writers may update are taken in one order (tags sorted by name, blobs
+//!   by digest), so that they do not deadlock each other; and a write that takes rows of
+//!   several tables takes them in one order too: blobs, then links, then tags, then
+//!   manifests (`put_manifest` takes the manifests it lists and its own before the tags
+//!   it moves, and the manifests those leave last).
+//!
+//! Blob rows carry garbage collection's state (`gc`): a collector claims a blob by
+//! locking its row `FOR UPDATE`, so whatever makes a blob used (a manifest, a pin, a
+//! mount, a link) locks that row too, `FOR SHARE` or stronger, and checks the state.
 
 use berth_core::{Digest, RepoName, Tag};
 use sqlx::PgConnection;
@@ -15,21 +22,32 @@ use sqlx::PgConnection;
 use super::{UPLOAD_CLIENT_LOCKS, backend, now};
 use crate::{ManifestRecord, PutManifestError, Result, UploadSession};
 
+/// Removes the link and releases the blob, in one statement: the blob row is locked
+/// first (blobs before links, as everywhere).
 pub(super) async fn unlink_blob(
     conn: &mut PgConnection,
     repository: &RepoName,
     digest: &Digest,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "DELETE FROM repository_blobs WHERE digest = $1
-         AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
+    let unlinked: i64 = sqlx::query_scalar(
+        "WITH blob AS MATERIALIZED (
+             SELECT digest FROM blobs WHERE digest = $1 FOR NO KEY UPDATE
+         ), gone AS (
+             DELETE FROM repository_blobs WHERE digest IN (SELECT digest FROM blob)
+             AND repository_id = (SELECT id FROM repositories WHERE name = $2)
+             RETURNING digest
+         ), released AS (
+             UPDATE blobs SET released_at = $3 WHERE digest IN (SELECT digest FROM gone)
+         )
+         SELECT count(*) FROM gone",
     )
     .bind(digest.to_string())
     .bind(repository.as_str())
-    .execute(&mut *conn)
+    .bind(now())
+    .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
-    Ok(done.rows_affected() > 0)
+    Ok(unlinked > 0)
 }
 
 pub(super) async fn create_upload(
@@ -108,21 +126,31 @@ pub(super) async fn complete_upload(
     Ok(())
 }
 
+/// Deletes the tag and marks its manifest untagged now, in one statement (the tag row,
+/// then the manifest's).
 pub(super) async fn delete_tag(
     conn: &mut PgConnection,
     repository: &RepoName,
     tag: &Tag,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "DELETE FROM tags WHERE name = $1
-         AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH gone AS (
+             DELETE FROM tags WHERE name = $1
+             AND repository_id = (SELECT id FROM repositories WHERE name = $2)
+             RETURNING repository_id, digest
+         ), untagged AS (
+             UPDATE manifests m SET untagged_at = $3 FROM gone
+             WHERE m.repository_id = gone.repository_id AND m.digest = gone.digest
+         )
+         SELECT count(*) FROM gone",
     )
     .bind(tag.as_str())
     .bind(repository.as_str())
-    .execute(&mut *conn)
+    .bind(now())
+    .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
-    Ok(done.rows_affected() > 0)
+    Ok(deleted > 0)
 }
 
 pub(super) async fn delete_upload(conn: &mut PgConnection, id: &str) -> Result<bool> {
@@ -134,7 +162,10 @@ pub(super) async fn delete_upload(conn: &mut PgConnection, id: &str) -> Result<b
     Ok(done.rows_affected() > 0)
 }
 
-/// Records blob `digest` registry-wide and links it into `repository`.
+/// Records blob `digest` as live registry-wide and links it freshly into `repository`.
+/// A blob a collector has claimed stays as it is, unlinked: its bytes are going, and
+/// the push that brought them fails at its manifest (a push pins first, which waits for
+/// the collector and then tells it to try again, so this does not happen).
 pub(super) async fn link_blob(
     conn: &mut PgConnection,
     repository: &RepoName,
@@ -142,22 +173,105 @@ pub(super) async fn link_blob(
     size: u64,
 ) -> Result<()> {
     let t = now();
-    let repo_id = ensure_repository(conn, repository, t).await?;
-    sqlx::query(
-        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    let live: Option<String> = sqlx::query_scalar(
+        "INSERT INTO blobs (digest, size, created_at, state) VALUES ($1, $2, $3, 'live')
+         ON CONFLICT (digest) DO UPDATE SET state = 'live', size = excluded.size
+         WHERE blobs.state <> 'deleting'
+         RETURNING state",
     )
     .bind(digest.to_string())
     .bind(size as i64)
     .bind(t)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(backend)?;
+    if live.is_none() {
+        return Ok(());
+    }
+    let repo_id = ensure_repository(conn, repository, t).await?;
+    link(conn, repo_id, digest, t).await
+}
+
+/// Reserves `digest` for `repository`: a pending record if none exists, and a fresh
+/// link; `false`, changing nothing, if a collector has claimed it. The blob row stays
+/// locked until the commit, so a claim either came first or waits and then sees the
+/// fresh link.
+pub(super) async fn pin_blob(
+    conn: &mut PgConnection,
+    repository: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<bool> {
+    let t = now();
+    let usable: Option<String> = sqlx::query_scalar(
+        "INSERT INTO blobs (digest, size, created_at, state) VALUES ($1, $2, $3, 'pending')
+         ON CONFLICT (digest) DO UPDATE SET state = blobs.state
+         WHERE blobs.state <> 'deleting'
+         RETURNING state",
+    )
+    .bind(digest.to_string())
+    .bind(size as i64)
+    .bind(t)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if usable.is_none() {
+        return Ok(false);
+    }
+    let repo_id = ensure_repository(conn, repository, t).await?;
+    link(conn, repo_id, digest, t).await?;
+    Ok(true)
+}
+
+/// Links live blob `digest` into `repository` (with `from`, only if that repository
+/// holds it) and returns its size. The blob row is locked `FOR SHARE` until the commit,
+/// so a claim cannot slip in between the check and the link.
+pub(super) async fn mount_blob(
+    conn: &mut PgConnection,
+    repository: &RepoName,
+    digest: &Digest,
+    from: Option<&RepoName>,
+) -> Result<Option<u64>> {
+    let size: Option<i64> =
+        sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1 AND state = 'live' FOR SHARE")
+            .bind(digest.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    let Some(size) = size else {
+        return Ok(None);
+    };
+    if let Some(from) = from {
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM repository_blobs rb
+                            JOIN repositories r ON r.id = rb.repository_id
+                            WHERE r.name = $1 AND rb.digest = $2)",
+        )
+        .bind(from.as_str())
+        .bind(digest.to_string())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if !held {
+            return Ok(None);
+        }
+    }
+    let t = now();
+    let repo_id = ensure_repository(conn, repository, t).await?;
+    link(conn, repo_id, digest, t).await?;
+    Ok(Some(size as u64))
+}
+
+/// Links `digest` into repository `repo_id` as of `t` (a fresh link protects the blob
+/// from collection while a push goes on).
+async fn link(conn: &mut PgConnection, repo_id: i64, digest: &Digest, t: i64) -> Result<()> {
     sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2)
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES ($1, $2, $3)
+         ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
     )
     .bind(repo_id)
     .bind(digest.to_string())
+    .bind(t)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
@@ -227,10 +341,21 @@ pub(super) async fn put_manifest(
 ) -> std::result::Result<(), PutManifestError> {
     let t = now();
     let repo_id = ensure_repository(conn, repository, t).await?;
-    // FOR KEY SHARE keeps what was found there until the commit: an unlink or a delete
-    // of it waits, so no committed state has this manifest without its references. An
-    // unlink that got there first is waited for, and its row then is not found.
+    // What was found is locked until the commit, so no committed state has this
+    // manifest without its references: the blob rows `FOR SHARE` (a collector's claim
+    // waits, or came first and then the blob is not live), the links and the children
+    // `FOR KEY SHARE` (an unlink or a delete waits, or came first and then the row is
+    // not found).
     if !blobs.is_empty() {
+        let wanted: Vec<String> = blobs.iter().map(Digest::to_string).collect();
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM blobs WHERE digest = ANY($1) AND state = 'live'
+             ORDER BY digest FOR SHARE",
+        )
+        .bind(&wanted)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
         let linked = lock_present(
             conn,
             "SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($2)
@@ -239,7 +364,10 @@ pub(super) async fn put_manifest(
             blobs,
         )
         .await?;
-        if let Some(missing) = blobs.iter().find(|d| !linked.contains(&d.to_string())) {
+        if let Some(missing) = blobs.iter().find(|d| {
+            let d = d.to_string();
+            !(live.contains(&d) && linked.contains(&d))
+        }) {
             return Err(PutManifestError::MissingBlob(missing.clone()));
         }
     }
@@ -256,11 +384,15 @@ pub(super) async fn put_manifest(
             return Err(PutManifestError::MissingManifest(missing.clone()));
         }
     }
+    // Pushed again, a manifest counts as untagged from now (if it has no tag): a push by
+    // digest of one that an index about to be pushed lists gets the same grace as a
+    // new one.
     sqlx::query(
         "INSERT INTO manifests
            (repository_id, digest, media_type, body, subject, artifact_type, annotations, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type",
+         ON CONFLICT (repository_id, digest) DO UPDATE
+         SET media_type = excluded.media_type, untagged_at = excluded.created_at",
     )
     .bind(repo_id)
     .bind(manifest.digest.to_string())
@@ -273,12 +405,53 @@ pub(super) async fn put_manifest(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    // What it references, replacing what a previous PUT of it recorded. The manifest's
+    // row, just written, keeps a concurrent PUT of it waiting until this commits.
+    let blob_list: Vec<String> = blobs.iter().map(Digest::to_string).collect();
+    let child_list: Vec<String> = children.iter().map(Digest::to_string).collect();
+    sqlx::query(
+        "WITH old_blobs AS (
+             DELETE FROM manifest_blobs
+             WHERE repository_id = $1 AND manifest = $2 AND digest <> ALL($3)
+         ), old_children AS (
+             DELETE FROM manifest_children
+             WHERE repository_id = $1 AND manifest = $2 AND child <> ALL($4)
+         ), new_blobs AS (
+             INSERT INTO manifest_blobs (repository_id, manifest, digest)
+             SELECT DISTINCT $1::BIGINT, $2::TEXT, d FROM unnest($3::TEXT[]) AS d
+             ON CONFLICT DO NOTHING
+         )
+         INSERT INTO manifest_children (repository_id, manifest, child)
+         SELECT DISTINCT $1::BIGINT, $2::TEXT, c FROM unnest($4::TEXT[]) AS c
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(manifest.digest.to_string())
+    .bind(&blob_list)
+    .bind(&child_list)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     // In name order, each once: two pushes moving the same tags lock them in the same
     // order (no deadlock), and one statement may not update a row twice.
     let mut names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     names.sort_unstable();
     names.dedup();
     if !names.is_empty() {
+        // The manifests the tags leave count as untagged from now.
+        let mut left: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM tags WHERE repository_id = $1 AND name = ANY($2)
+             ORDER BY name FOR NO KEY UPDATE",
+        )
+        .bind(repo_id)
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let digest = manifest.digest.to_string();
+        left.retain(|d| *d != digest);
+        left.sort_unstable();
+        left.dedup();
         sqlx::query(
             "INSERT INTO tags (repository_id, name, digest, updated_at)
              SELECT $1, name, $3, $4 FROM unnest($2::TEXT[]) WITH ORDINALITY AS t(name, n)
@@ -288,11 +461,22 @@ pub(super) async fn put_manifest(
         )
         .bind(repo_id)
         .bind(&names)
-        .bind(manifest.digest.to_string())
+        .bind(&digest)
         .bind(t)
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
+        if !left.is_empty() {
+            sqlx::query(
+                "UPDATE manifests SET untagged_at = $3 WHERE repository_id = $1 AND digest = ANY($2)",
+            )
+            .bind(repo_id)
+            .bind(&left)
+            .bind(t)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
     }
     Ok(())
 }
@@ -310,17 +494,68 @@ pub(super) async fn delete_manifest(
     let Some(repo_id) = repo_id else {
         return Ok(false);
     };
-    let done = sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+    let deleted = delete_manifests(conn, repo_id, &[digest.to_string()], now()).await?;
+    Ok(deleted > 0)
+}
+
+/// Deletes manifests `digests` of repository `repo_id` with their tags, releasing
+/// what they reference (as of `t`); returns how many there were. Rows are taken in the
+/// order of every write: blobs, links, tags, manifests.
+pub(super) async fn delete_manifests(
+    conn: &mut PgConnection,
+    repo_id: i64,
+    digests: &[String],
+    t: i64,
+) -> Result<u64> {
+    // Released: the blobs' time of release is now, and this repository's links of them
+    // stop protecting them (a push that links them again protects them again).
+    let released: Vec<String> = sqlx::query_scalar(
+        "UPDATE blobs SET released_at = $3
+         WHERE digest IN (
+             SELECT digest FROM blobs WHERE digest IN (
+                 SELECT digest FROM manifest_blobs WHERE repository_id = $1 AND manifest = ANY($2)
+             )
+             ORDER BY digest FOR NO KEY UPDATE
+         )
+         RETURNING digest",
+    )
+    .bind(repo_id)
+    .bind(digests)
+    .bind(t)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if !released.is_empty() {
+        sqlx::query(
+            "UPDATE repository_blobs SET linked_at = 0
+             WHERE repository_id = $1 AND digest = ANY($2)",
+        )
         .bind(repo_id)
-        .bind(digest.to_string())
+        .bind(&released)
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND digest = $2")
+    }
+    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND digest = ANY($2)")
         .bind(repo_id)
-        .bind(digest.to_string())
+        .bind(digests)
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-    Ok(done.rows_affected() > 0)
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH refs AS (
+             DELETE FROM manifest_blobs WHERE repository_id = $1 AND manifest = ANY($2)
+         ), children AS (
+             DELETE FROM manifest_children WHERE repository_id = $1 AND manifest = ANY($2)
+         ), gone AS (
+             DELETE FROM manifests WHERE repository_id = $1 AND digest = ANY($2) RETURNING 1
+         )
+         SELECT count(*) FROM gone",
+    )
+    .bind(repo_id)
+    .bind(digests)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(deleted as u64)
 }

@@ -12,12 +12,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Row, SqlitePool};
 
 use crate::{
-    ManifestRecord, MetaError, MetaStore, Page, PutManifestError, Referrer, Result, UploadSession,
+    GcBlob, GcCutoffs, ManifestRecord, MetaError, MetaStore, Page, PutManifestError, Referrer,
+    RepositoryUsage, Result, UploadSession,
 };
 
 mod accounts;
+mod gc;
 mod writes;
 
+use gc::GcWrite;
 use writes::{Outcome, Write, Writer};
 
 /// Schema changes in order; `PRAGMA user_version` records how many have been applied.
@@ -137,6 +140,49 @@ ALTER TABLE uploads ADD COLUMN store_state BLOB NOT NULL DEFAULT x'';
 ALTER TABLE org_members RENAME COLUMN user TO username;
 ALTER TABLE access_tokens RENAME COLUMN user TO username;
 "#,
+    // Garbage collection: what each manifest references, the state of each blob, and
+    // when links, releases and untaggings happened. Manifests stored before this
+    // migration get their references from their bodies.
+    r#"
+ALTER TABLE blobs ADD COLUMN state TEXT NOT NULL DEFAULT 'live'
+    CHECK (state IN ('pending', 'live', 'deleting'));
+ALTER TABLE blobs ADD COLUMN released_at INTEGER;
+ALTER TABLE blobs ADD COLUMN claimed_at INTEGER;
+ALTER TABLE repository_blobs ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX repository_blobs_by_digest ON repository_blobs(digest, linked_at);
+ALTER TABLE manifests ADD COLUMN untagged_at INTEGER;
+CREATE TABLE manifest_blobs (
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    manifest      TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    PRIMARY KEY (repository_id, manifest, digest)
+) WITHOUT ROWID;
+CREATE INDEX manifest_blobs_by_digest ON manifest_blobs(digest);
+CREATE TABLE manifest_children (
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    manifest      TEXT NOT NULL,
+    child         TEXT NOT NULL,
+    PRIMARY KEY (repository_id, manifest, child)
+) WITHOUT ROWID;
+CREATE INDEX manifest_children_by_child ON manifest_children(repository_id, child);
+INSERT OR IGNORE INTO manifest_blobs (repository_id, manifest, digest)
+    SELECT m.repository_id, m.digest, json_extract(CAST(m.body AS TEXT), '$.config.digest')
+    FROM manifests m
+    WHERE json_valid(CAST(m.body AS TEXT))
+      AND json_extract(CAST(m.body AS TEXT), '$.config.digest') IS NOT NULL;
+INSERT OR IGNORE INTO manifest_blobs (repository_id, manifest, digest)
+    SELECT m.repository_id, m.digest, json_extract(item.value, '$.digest')
+    FROM manifests m, json_each(CAST(m.body AS TEXT), '$.layers') item
+    WHERE json_valid(CAST(m.body AS TEXT)) AND json_extract(item.value, '$.digest') IS NOT NULL;
+INSERT OR IGNORE INTO manifest_blobs (repository_id, manifest, digest)
+    SELECT m.repository_id, m.digest, json_extract(item.value, '$.digest')
+    FROM manifests m, json_each(CAST(m.body AS TEXT), '$.blobs') item
+    WHERE json_valid(CAST(m.body AS TEXT)) AND json_extract(item.value, '$.digest') IS NOT NULL;
+INSERT OR IGNORE INTO manifest_children (repository_id, manifest, child)
+    SELECT m.repository_id, m.digest, json_extract(item.value, '$.digest')
+    FROM manifests m, json_each(CAST(m.body AS TEXT), '$.manifests') item
+    WHERE json_valid(CAST(m.body AS TEXT)) AND json_extract(item.value, '$.digest') IS NOT NULL;
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -148,9 +194,13 @@ pub struct SqliteMetaStore {
 fn changed(outcome: Result<Outcome>) -> Result<bool> {
     match outcome? {
         Outcome::Changed(changed) => Ok(changed),
-        Outcome::Done | Outcome::Value(_) | Outcome::Refused(_) | Outcome::AccountRefused(_) => {
-            Ok(true)
-        }
+        Outcome::Done
+        | Outcome::Value(_)
+        | Outcome::Refused(_)
+        | Outcome::AccountRefused(_)
+        | Outcome::Number(_)
+        | Outcome::Blobs(_)
+        | Outcome::Manifests(_) => Ok(true),
     }
 }
 
@@ -294,7 +344,7 @@ impl MetaStore for SqliteMetaStore {
             "SELECT b.size FROM repository_blobs rb
              JOIN repositories r ON r.id = rb.repository_id
              JOIN blobs b ON b.digest = rb.digest
-             WHERE r.name = ? AND rb.digest = ?",
+             WHERE r.name = ? AND rb.digest = ? AND b.state = 'live'",
         )
         .bind(repository.as_str())
         .bind(digest.to_string())
@@ -305,11 +355,12 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn blob(&self, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
-            .bind(digest.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
+        let size: Option<i64> =
+            sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ? AND state = 'live'")
+                .bind(digest.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend)?;
         Ok(size.map(|s| s as u64))
     }
 
@@ -321,6 +372,34 @@ impl MetaStore for SqliteMetaStore {
         })
         .await
         .map(drop)
+    }
+
+    async fn pin_blob(&self, repository: &RepoName, digest: &Digest, size: u64) -> Result<bool> {
+        changed(
+            self.write(Write::PinBlob {
+                repository: repository.clone(),
+                digest: digest.clone(),
+                size,
+            })
+            .await,
+        )
+    }
+
+    async fn mount_blob(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>> {
+        let write = Write::MountBlob {
+            repository: repository.clone(),
+            digest: digest.clone(),
+            from: from.cloned(),
+        };
+        match self.write(write).await? {
+            Outcome::Number(size) => Ok(size.map(|s| s as u64)),
+            _ => Ok(None),
+        }
     }
 
     async fn unlink_blob(&self, repository: &RepoName, digest: &Digest) -> Result<bool> {
@@ -551,6 +630,92 @@ impl MetaStore for SqliteMetaStore {
 
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Page> {
         self.list_repositories_page(last.unwrap_or(""), limit).await
+    }
+
+    async fn repository_usage(
+        &self,
+        namespace: Option<&str>,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RepositoryUsage>> {
+        gc::repository_usage(&self.reader, namespace, last, limit).await
+    }
+
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
+        gc::namespace_usage(&self.reader, namespace).await
+    }
+
+    async fn gc_candidates(
+        &self,
+        cutoffs: &GcCutoffs,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<GcBlob>> {
+        gc::candidates(&self.reader, cutoffs, after, limit).await
+    }
+
+    async fn gc_claim_blobs(&self, cutoffs: &GcCutoffs, limit: u32) -> Result<Vec<GcBlob>> {
+        let write = Write::Gc(GcWrite::ClaimBlobs {
+            cutoffs: *cutoffs,
+            limit,
+        });
+        match self.write(write).await? {
+            Outcome::Blobs(claimed) => Ok(claimed),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn gc_forget_blobs(&self, digests: &[Digest]) -> Result<()> {
+        let write = Write::Gc(GcWrite::Forget {
+            digests: digests.to_vec(),
+        });
+        self.write(write).await.map(drop)
+    }
+
+    async fn gc_blob_known(&self, digest: &Digest) -> Result<bool> {
+        gc::blob_known(&self.reader, digest).await
+    }
+
+    async fn gc_claim_orphan(&self, digest: &Digest, size: u64) -> Result<bool> {
+        changed(
+            self.write(Write::Gc(GcWrite::ClaimOrphan {
+                digest: digest.clone(),
+                size,
+            }))
+            .await,
+        )
+    }
+
+    async fn gc_stale_links(&self, cutoffs: &GcCutoffs, dry_run: bool) -> Result<u64> {
+        if dry_run {
+            return gc::stale_links(&self.reader, cutoffs).await;
+        }
+        match self
+            .write(Write::Gc(GcWrite::StaleLinks { cutoffs: *cutoffs }))
+            .await?
+        {
+            Outcome::Number(n) => Ok(n.unwrap_or(0) as u64),
+            _ => Ok(0),
+        }
+    }
+
+    async fn gc_untagged_manifests(
+        &self,
+        scopes: &[String],
+        cutoffs: &GcCutoffs,
+        dry_run: bool,
+    ) -> Result<Vec<(RepoName, Digest)>> {
+        if dry_run {
+            return gc::untagged(&self.reader, scopes, cutoffs).await;
+        }
+        let write = Write::Gc(GcWrite::Untagged {
+            scopes: scopes.to_vec(),
+            cutoffs: *cutoffs,
+        });
+        match self.write(write).await? {
+            Outcome::Manifests(removed) => Ok(removed),
+            _ => Ok(Vec::new()),
+        }
     }
 }
 

@@ -11,8 +11,11 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::accounts::AccountWrite;
+use super::gc::GcWrite;
 use super::{backend, now};
-use crate::{AccountRefusal, ManifestRecord, MetaError, PutManifestError, Result, UploadSession};
+use crate::{
+    AccountRefusal, GcBlob, ManifestRecord, MetaError, PutManifestError, Result, UploadSession,
+};
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 128;
@@ -27,6 +30,16 @@ pub(super) enum Write {
     UnlinkBlob {
         repository: RepoName,
         digest: Digest,
+    },
+    PinBlob {
+        repository: RepoName,
+        digest: Digest,
+        size: u64,
+    },
+    MountBlob {
+        repository: RepoName,
+        digest: Digest,
+        from: Option<RepoName>,
     },
     CreateUpload {
         session: UploadSession,
@@ -61,6 +74,7 @@ pub(super) enum Write {
         tag: Tag,
     },
     Account(AccountWrite),
+    Gc(GcWrite),
 }
 
 /// What a write reports back.
@@ -73,6 +87,12 @@ pub(super) enum Outcome {
     Refused(PutManifestError),
     /// An account change the store refused (a name taken, a user unknown); undone.
     AccountRefused(AccountRefusal),
+    /// A number the write counted or read (`None`: nothing there).
+    Number(Option<i64>),
+    /// Blobs a collector claimed.
+    Blobs(Vec<GcBlob>),
+    /// Manifests a collector removed.
+    Manifests(Vec<(RepoName, Digest)>),
 }
 
 struct Job {
@@ -184,7 +204,12 @@ async fn apply_in_transaction(
         let outcome = apply(&mut tx, &job.write).await;
         let keep = matches!(
             outcome,
-            Ok(Outcome::Done | Outcome::Changed(_) | Outcome::Value(_))
+            Ok(Outcome::Done
+                | Outcome::Changed(_)
+                | Outcome::Value(_)
+                | Outcome::Number(_)
+                | Outcome::Blobs(_)
+                | Outcome::Manifests(_))
         );
         if !keep {
             sqlx::query("ROLLBACK TO write")
@@ -221,8 +246,31 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
+            if done.rows_affected() > 0 {
+                // A release: the blob's grace period starts again.
+                sqlx::query("UPDATE blobs SET released_at = ? WHERE digest = ?")
+                    .bind(now())
+                    .bind(digest.to_string())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
             Ok(Outcome::Changed(done.rows_affected() > 0))
         }
+        Write::PinBlob {
+            repository,
+            digest,
+            size,
+        } => pin_blob(conn, repository, digest, *size)
+            .await
+            .map(Outcome::Changed),
+        Write::MountBlob {
+            repository,
+            digest,
+            from,
+        } => mount_blob(conn, repository, digest, from.as_ref())
+            .await
+            .map(|size| Outcome::Number(size.map(|s| s as i64))),
         Write::CreateUpload {
             session,
             max_per_client,
@@ -296,6 +344,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             .await
             .map(Outcome::Changed),
         Write::DeleteTag { repository, tag } => {
+            untag(conn, repository, tag).await?;
             let done = sqlx::query(
                 "DELETE FROM tags WHERE name = ?
                  AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
@@ -308,6 +357,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             Ok(Outcome::Changed(done.rows_affected() > 0))
         }
         Write::Account(write) => super::accounts::apply(conn, write).await,
+        Write::Gc(write) => super::gc::apply(conn, write).await,
     }
 }
 
@@ -320,7 +370,9 @@ async fn delete_upload(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
     Ok(done.rows_affected() > 0)
 }
 
-/// Records blob `digest` registry-wide and links it into `repository`.
+/// Records blob `digest` registry-wide as live (its bytes are published) and links it
+/// freshly into `repository`. A blob being collected stays so: callers pin first, so
+/// that cannot happen to bytes they just published.
 async fn link_blob(
     conn: &mut SqliteConnection,
     repository: &RepoName,
@@ -330,7 +382,9 @@ async fn link_blob(
     let t = now();
     let repo_id = ensure_repository(conn, repository, t).await?;
     sqlx::query(
-        "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO blobs (digest, size, created_at, state) VALUES (?, ?, ?, 'live')
+         ON CONFLICT (digest) DO UPDATE SET state = 'live', size = excluded.size
+         WHERE blobs.state != 'deleting'",
     )
     .bind(digest.to_string())
     .bind(size as i64)
@@ -338,11 +392,106 @@ async fn link_blob(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    link_fresh(conn, repo_id, digest, t).await
+}
+
+/// Links `digest` into a repository as part of a push in progress (time `t`).
+async fn link_fresh(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    digest: &Digest,
+    t: i64,
+) -> Result<()> {
     sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO repository_blobs (repository_id, digest, linked_at) VALUES (?, ?, ?)
+         ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
     )
     .bind(repo_id)
     .bind(digest.to_string())
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// Reserves `digest` before its bytes are published; `false` while it is being deleted.
+async fn pin_blob(
+    conn: &mut SqliteConnection,
+    repository: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<bool> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM blobs WHERE digest = ?")
+        .bind(digest.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let t = now();
+    match state.as_deref() {
+        Some("deleting") => return Ok(false),
+        Some(_) => {}
+        None => {
+            sqlx::query(
+                "INSERT INTO blobs (digest, size, created_at, state) VALUES (?, ?, ?, 'pending')",
+            )
+            .bind(digest.to_string())
+            .bind(size as i64)
+            .bind(t)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
+    }
+    let repo_id = ensure_repository(conn, repository, t).await?;
+    link_fresh(conn, repo_id, digest, t).await?;
+    Ok(true)
+}
+
+/// Links a live blob into `repository`; its size, or `None` if it cannot be mounted.
+async fn mount_blob(
+    conn: &mut SqliteConnection,
+    repository: &RepoName,
+    digest: &Digest,
+    from: Option<&RepoName>,
+) -> Result<Option<u64>> {
+    let size: Option<i64> = match from {
+        Some(source) => sqlx::query_scalar(
+            "SELECT b.size FROM repository_blobs rb
+             JOIN repositories r ON r.id = rb.repository_id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = ? AND rb.digest = ? AND b.state = 'live'",
+        )
+        .bind(source.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?,
+        None => sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ? AND state = 'live'")
+            .bind(digest.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?,
+    };
+    let Some(size) = size else { return Ok(None) };
+    let t = now();
+    let repo_id = ensure_repository(conn, repository, t).await?;
+    link_fresh(conn, repo_id, digest, t).await?;
+    Ok(Some(size as u64))
+}
+
+/// Marks the manifest `tag` points at (if any) as having lost a tag now.
+async fn untag(conn: &mut SqliteConnection, repository: &RepoName, tag: &Tag) -> Result<()> {
+    sqlx::query(
+        "UPDATE manifests SET untagged_at = ?
+         WHERE (repository_id, digest) IN (
+             SELECT t.repository_id, t.digest FROM tags t
+             JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ? AND t.name = ?)",
+    )
+    .bind(now())
+    .bind(repository.as_str())
+    .bind(tag.as_str())
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
@@ -388,7 +537,8 @@ async fn put_manifest(
     let repo_id = ensure_repository(conn, repository, t).await?;
     for digest in blobs {
         let linked: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+            "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repository_id = ? AND rb.digest = ? AND b.state = 'live'",
         )
         .bind(repo_id)
         .bind(digest.to_string())
@@ -415,7 +565,8 @@ async fn put_manifest(
         "INSERT INTO manifests
            (repository_id, digest, media_type, body, subject, artifact_type, annotations, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = excluded.media_type",
+         ON CONFLICT (repository_id, digest) DO UPDATE
+         SET media_type = excluded.media_type, untagged_at = excluded.created_at",
     )
     .bind(repo_id)
     .bind(manifest.digest.to_string())
@@ -428,7 +579,9 @@ async fn put_manifest(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    record_references(conn, repo_id, &manifest.digest, blobs, children).await?;
     for tag in tags {
+        untag(conn, repository, tag).await?;
         sqlx::query(
             "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (repository_id, name) DO UPDATE
@@ -445,7 +598,88 @@ async fn put_manifest(
     Ok(())
 }
 
-async fn delete_manifest(
+/// Records what a manifest references (replacing what an earlier PUT recorded).
+async fn record_references(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    manifest: &Digest,
+    blobs: &[Digest],
+    children: &[Digest],
+) -> Result<()> {
+    forget_references(conn, repo_id, manifest).await?;
+    for digest in blobs {
+        sqlx::query(
+            "INSERT OR IGNORE INTO manifest_blobs (repository_id, manifest, digest) VALUES (?, ?, ?)",
+        )
+        .bind(repo_id)
+        .bind(manifest.to_string())
+        .bind(digest.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    for child in children {
+        sqlx::query(
+            "INSERT OR IGNORE INTO manifest_children (repository_id, manifest, child) VALUES (?, ?, ?)",
+        )
+        .bind(repo_id)
+        .bind(manifest.to_string())
+        .bind(child.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+async fn forget_references(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    manifest: &Digest,
+) -> Result<()> {
+    for table in ["manifest_blobs", "manifest_children"] {
+        let sql = format!("DELETE FROM {table} WHERE repository_id = ? AND manifest = ?");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(repo_id)
+            .bind(manifest.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The blobs a manifest referenced are released (their grace period starts) and their
+/// links in its repository stop counting as a push in progress.
+async fn release_references(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    manifest: &Digest,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE blobs SET released_at = ? WHERE digest IN (
+             SELECT digest FROM manifest_blobs WHERE repository_id = ? AND manifest = ?)",
+    )
+    .bind(now())
+    .bind(repo_id)
+    .bind(manifest.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sqlx::query(
+        "UPDATE repository_blobs SET linked_at = 0 WHERE repository_id = ? AND digest IN (
+             SELECT digest FROM manifest_blobs WHERE repository_id = ? AND manifest = ?)",
+    )
+    .bind(repo_id)
+    .bind(repo_id)
+    .bind(manifest.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    forget_references(conn, repo_id, manifest).await
+}
+
+pub(super) async fn delete_manifest(
     conn: &mut SqliteConnection,
     repository: &RepoName,
     digest: &Digest,
@@ -458,6 +692,7 @@ async fn delete_manifest(
     let Some(repo_id) = repo_id else {
         return Ok(false);
     };
+    release_references(conn, repo_id, digest).await?;
     let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
         .bind(repo_id)
         .bind(digest.to_string())

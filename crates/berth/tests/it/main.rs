@@ -16,6 +16,7 @@ mod blobs;
 mod clients;
 mod crash;
 mod errors;
+mod gc;
 mod hardening;
 mod manifests;
 mod nodes;
