@@ -142,6 +142,14 @@ pub enum TokenCommand {
 
 #[derive(Subcommand)]
 pub enum RepoCommand {
+    /// List repositories with what each stores (a blob shared by several repositories
+    /// counts in each; a namespace's total counts it once).
+    Ls {
+        /// Only this namespace's repositories, with the namespace's total.
+        namespace: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Make a repository public or private (creating it empty if it does not exist, so
     /// it can be private from its first push).
     Visibility {
@@ -371,18 +379,73 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
 }
 
 pub async fn repo(command: RepoCommand) -> anyhow::Result<()> {
-    let RepoCommand::Visibility {
-        name,
-        visibility,
-        store,
-    } = command;
-    open(&store)
-        .await?
-        .meta()
-        .set_repository_visibility(&name, visibility == "public")
-        .await?;
-    println!("{name} is now {visibility}");
+    match command {
+        RepoCommand::Ls { namespace, store } => list_repositories(namespace, &store).await,
+        RepoCommand::Visibility {
+            name,
+            visibility,
+            store,
+        } => {
+            open(&store)
+                .await?
+                .meta()
+                .set_repository_visibility(&name, visibility == "public")
+                .await?;
+            println!("{name} is now {visibility}");
+            Ok(())
+        }
+    }
+}
+
+async fn list_repositories(namespace: Option<String>, store: &StoreArgs) -> anyhow::Result<()> {
+    const PAGE: u32 = 1000;
+    let accounts = open(store).await?;
+    let meta = accounts.meta();
+    println!(
+        "{:<40} {:>10} {:>6} {:>10} {:>8}",
+        "REPOSITORY", "SIZE", "TAGS", "MANIFESTS", "BLOBS"
+    );
+    let mut last: Option<String> = None;
+    loop {
+        let page = meta
+            .repository_usage(namespace.as_deref(), last.as_deref(), PAGE)
+            .await?;
+        for usage in &page {
+            println!(
+                "{:<40} {:>10} {:>6} {:>10} {:>8}",
+                usage.repository.as_str(),
+                human_bytes(usage.bytes),
+                usage.tags,
+                usage.manifests,
+                usage.blobs
+            );
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+        last = page.last().map(|u| u.repository.as_str().to_owned());
+    }
+    if let Some(namespace) = namespace {
+        let total = meta.namespace_usage(&namespace).await?;
+        println!("{namespace}: {} in all", human_bytes(total));
+    }
     Ok(())
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 pub async fn namespace(command: NamespaceCommand) -> anyhow::Result<()> {

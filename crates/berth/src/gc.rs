@@ -47,7 +47,7 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
             "{verb} {} blobs ({}), {} untagged manifests, {} unused links, {} orphaned blobs, \
              {} abandoned uploads",
             report.blobs,
-            human_bytes(report.bytes),
+            crate::admin::human_bytes(report.bytes),
             report.manifests,
             report.links,
             report.orphan_blobs,
@@ -55,19 +55,4 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -382,3 +382,74 @@ async fn untagged_manifests_go_where_asked_but_never_index_children_or_referrers
     assert_eq!(listing["manifests"][0]["digest"], sha256(&referrer));
     assert_eq!(count(&gc(&server, &args), "manifests"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_used_is_shown_per_repository_and_namespace() {
+    let server = TestServer::start().await;
+    let base = &server.base;
+    let image = Image::new(20, &pseudo_random(70_000, 21));
+    assert_eq!(image.push(base, "usage/one", "v1").await.status(), 201);
+    assert_eq!(image.push(base, "usage/two", "v1").await.status(), 201);
+    let blobs: u64 = std::iter::once(&image.config)
+        .chain(&image.layers)
+        .map(|b| b.len() as u64)
+        .sum();
+    let manifest = image.manifest.len() as u64;
+
+    let r = http()
+        .get(format!("{base}/api/v1/repositories/usage/one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let shown: Value = r.json().await.unwrap();
+    assert_eq!(shown["storage"]["bytes"], blobs + manifest, "{shown}");
+    assert_eq!(shown["storage"]["blobs"], 3, "{shown}");
+    assert_eq!(shown["storage"]["manifests"], 1, "{shown}");
+    assert_eq!(shown["storage"]["tags"], 1, "{shown}");
+
+    let database = match &server.database {
+        berth_server::DatabaseConfig::Sqlite(url) | berth_server::DatabaseConfig::Postgres(url) => {
+            url.clone()
+        }
+    };
+    let out = std::process::Command::new(berth_binary())
+        .args(["repo", "ls", "usage", "--database", &database])
+        .env_remove("BERTH_DATABASE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains("usage/one"), "{listing}");
+    assert!(listing.contains("usage/two"), "{listing}");
+    // The namespace counts the shared blobs once, and both manifests.
+    let total = blobs + 2 * manifest;
+    let expected = format!("{:.1} KiB in all", total as f64 / 1024.0);
+    assert!(listing.contains(&expected), "{expected} in {listing}");
+
+    // Deleting the image from one repository and collecting frees nothing yet (the
+    // other still uses every blob) but that repository no longer counts them.
+    let r = http()
+        .delete(format!("{base}/v2/usage/two/manifests/{}", image.digest()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let report = gc(&server, &["--grace", "0s", "--gc-push-window", "0s"]);
+    assert_eq!(count(&report, "blobs"), 0, "{report}");
+    assert_eq!(count(&report, "links"), 3, "{report}");
+    let shown: Value = http()
+        .get(format!("{base}/api/v1/repositories/usage/two"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["storage"]["bytes"], 0, "{shown}");
+    image.assert_pulls(base, "usage/one").await;
+}

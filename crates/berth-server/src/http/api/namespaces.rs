@@ -1,4 +1,5 @@
-//! Namespaces: `PUT /api/v1/namespaces/NS/default-visibility`.
+//! Namespaces: `PUT /api/v1/namespaces/NS/default-visibility`, and `GET
+//! /api/v1/namespaces/NS/storage` (what its repositories hold; for who manages it).
 
 use axum::http::Method;
 use serde::Deserialize;
@@ -11,6 +12,12 @@ struct Visibility {
 }
 
 pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
+    if let [namespace, "storage"] = rest {
+        if *method != Method::GET {
+            return Err(ApiFailure::method_not_allowed());
+        }
+        return storage(ctx, namespace).await;
+    }
     let [namespace, "default-visibility"] = rest else {
         return Err(ApiFailure::not_found(format!(
             "no endpoint {method} /api/v1/namespaces/{}",
@@ -44,4 +51,45 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
         return Err(ApiFailure::not_found(format!("namespace {namespace}")));
     }
     no_content()
+}
+
+/// Largest number of repositories listed with a namespace's storage.
+const MAX_REPOSITORIES: u32 = 1000;
+
+/// `{"namespace", "bytes", "repositories": [{"name", "bytes", …}], "more"}`: the
+/// namespace's bytes count each blob once however many of its repositories hold it.
+async fn storage(ctx: &Ctx<'_>, namespace: &str) -> ApiResult {
+    let caller = ctx.caller()?;
+    if !ctx
+        .accounts
+        .may_manage(&caller.principal, namespace)
+        .await?
+    {
+        return Err(ApiFailure::forbidden("you may not manage this namespace"));
+    }
+    let meta = ctx.accounts.meta();
+    let bytes = meta.namespace_usage(namespace).await?;
+    let last = ctx.param("last");
+    let mut repositories = meta
+        .repository_usage(Some(namespace), last.as_deref(), MAX_REPOSITORIES + 1)
+        .await?;
+    let more = repositories.len() > MAX_REPOSITORIES as usize;
+    repositories.truncate(MAX_REPOSITORIES as usize);
+    let listed: Vec<serde_json::Value> = repositories
+        .iter()
+        .map(|u| {
+            let mut entry = super::repositories::usage_json(Some(u));
+            entry["name"] = serde_json::Value::from(u.repository.as_str());
+            entry
+        })
+        .collect();
+    super::ok(
+        axum::http::StatusCode::OK,
+        serde_json::json!({
+            "namespace": namespace,
+            "bytes": bytes,
+            "repositories": listed,
+            "more": more,
+        }),
+    )
 }

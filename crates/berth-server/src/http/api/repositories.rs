@@ -1,5 +1,6 @@
 //! Repositories: `GET /api/v1/repositories[?n=&last=]` (what the caller may read),
-//! `GET /api/v1/repositories/NAME`, `PUT /api/v1/repositories/NAME/visibility`.
+//! `GET /api/v1/repositories/NAME` (with the storage it uses),
+//! `PUT /api/v1/repositories/NAME/visibility`.
 
 use axum::http::{Method, StatusCode};
 use berth_auth::Principal;
@@ -57,15 +58,46 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
             let rights = ctx.accounts.rights(principal, &repo).await?;
             let public = ctx.accounts.meta().repository_visibility(&repo).await?;
             match public {
-                Some(public) if rights.contains(Actions::PULL) => ok(
-                    StatusCode::OK,
-                    json!({ "name": repo.as_str(), "visibility": visibility_word(public) }),
-                ),
+                Some(public) if rights.contains(Actions::PULL) => {
+                    let usage = repository_usage(ctx, &repo).await?;
+                    ok(
+                        StatusCode::OK,
+                        json!({
+                            "name": repo.as_str(),
+                            "visibility": visibility_word(public),
+                            "storage": usage_json(usage.as_ref()),
+                        }),
+                    )
+                }
                 _ => Err(ApiFailure::not_found(format!("repository {repo}"))),
             }
         }
         _ => Err(ApiFailure::method_not_allowed()),
     }
+}
+
+/// What one repository holds (its name is the first at or under itself).
+async fn repository_usage(
+    ctx: &Ctx<'_>,
+    repo: &RepoName,
+) -> Result<Option<berth_meta::RepositoryUsage>, ApiFailure> {
+    let usage = ctx
+        .accounts
+        .meta()
+        .repository_usage(Some(repo.as_str()), None, 1)
+        .await?;
+    Ok(usage.into_iter().find(|u| &u.repository == repo))
+}
+
+/// `{"bytes", "blobs", "manifests", "tags"}`: a blob shared with other repositories
+/// counts in each of them.
+pub fn usage_json(usage: Option<&berth_meta::RepositoryUsage>) -> serde_json::Value {
+    json!({
+        "bytes": usage.map_or(0, |u| u.bytes),
+        "blobs": usage.map_or(0, |u| u.blobs),
+        "manifests": usage.map_or(0, |u| u.manifests),
+        "tags": usage.map_or(0, |u| u.tags),
+    })
 }
 
 fn repo_name(segments: &[&str]) -> Result<RepoName, ApiFailure> {
