@@ -291,3 +291,142 @@ async fn a_node_killed_mid_push_loses_nothing_and_the_push_retried_through_anoth
     })
     .await;
 }
+
+/// `berth gc ARGS --json` against a cluster's bucket and database.
+fn cluster_gc(storage: &str, database: &str, args: &[&str]) -> serde_json::Value {
+    let mut command = std::process::Command::new(crate::process::berth_binary());
+    command
+        .args(["gc", "--json", "--storage", storage, "--database", database])
+        .args(args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BERTH_") {
+            command.env_remove(key);
+        }
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "berth gc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The blob digests (`sha256:…`) the bucket holds under a storage URL.
+async fn bucket_blobs(storage: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let store = berth_server::open_blobs(&StorageConfig::S3 {
+        url: storage.to_owned(),
+        redirect: None,
+    })
+    .await
+    .unwrap();
+    let listed: Vec<_> = store.list_blobs().try_collect().await.unwrap();
+    listed.into_iter().map(|b| b.digest.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn collection_while_skopeo_pushes_and_pulls_through_both_nodes() {
+    use crate::clients::*;
+    let database = crate::ScratchDatabase::create();
+    let storage = s3_scratch_url();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let args = [
+            "--open",
+            "--storage",
+            storage.as_str(),
+            "--database",
+            database.url.as_str(),
+        ];
+        nodes.push(crate::process::BerthProcess::start_with(&args, &[]).await);
+    }
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = |name: &str| tmp.path().join(name);
+    for (name, seed) in [("kept", "gc-kept"), ("gone", "gc-gone"), ("new", "gc-new")] {
+        mkimage(
+            &layout(name),
+            &["--layers", "6M,300K", "--tag", "v1", "--seed", seed],
+        );
+    }
+    let copy = |from: String, to: String| {
+        Skopeo::new().ok(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &from,
+            &to,
+        ]);
+    };
+    let (h0, h1) = (hosts[0].clone(), hosts[1].clone());
+    {
+        let (kept, gone) = (layout("kept"), layout("gone"));
+        let (h0, h1) = (h0.clone(), h1.clone());
+        blocking(move || {
+            copy(oci_ref(&kept, "v1"), format!("docker://{h0}/gc/kept:v1"));
+            copy(oci_ref(&gone, "v1"), format!("docker://{h1}/gc/gone:v1"));
+        })
+        .await;
+    }
+    let gone_digest = layout_ref_digest(&layout("gone"), "v1");
+    let r = http()
+        .delete(format!("http://{h0}/v2/gc/gone/manifests/{gone_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let predicted = {
+        let (storage, database) = (storage.clone(), database.url.clone());
+        blocking(move || cluster_gc(&storage, &database, &["--grace", "0s", "--dry-run"])).await
+    };
+    assert_eq!(predicted["blobs"], 3, "config and two layers: {predicted}");
+    // Collect while skopeo pushes a new image through one node and pulls the kept one
+    // through the other.
+    let traffic = {
+        let (new, pulled) = (layout("new"), layout("pulled-during"));
+        let (h0, h1) = (h0.clone(), h1.clone());
+        std::thread::spawn(move || {
+            copy(oci_ref(&new, "v1"), format!("docker://{h0}/gc/new:v1"));
+            copy(format!("docker://{h1}/gc/kept:v1"), oci_ref(&pulled, "v1"));
+        })
+    };
+    let report = {
+        let (storage, database) = (storage.clone(), database.url.clone());
+        blocking(move || cluster_gc(&storage, &database, &["--grace", "0s"])).await
+    };
+    blocking(move || traffic.join().unwrap()).await;
+    assert_eq!(
+        report["bytes"], predicted["bytes"],
+        "the dry run predicted the bytes freed: {report} vs {predicted}"
+    );
+    assert_eq!(report["blobs"], predicted["blobs"], "{report}");
+
+    // The deleted image's blobs are gone from the bucket; the rest pulls identical
+    // through either node.
+    let stored = bucket_blobs(&storage).await;
+    for name in layout_blob_names(&layout("gone")) {
+        let digest = format!("sha256:{name}");
+        let shared_with_kept = layout_blob_names(&layout("kept")).contains(&name);
+        assert!(
+            shared_with_kept || !stored.contains(&digest),
+            "{digest} of the deleted image is still in the bucket"
+        );
+    }
+    let tmp_path = tmp.path().to_path_buf();
+    blocking(move || {
+        assert_layout_blobs_identical(&tmp_path.join("kept"), &tmp_path.join("pulled-during"));
+        for (i, host) in [h0, h1].iter().enumerate() {
+            for name in ["kept", "new"] {
+                let out = tmp_path.join(format!("{name}-{i}"));
+                copy(format!("docker://{host}/gc/{name}:v1"), oci_ref(&out, "v1"));
+                assert_layout_blobs_identical(&tmp_path.join(name), &out);
+            }
+        }
+    })
+    .await;
+}
