@@ -65,6 +65,26 @@ struct Staged {
     replaced_tail: Option<String>,
 }
 
+/// The part of a ListMultipartUploads answer berth reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MultipartListing {
+    #[serde(rename = "Upload", default)]
+    uploads: Vec<MultipartEntry>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MultipartEntry {
+    key: String,
+    upload_id: String,
+    initiated: String,
+}
+
 impl Staged {
     fn len(&self) -> u64 {
         (self.parts.len() * PART_SIZE) as u64 + self.tail_len
@@ -205,6 +225,83 @@ impl S3BlobStore {
             self.delete_quietly(&key).await?;
         }
         Ok(())
+    }
+
+    /// Multipart uploads in progress under `uploads/` (or under `uploads/<id>/` with
+    /// `id`): `(id, upload id, initiated)`. object_store has no call for this
+    /// (ListMultipartUploads); it is one presigned GET, paged.
+    async fn list_multipart(
+        &self,
+        id: Option<&str>,
+    ) -> io::Result<Vec<(String, String, std::time::SystemTime)>> {
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let root = self.key("uploads");
+        let prefix = match id {
+            Some(id) => format!("{}/{id}/", root.as_ref()),
+            None => format!("{}/", root.as_ref()),
+        };
+        let client = reqwest::Client::new();
+        let mut found = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![
+                ("uploads".to_owned(), String::new()),
+                ("prefix".to_owned(), prefix.clone()),
+            ];
+            if let Some((key, upload)) = &markers {
+                query.push(("key-marker".to_owned(), key.clone()));
+                query.push(("upload-id-marker".to_owned(), upload.clone()));
+            }
+            let options = SignedUrlOptions::new().with_query(query);
+            let url = self
+                .store
+                .signed_url_opts(
+                    http::Method::GET,
+                    &Path::from(""),
+                    Duration::from_secs(300),
+                    &options,
+                )
+                .await
+                .map_err(store_error)?;
+            let answer = client.get(url).send().await.map_err(io::Error::other)?;
+            let status = answer.status();
+            let text = answer.text().await.map_err(io::Error::other)?;
+            if !status.is_success() {
+                return Err(io::Error::other(format!(
+                    "listing multipart uploads: {status}: {text}"
+                )));
+            }
+            let page: MultipartListing = quick_xml::de::from_str(&text).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("multipart listing: {e}"),
+                )
+            })?;
+            let under = format!("{}/", root.as_ref());
+            for upload in page.uploads {
+                // …/uploads/<id>/data → id
+                let Some(id) = upload
+                    .key
+                    .strip_prefix(&under)
+                    .and_then(|rest| rest.split_once('/'))
+                    .map(|(id, _)| id.to_owned())
+                else {
+                    continue;
+                };
+                let initiated = humantime::parse_rfc3339_weak(&upload.initiated)
+                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                found.push((id, upload.upload_id, initiated));
+            }
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(key), Some(upload)) => markers = Some((key, upload)),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     async fn delete_quietly(&self, key: &Path) -> io::Result<()> {
@@ -386,10 +483,21 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn abort_upload(&self, id: &str, state: &[u8]) -> io::Result<()> {
-        if let Ok(staged) = Staged::parse(state) {
+        let multiparts = match Staged::parse(state) {
+            Ok(staged) => vec![staged.multipart],
+            // No recorded state (a session lost before it was recorded): whatever the
+            // bucket has started for this id.
+            Err(_) => self
+                .list_multipart(Some(id))
+                .await?
+                .into_iter()
+                .map(|(_, upload, _)| upload)
+                .collect(),
+        };
+        for multipart in multiparts {
             match self
                 .store
-                .abort_multipart(&self.upload_key(id, "data"), &staged.multipart)
+                .abort_multipart(&self.upload_key(id, "data"), &multipart)
                 .await
             {
                 // Completed (it was committed) or already aborted: nothing to abort.
@@ -427,11 +535,18 @@ impl BlobStore for S3BlobStore {
     fn list_uploads(&self) -> BoxStream<'static, io::Result<StagedUpload>> {
         let root = self.key("uploads");
         let skip = root.as_ref().len() + 1;
-        // An upload's objects (its tails) may be listed in any order: gather them, one
-        // entry per upload, keeping the newest write. Uploads in flight are few.
+        // An upload's objects (its tails) and its multipart upload may be listed in any
+        // order: gather them, one entry per upload, keeping the newest write. Uploads in
+        // flight are few.
         let listing = self.store.list(Some(&root)).map_err(store_error);
+        let store = self.clone_handle();
         futures::stream::once(async move {
             let mut uploads = std::collections::BTreeMap::<String, std::time::SystemTime>::new();
+            // Multipart uploads hold staged bytes too, and are not objects.
+            for (id, _, initiated) in store.list_multipart(None).await? {
+                let newest = uploads.entry(id).or_insert(initiated);
+                *newest = (*newest).max(initiated);
+            }
             let mut listing = std::pin::pin!(listing);
             while let Some(meta) = listing.try_next().await? {
                 let relative = meta.location.as_ref().get(skip..).unwrap_or_default();

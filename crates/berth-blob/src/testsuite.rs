@@ -62,6 +62,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     same_content_published_twice_is_idempotent(store).await;
     aborted_uploads_leave_nothing(store).await;
     delete_removes_bytes(store).await;
+    listings_show_blobs_and_staged_uploads(store).await;
 }
 
 /// One named test per check of the contract, each on a fresh store made by `$make`
@@ -77,6 +78,7 @@ macro_rules! blob_store_contract {
             same_content_published_twice_is_idempotent,
             aborted_uploads_leave_nothing,
             delete_removes_bytes,
+            listings_show_blobs_and_staged_uploads,
         );
     };
     (@tests $make:expr; $($check:ident,)*) => {
@@ -240,4 +242,48 @@ pub async fn delete_removes_bytes(store: &dyn BlobStore) {
     let d = put(store, "suite-delete", b"to be deleted").await;
     assert!(store.delete(&d).await.unwrap());
     assert_eq!(store.stat(&d).await.unwrap(), None);
+}
+
+/// What garbage collection relies on: every published blob is listed with its size,
+/// every upload with staged bytes is listed, and an upload whose recorded state was
+/// lost (a session that never got recorded) can still be aborted by id alone.
+pub async fn listings_show_blobs_and_staged_uploads(store: &dyn BlobStore) {
+    use futures::TryStreamExt;
+    let published = put(store, "suite-list-a", b"listed blob").await;
+    let blobs: Vec<_> = store.list_blobs().try_collect().await.unwrap();
+    let entry = blobs.iter().find(|b| b.digest == published);
+    assert_eq!(
+        entry.map(|b| b.size),
+        Some(11),
+        "published blob listed: {blobs:?}"
+    );
+    // One upload holding exactly one S3 part (8 MiB: no tail object, so only the
+    // multipart upload knows it), one holding only a little.
+    let big = vec![3u8; 8 * 1024 * 1024];
+    let created = store.create_upload("suite-list-b").await.unwrap();
+    append(store, "suite-list-b", 0, &created, &[&big]).await;
+    let created = store.create_upload("suite-list-c").await.unwrap();
+    append(store, "suite-list-c", 0, &created, &[b"x"]).await;
+    let staged: Vec<_> = store.list_uploads().try_collect().await.unwrap();
+    let ids: Vec<&str> = staged.iter().map(|u| u.id.as_str()).collect();
+    for id in ["suite-list-b", "suite-list-c"] {
+        assert_eq!(
+            ids.iter().filter(|i| **i == id).count(),
+            1,
+            "{id} listed once: {ids:?}"
+        );
+    }
+    assert!(
+        !ids.contains(&"suite-list-a"),
+        "a published upload is gone: {ids:?}"
+    );
+    // Aborted without their state: nothing of them stays.
+    for id in ["suite-list-b", "suite-list-c"] {
+        store.abort_upload(id, &[]).await.unwrap();
+    }
+    let staged: Vec<_> = store.list_uploads().try_collect().await.unwrap();
+    assert!(
+        staged.iter().all(|u| !u.id.starts_with("suite-list")),
+        "aborted uploads still listed: {staged:?}"
+    );
 }
