@@ -7,18 +7,15 @@
 //! - [`jwt`]: the signed bearer and refresh tokens of Docker's token-auth flow.
 //! - [`scope`]: Docker's `repository:NAME:pull,push` scope strings.
 //! - [`policy`]: who may do what to a repository.
-//! - [`limiter`]: failed-login limiting per client address and per user.
 //! - [`token_request`]: what a client asks the token endpoint for.
 
 pub mod credentials;
 pub mod jwt;
-pub mod limiter;
 pub mod policy;
 pub mod scope;
 pub mod secret;
 pub mod token_request;
 
 pub use jwt::{AccessClaims, Credential, Grant, RefreshClaims, TokenError, TokenSigner};
-pub use limiter::FailureLimiter;
 pub use policy::{Principal, repository_rights};
 pub use scope::{Resource, Scope};

@@ -102,6 +102,16 @@ pub enum Viewer<'a> {
     Anonymous,
 }
 
+/// A fixed window of sign-in attempts counted for one key (see
+/// [`AccountStore::count_sign_in_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInWindow {
+    /// Attempts counted in the window (those forgiven taken off).
+    pub attempts: u32,
+    /// When the window started (unix seconds, the callers' clock).
+    pub started_at: i64,
+}
+
 /// Why an account change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountRefusal {
@@ -226,4 +236,32 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn touch_web_session(&self, id: &str, now: i64) -> Result<()>;
     /// Removes sessions that expired before `now`.
     async fn expire_web_sessions(&self, now: i64) -> Result<()>;
+
+    // ---- failed sign-in limits, shared by every node ----
+    //
+    // Keys are opaque (the server's are `addr:…` and `user:…`, at most a few hundred
+    // bytes). Times are unix seconds from the callers' clocks; a window that started at
+    // or before `window_start_cutoff` (`now - window`) has ended.
+    /// Counts one attempt for `key` and returns its window, this attempt included: the
+    /// current one, or a new one starting at `now` (with this attempt alone) if the
+    /// last has ended or there was none. Atomic: attempts counted at once, from any
+    /// number of store instances, each get a count of their own.
+    async fn count_sign_in_attempt(
+        &self,
+        key: &str,
+        window_start_cutoff: i64,
+        now: i64,
+    ) -> Result<SignInWindow>;
+    /// The windows of `keys` that have not ended, in the order of `keys` (`None`: no
+    /// such window); counts nothing.
+    async fn sign_in_windows(
+        &self,
+        keys: &[&str],
+        window_start_cutoff: i64,
+    ) -> Result<Vec<Option<SignInWindow>>>;
+    /// Takes one attempt off `key`'s count (it succeeded), if its window is still the
+    /// one that started at `started_at`; `false` if it is not, or nothing is left.
+    async fn forgive_sign_in(&self, key: &str, started_at: i64) -> Result<bool>;
+    /// Forgets windows that have ended; returns how many.
+    async fn sweep_sign_in_windows(&self, window_start_cutoff: i64) -> Result<u64>;
 }

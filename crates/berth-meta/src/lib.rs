@@ -16,8 +16,8 @@ pub mod sqlite;
 pub mod testsuite;
 
 pub use accounts::{
-    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, User, Viewer,
-    WebSession,
+    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, SignInWindow,
+    User, Viewer, WebSession,
 };
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;

@@ -18,7 +18,7 @@ use berth_core::{AccountName, Algorithm, Digest, Relation, RepoName, Role, Tag, 
 
 use crate::{
     AccessToken, AccountRefusal, GcBlob, GcCutoffs, ManifestRecord, MetaStore, PutManifestError,
-    RepositoryUsage, UploadSession, Viewer, WebSession,
+    RepositoryUsage, SignInWindow, UploadSession, Viewer, WebSession,
 };
 
 /// Fresh, empty data of one backend for one test, on which any number of store
@@ -90,6 +90,7 @@ macro_rules! meta_store_contract {
             gc_keeps_index_children_and_referrers,
             gc_orphans_and_stale_links,
             storage_usage_per_repository_and_namespace,
+            sign_in_attempts_count_in_fixed_windows,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -103,6 +104,7 @@ macro_rules! meta_store_contract {
             race_claim_against_put_manifest,
             race_two_collectors_claim_disjoint_sets,
             race_collection_against_references,
+            race_sign_in_attempts_count_once_each,
         );
     };
     (@one $scratch:expr; $($check:ident),* $(,)?) => {$(
@@ -873,6 +875,117 @@ pub async fn first_admin_is_created_once(store: &dyn MetaStore) {
         assert!(store.user(name).await.unwrap().is_none());
         assert_eq!(store.setting(marker).await.unwrap().as_deref(), Some("1"));
     }
+}
+
+// ---------------------------------------------------------------- failed sign-ins
+//
+// Times are the caller's clock, so these checks choose them.
+
+fn window(attempts: u32, started_at: i64) -> Option<SignInWindow> {
+    Some(SignInWindow {
+        attempts,
+        started_at,
+    })
+}
+
+pub async fn sign_in_attempts_count_in_fixed_windows(store: &dyn MetaStore) {
+    const WINDOW: i64 = 60;
+    let t = 1_700_000_000;
+    let (addr, alice) = ("addr:192.0.2.1", "user:alice");
+    // Attempts within a window count up from the first one, which started it.
+    for n in 1..=3 {
+        let now = t + i64::from(n) - 1;
+        let counted = store
+            .count_sign_in_attempt(addr, now - WINDOW, now)
+            .await
+            .unwrap();
+        assert_eq!(Some(counted), window(n, t), "attempt {n}");
+    }
+    // Keys count apart; reading counts nothing and shows only windows that have not ended.
+    let counted = store
+        .count_sign_in_attempt(alice, t + 1 - WINDOW, t + 1)
+        .await
+        .unwrap();
+    assert_eq!(Some(counted), window(1, t + 1));
+    for _ in 0..2 {
+        let windows = store
+            .sign_in_windows(&[alice, "user:nobody", addr], t + 2 - WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(windows, vec![window(1, t + 1), None, window(3, t)]);
+    }
+    assert_eq!(store.sign_in_windows(&[], t).await.unwrap(), vec![]);
+    // An attempt that succeeded is forgiven, in its own window only, never below zero.
+    assert!(store.forgive_sign_in(addr, t).await.unwrap());
+    assert!(
+        !store.forgive_sign_in(addr, t + 1).await.unwrap(),
+        "another window"
+    );
+    assert!(!store.forgive_sign_in("user:nobody", t).await.unwrap());
+    let windows = store.sign_in_windows(&[addr], t - WINDOW).await.unwrap();
+    assert_eq!(windows, vec![window(2, t)]);
+    assert!(store.forgive_sign_in(addr, t).await.unwrap());
+    assert!(store.forgive_sign_in(addr, t).await.unwrap());
+    assert!(
+        !store.forgive_sign_in(addr, t).await.unwrap(),
+        "nothing left"
+    );
+    let windows = store.sign_in_windows(&[addr], t - WINDOW).await.unwrap();
+    assert_eq!(windows, vec![window(0, t)]);
+    for n in 1..=2 {
+        let counted = store
+            .count_sign_in_attempt(addr, t + 5 - WINDOW, t + 5)
+            .await
+            .unwrap();
+        assert_eq!(Some(counted), window(n, t), "counting on after forgiving");
+    }
+    // A window ends `WINDOW` after it started: the next attempt starts a new one.
+    let end = t + WINDOW;
+    let windows = store
+        .sign_in_windows(&[addr, alice], end - 1 - WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        windows,
+        vec![window(2, t), window(1, t + 1)],
+        "not yet ended"
+    );
+    let windows = store
+        .sign_in_windows(&[addr, alice], end - WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(windows, vec![None, window(1, t + 1)]);
+    let counted = store
+        .count_sign_in_attempt(addr, end - WINDOW, end)
+        .await
+        .unwrap();
+    assert_eq!(Some(counted), window(1, end), "a new window");
+    assert!(
+        !store.forgive_sign_in(addr, t).await.unwrap(),
+        "the old window"
+    );
+    // Sweeping forgets the windows that have ended, and only those.
+    assert_eq!(
+        store.sweep_sign_in_windows(end + 1 - WINDOW).await.unwrap(),
+        1
+    );
+    let windows = store.sign_in_windows(&[addr, alice], 0).await.unwrap();
+    assert_eq!(windows, vec![window(1, end), None]);
+    assert_eq!(store.sweep_sign_in_windows(end - 1).await.unwrap(), 0);
+    // Keys are opaque: long ones, quotes, anything in UTF-8.
+    let odd = format!("user:{}'\"%_ é→", "x".repeat(300));
+    for n in 1..=2 {
+        let counted = store
+            .count_sign_in_attempt(&odd, t - WINDOW, t)
+            .await
+            .unwrap();
+        assert_eq!(Some(counted), window(n, t));
+    }
+    let windows = store
+        .sign_in_windows(&[&odd, "user:"], t - WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(windows, vec![window(2, t), None]);
 }
 
 // ---------------------------------------------------------------- garbage collection
@@ -2181,4 +2294,68 @@ pub async fn race_collection_against_references(a: Arc<dyn MetaStore>, b: Arc<dy
         &outcomes[..2],
         &outcomes[2..]
     );
+}
+
+/// Attempts counted at once on both instances each get a count of their own: `n` of them
+/// give exactly 1..=n, whether they create the key's row, continue its window, or find it
+/// ended and start the next; forgiving while others count loses nothing either.
+pub async fn race_sign_in_attempts_count_once_each(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    const N: usize = 16;
+    const WINDOW: i64 = 60;
+    let t = unix_now();
+    async fn count(
+        key: &'static str,
+        now: i64,
+        a: &Arc<dyn MetaStore>,
+        b: &Arc<dyn MetaStore>,
+    ) -> Vec<SignInWindow> {
+        together(N, a, b, move |_, store| async move {
+            store
+                .count_sign_in_attempt(key, now - WINDOW, now)
+                .await
+                .unwrap()
+        })
+        .await
+    }
+    let sorted = |windows: &[SignInWindow], from: u32, started_at: i64| {
+        let mut attempts: Vec<u32> = windows.iter().map(|w| w.attempts).collect();
+        attempts.sort_unstable();
+        assert_eq!(attempts, (from..from + N as u32).collect::<Vec<_>>());
+        assert!(
+            windows.iter().all(|w| w.started_at == started_at),
+            "{windows:?}"
+        );
+    };
+    // A new key: one attempt creates the row, the others count on it.
+    let first = count("user:racer", t, &a, &b).await;
+    sorted(&first, 1, t);
+    // The same window, on both instances.
+    let more = count("user:racer", t + 1, &a, &b).await;
+    sorted(&more, N as u32 + 1, t);
+    // The window has ended: one attempt starts the next, the others count on it.
+    let next = count("user:racer", t + WINDOW, &a, &b).await;
+    sorted(&next, 1, t + WINDOW);
+    // Forgiving races counting: every one of each is applied.
+    let now = t + WINDOW + 1;
+    let changes = together(2 * N, &a, &b, move |i, store| async move {
+        if i % 2 == 0 {
+            store
+                .count_sign_in_attempt("user:racer", now - WINDOW, now)
+                .await
+                .unwrap();
+            true
+        } else {
+            store
+                .forgive_sign_in("user:racer", t + WINDOW)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert!(changes.iter().all(|&changed| changed), "{changes:?}");
+    let windows = a
+        .sign_in_windows(&["user:racer"], now - WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(windows, vec![window(N as u32, t + WINDOW)]);
 }

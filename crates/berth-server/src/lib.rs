@@ -137,9 +137,9 @@ pub async fn serve(
 /// Memory held for reuse is handed back after this long unused.
 const IDLE_MEMORY: Duration = Duration::from_secs(2);
 
-/// Background upkeep: removes idle upload sessions and expired web sessions, and hands
-/// back memory kept for reuse that has been idle (password work areas, transfer
-/// buffers). Memory is checked every second; the store a few times per upload timeout,
+/// Background upkeep: removes idle upload sessions, expired web sessions and ended
+/// sign-in windows, and hands back memory kept for reuse that has been idle (password
+/// work areas, transfer buffers). Memory is checked every second; the store a few times per upload timeout,
 /// and at least every minute.
 async fn housekeeping(state: Arc<http::AppState>, upload_idle: Duration) {
     let period = (upload_idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
@@ -166,6 +166,9 @@ async fn housekeeping(state: Arc<http::AppState>, upload_idle: Duration) {
             .await
         {
             tracing::warn!(error = %e, "expiring web sessions failed");
+        }
+        if let Err(e) = state.accounts.sign_in_limits().sweep().await {
+            tracing::warn!(error = %e, "forgetting ended sign-in windows failed");
         }
     }
 }

@@ -14,8 +14,8 @@ use sqlx::{PgConnection, Row};
 
 use super::{PgMetaStore, backend, corrupt, into_page, now};
 use crate::accounts::{
-    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, User, Viewer,
-    WebSession,
+    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, SignInWindow,
+    User, Viewer, WebSession,
 };
 use crate::{Page, Result};
 
@@ -424,6 +424,62 @@ async fn expire_web_sessions(conn: &mut PgConnection, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// Counts an attempt in one statement: `ON CONFLICT DO UPDATE` locks the key's row (or
+/// waits for the twin that is inserting it), and the window starts over in the same
+/// statement if it has ended, so attempts counted at once each get a count of their own.
+async fn count_sign_in_attempt(
+    conn: &mut PgConnection,
+    key: &str,
+    cutoff: i64,
+    now: i64,
+) -> Result<SignInWindow> {
+    let row = sqlx::query(
+        "INSERT INTO sign_in_attempts AS a (key, window_start, attempts) VALUES ($1, $2, 1)
+         ON CONFLICT (key) DO UPDATE SET
+           attempts = CASE WHEN a.window_start <= $3 THEN 1 ELSE a.attempts + 1 END,
+           window_start = CASE WHEN a.window_start <= $3 THEN excluded.window_start
+                               ELSE a.window_start END
+         RETURNING attempts, window_start",
+    )
+    .bind(key)
+    .bind(now)
+    .bind(cutoff)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sign_in_window(&row)
+}
+
+async fn forgive_sign_in(conn: &mut PgConnection, key: &str, started_at: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE sign_in_attempts SET attempts = attempts - 1
+         WHERE key = $1 AND window_start = $2 AND attempts > 0",
+    )
+    .bind(key)
+    .bind(started_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(done.rows_affected() > 0)
+}
+
+async fn sweep_sign_in_windows(conn: &mut PgConnection, cutoff: i64) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM sign_in_attempts WHERE window_start <= $1")
+        .bind(cutoff)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(done.rows_affected())
+}
+
+fn sign_in_window(row: &PgRow) -> Result<SignInWindow> {
+    let attempts: i64 = row.try_get("attempts").map_err(backend)?;
+    Ok(SignInWindow {
+        attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+        started_at: row.try_get("window_start").map_err(backend)?,
+    })
+}
+
 fn account_name(s: String) -> Result<AccountName> {
     s.parse()
         .map_err(|e| corrupt(format!("stored account name: {e}")))
@@ -810,5 +866,59 @@ impl AccountStore for PgMetaStore {
 
     async fn expire_web_sessions(&self, now: i64) -> Result<()> {
         statement!(self, |conn| expire_web_sessions(conn, now).await)
+    }
+
+    async fn count_sign_in_attempt(
+        &self,
+        key: &str,
+        window_start_cutoff: i64,
+        now: i64,
+    ) -> Result<SignInWindow> {
+        statement!(self, |conn| count_sign_in_attempt(
+            conn,
+            key,
+            window_start_cutoff,
+            now
+        )
+        .await)
+    }
+
+    async fn sign_in_windows(
+        &self,
+        keys: &[&str],
+        window_start_cutoff: i64,
+    ) -> Result<Vec<Option<SignInWindow>>> {
+        let rows = sqlx::query(
+            "SELECT key, attempts, window_start FROM sign_in_attempts
+             WHERE key = ANY($1) AND window_start > $2",
+        )
+        .bind(keys)
+        .bind(window_start_cutoff)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut windows = vec![None; keys.len()];
+        for row in &rows {
+            let key: String = row.try_get("key").map_err(backend)?;
+            let window = sign_in_window(row)?;
+            for (slot, wanted) in windows.iter_mut().zip(keys) {
+                if *wanted == key {
+                    *slot = Some(window);
+                }
+            }
+        }
+        Ok(windows)
+    }
+
+    async fn forgive_sign_in(&self, key: &str, started_at: i64) -> Result<bool> {
+        statement!(self, |conn| forgive_sign_in(conn, key, started_at).await)
+    }
+
+    async fn sweep_sign_in_windows(&self, window_start_cutoff: i64) -> Result<u64> {
+        statement!(self, |conn| sweep_sign_in_windows(
+            conn,
+            window_start_cutoff
+        )
+        .await)
     }
 }

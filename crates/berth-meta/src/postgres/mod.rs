@@ -299,6 +299,18 @@ END
 $$;
 DROP FUNCTION pg_temp.berth_references(BYTEA);
 "#,
+    // Failed-sign-in limits that hold across nodes: one fixed window per key. UNLOGGED:
+    // the counts are worth a minute, not a WAL record per failed sign-in; a crash of the
+    // database (or a switch to a standby, which has none of its rows) empties the table
+    // and every window starts over.
+    r#"
+CREATE UNLOGGED TABLE sign_in_attempts (
+    key          TEXT COLLATE "C" PRIMARY KEY,
+    window_start BIGINT NOT NULL,
+    attempts     BIGINT NOT NULL
+);
+CREATE INDEX sign_in_attempts_by_start ON sign_in_attempts(window_start);
+"#,
 ];
 
 /// The advisory lock migrations run under ("berthmig"), in the single-key space.

@@ -9,8 +9,8 @@ use sqlx::{Row, SqliteConnection};
 use super::writes::{Outcome, Write};
 use super::{SqliteMetaStore, backend, changed, corrupt, into_page, now};
 use crate::accounts::{
-    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, User, Viewer,
-    WebSession,
+    AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, SignInWindow,
+    User, Viewer, WebSession,
 };
 use crate::{Page, Result};
 
@@ -84,6 +84,15 @@ pub(super) enum AccountWrite {
     ExpireWebSessions {
         now: i64,
     },
+    SignIn(SignInWrite),
+}
+
+/// A change to the failed-sign-in counts (committed without fsync when alone: see
+/// `writes::needs_fsync`).
+pub(super) enum SignInWrite {
+    Count { key: String, cutoff: i64, now: i64 },
+    Forgive { key: String, started_at: i64 },
+    Sweep { cutoff: i64 },
 }
 
 fn refused(refusal: AccountRefusal) -> Result<Outcome> {
@@ -405,7 +414,62 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &AccountWrite) -> 
                 .map_err(backend)?;
             Ok(Outcome::Done)
         }
+        AccountWrite::SignIn(write) => apply_sign_in(conn, write).await,
     }
+}
+
+async fn apply_sign_in(conn: &mut SqliteConnection, write: &SignInWrite) -> Result<Outcome> {
+    match write {
+        SignInWrite::Count { key, cutoff, now } => {
+            // A window that has ended starts over with this attempt, in the same statement.
+            let row = sqlx::query(
+                "INSERT INTO sign_in_attempts (key, window_start, attempts) VALUES (?, ?, 1)
+                 ON CONFLICT (key) DO UPDATE SET
+                   attempts = CASE WHEN sign_in_attempts.window_start <= ? THEN 1
+                                   ELSE sign_in_attempts.attempts + 1 END,
+                   window_start = CASE WHEN sign_in_attempts.window_start <= ?
+                                       THEN excluded.window_start
+                                       ELSE sign_in_attempts.window_start END
+                 RETURNING attempts, window_start",
+            )
+            .bind(key)
+            .bind(*now)
+            .bind(*cutoff)
+            .bind(*cutoff)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Window(sign_in_window(&row)?))
+        }
+        SignInWrite::Forgive { key, started_at } => {
+            let done = sqlx::query(
+                "UPDATE sign_in_attempts SET attempts = attempts - 1
+                 WHERE key = ? AND window_start = ? AND attempts > 0",
+            )
+            .bind(key)
+            .bind(*started_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
+        SignInWrite::Sweep { cutoff } => {
+            let done = sqlx::query("DELETE FROM sign_in_attempts WHERE window_start <= ?")
+                .bind(*cutoff)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Number(Some(done.rows_affected() as i64)))
+        }
+    }
+}
+
+fn sign_in_window(row: &SqliteRow) -> Result<SignInWindow> {
+    let attempts: i64 = row.try_get("attempts").map_err(backend)?;
+    Ok(SignInWindow {
+        attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+        started_at: row.try_get("window_start").map_err(backend)?,
+    })
 }
 
 /// The `users` row of a user whose namespace row is written already.
@@ -895,5 +959,67 @@ impl AccountStore for SqliteMetaStore {
         self.account_change(AccountWrite::ExpireWebSessions { now })
             .await
             .map(drop)
+    }
+
+    async fn count_sign_in_attempt(
+        &self,
+        key: &str,
+        window_start_cutoff: i64,
+        now: i64,
+    ) -> Result<SignInWindow> {
+        let write = SignInWrite::Count {
+            key: key.to_owned(),
+            cutoff: window_start_cutoff,
+            now,
+        };
+        match self
+            .write(Write::Account(AccountWrite::SignIn(write)))
+            .await?
+        {
+            Outcome::Window(window) => Ok(window),
+            _ => Err(corrupt("counting a sign-in returned no window".into())),
+        }
+    }
+
+    async fn sign_in_windows(
+        &self,
+        keys: &[&str],
+        window_start_cutoff: i64,
+    ) -> Result<Vec<Option<SignInWindow>>> {
+        let mut windows = Vec::with_capacity(keys.len());
+        for key in keys {
+            let row = sqlx::query(
+                "SELECT attempts, window_start FROM sign_in_attempts
+                 WHERE key = ? AND window_start > ?",
+            )
+            .bind(*key)
+            .bind(window_start_cutoff)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+            windows.push(row.as_ref().map(sign_in_window).transpose()?);
+        }
+        Ok(windows)
+    }
+
+    async fn forgive_sign_in(&self, key: &str, started_at: i64) -> Result<bool> {
+        self.account_change(AccountWrite::SignIn(SignInWrite::Forgive {
+            key: key.to_owned(),
+            started_at,
+        }))
+        .await
+    }
+
+    async fn sweep_sign_in_windows(&self, window_start_cutoff: i64) -> Result<u64> {
+        let write = SignInWrite::Sweep {
+            cutoff: window_start_cutoff,
+        };
+        match self
+            .write(Write::Account(AccountWrite::SignIn(write)))
+            .await?
+        {
+            Outcome::Number(n) => Ok(n.unwrap_or(0) as u64),
+            _ => Err(corrupt("sweeping sign-in windows returned no count".into())),
+        }
     }
 }

@@ -183,6 +183,15 @@ INSERT OR IGNORE INTO manifest_children (repository_id, manifest, child)
     FROM manifests m, json_each(CAST(m.body AS TEXT), '$.manifests') item
     WHERE json_valid(CAST(m.body AS TEXT)) AND json_extract(item.value, '$.digest') IS NOT NULL;
 "#,
+    // Failed-sign-in limits that hold across processes: one fixed window per key.
+    r#"
+CREATE TABLE sign_in_attempts (
+    key          TEXT PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sign_in_attempts_by_start ON sign_in_attempts(window_start);
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -200,7 +209,8 @@ fn changed(outcome: Result<Outcome>) -> Result<bool> {
         | Outcome::AccountRefused(_)
         | Outcome::Number(_)
         | Outcome::Blobs(_)
-        | Outcome::Manifests(_) => Ok(true),
+        | Outcome::Manifests(_)
+        | Outcome::Window(_) => Ok(true),
     }
 }
 

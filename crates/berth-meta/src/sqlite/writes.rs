@@ -14,7 +14,8 @@ use super::accounts::AccountWrite;
 use super::gc::GcWrite;
 use super::{backend, now};
 use crate::{
-    AccountRefusal, GcBlob, ManifestRecord, MetaError, PutManifestError, Result, UploadSession,
+    AccountRefusal, GcBlob, ManifestRecord, MetaError, PutManifestError, Result, SignInWindow,
+    UploadSession,
 };
 
 /// Most writes folded into one transaction.
@@ -93,6 +94,8 @@ pub(super) enum Outcome {
     Blobs(Vec<GcBlob>),
     /// Manifests a collector removed.
     Manifests(Vec<(RepoName, Digest)>),
+    /// A sign-in window after counting an attempt.
+    Window(SignInWindow),
 }
 
 struct Job {
@@ -153,15 +156,19 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Whether a batch must reach the disk before it is acknowledged. Everything does except
-/// a batch of upload-progress records only: the chunk bytes they count are not synced
-/// at that point either (the blob store flushes in the background and verifies the
-/// digest at the end), so syncing the count alone would promise nothing. Skipping it
-/// loses nothing on a process crash (the WAL is written, just not synced); after a
-/// power loss a session may resume from an older offset, or fail its digest check.
+/// a batch of upload-progress records and sign-in counts only. The chunk bytes that
+/// upload progress counts are not synced at that point either (the blob store flushes in
+/// the background and verifies the digest at the end), so syncing the count alone would
+/// promise nothing. Skipping it loses nothing on a process crash (the WAL is written,
+/// just not synced); after a power loss a session may resume from an older offset, or
+/// fail its digest check, and sign-in windows (a minute long) may lose some attempts.
 fn needs_fsync(batch: &[Job]) -> bool {
-    batch
-        .iter()
-        .any(|job| !matches!(job.write, Write::AdvanceUpload { .. }))
+    batch.iter().any(|job| {
+        !matches!(
+            job.write,
+            Write::AdvanceUpload { .. } | Write::Account(AccountWrite::SignIn(_))
+        )
+    })
 }
 
 /// Applies a batch in one transaction. An error of one write (other than a refusal) is
@@ -209,7 +216,8 @@ async fn apply_in_transaction(
                 | Outcome::Value(_)
                 | Outcome::Number(_)
                 | Outcome::Blobs(_)
-                | Outcome::Manifests(_))
+                | Outcome::Manifests(_)
+                | Outcome::Window(_))
         );
         if !keep {
             sqlx::query("ROLLBACK TO write")

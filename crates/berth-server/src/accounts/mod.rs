@@ -15,8 +15,8 @@ use berth_auth::credentials::Presented;
 use berth_auth::jwt::credential_of;
 use berth_auth::secret::{self, Cost, looks_like_token};
 use berth_auth::{
-    AccessClaims, Credential, FailureLimiter, Grant, Principal, RefreshClaims, Resource, Scope,
-    TokenSigner, repository_rights,
+    AccessClaims, Credential, Grant, Principal, RefreshClaims, Resource, Scope, TokenSigner,
+    repository_rights,
 };
 use berth_core::{AccountName, Actions, RepoName, Role, TokenScope};
 use berth_meta::{AccessToken, AccountRefusal, MetaError, MetaStore, User, Viewer, WebSession};
@@ -24,8 +24,10 @@ use berth_meta::{AccessToken, AccountRefusal, MetaError, MetaStore, User, Viewer
 use crate::config::AuthConfig;
 
 mod passwords;
+mod sign_in_limits;
 
 pub use passwords::PasswordChecker;
+pub use sign_in_limits::SignInLimits;
 
 /// The settings key of the JWT signing key, shared by every node through the store.
 const SIGNING_KEY: &str = "jwt_hs256_key";
@@ -165,8 +167,8 @@ pub struct Accounts {
     signer: SetOnce<Result<TokenSigner, String>>,
     service: String,
     token_lifetime: i64,
-    by_address: FailureLimiter,
-    by_user: FailureLimiter,
+    /// Failed sign-ins per client address and per user name, counted with every node.
+    limits: SignInLimits,
     realm: Option<String>,
     /// Set once the first administrator exists (or creating it failed, or this process
     /// never creates it).
@@ -183,8 +185,7 @@ impl Accounts {
             signer: SetOnce::new(),
             service: config.service.clone(),
             token_lifetime: config.token_lifetime.as_secs() as i64,
-            by_address: FailureLimiter::new(config.login_failures, config.login_window),
-            by_user: FailureLimiter::new(config.login_failures, config.login_window),
+            limits: SignInLimits::new(meta.clone(), config.login_failures, config.login_window),
             realm: config.realm.clone(),
             first_admin: SetOnce::new(),
             passwords: PasswordChecker::new(config.password_workers),
@@ -338,6 +339,10 @@ impl Accounts {
         &self.passwords
     }
 
+    pub fn sign_in_limits(&self) -> &SignInLimits {
+        &self.limits
+    }
+
     // ---- signing in ----
 
     /// Checks what a request presented in `Authorization`, from `client` (an address,
@@ -392,20 +397,14 @@ impl Accounts {
             if let Some(caller) = self.access_token_caller(Some(user), secret).await? {
                 return Ok(caller);
             }
-            self.by_address
-                .begin(&client_key)
-                .map_err(SignInError::Locked)?;
+            // Counted, never forgiven: it failed.
+            let _failed = self.limits.begin(&client_key).await?;
             self.log_failure(user, client);
             return Err(SignInError::BadCredentials);
         }
         let user_key = format!("user:{user}");
-        let locked = || {
-            self.by_address
-                .check(&client_key)
-                .and_then(|()| self.by_user.check(&user_key))
-                .map_err(SignInError::Locked)
-        };
-        locked()?;
+        let keys = [client_key.as_str(), user_key.as_str()];
+        self.limits.check(&keys).await?;
         // The first administrator may still be being created in the background.
         self.first_admin.wait().await;
         let record = self.meta.user(user).await?;
@@ -416,17 +415,15 @@ impl Accounts {
         {
             return Ok(password_caller(record));
         }
-        locked()?;
-        self.by_address
-            .begin(&client_key)
-            .map_err(SignInError::Locked)?;
-        if let Err(wait) = self.by_user.begin(&user_key) {
-            self.by_address.succeeded(&client_key);
-            return Err(SignInError::Locked(wait));
-        }
-        let forgive = || {
-            self.by_address.succeeded(&client_key);
-            self.by_user.succeeded(&user_key);
+        // Checked again: the lock may have come while this waited its turn.
+        self.limits.check(&keys).await?;
+        let by_address = self.limits.begin(&client_key).await?;
+        let by_user = match self.limits.begin(&user_key).await {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                self.limits.forgive(by_address).await;
+                return Err(e);
+            }
         };
         // An unknown user is checked against a decoy, so it takes as long to refuse
         // (no user enumeration by timing).
@@ -435,7 +432,8 @@ impl Accounts {
             .map_or(secret::DECOY_HASH, |r| r.password_hash.as_str());
         match (turn.check(secret, stored).await, &record) {
             (Ok(true), Some(record)) => {
-                forgive();
+                self.limits.forgive(by_address).await;
+                self.limits.forgive(by_user).await;
                 Ok(password_caller(record))
             }
             (Ok(_), _) => {
@@ -444,7 +442,8 @@ impl Accounts {
             }
             (Err(_), _) => {
                 // Not a wrong guess: the check never ran.
-                forgive();
+                self.limits.forgive(by_address).await;
+                self.limits.forgive(by_user).await;
                 Err(SignInError::Busy)
             }
         }

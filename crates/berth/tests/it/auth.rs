@@ -1060,6 +1060,99 @@ async fn failed_sign_ins_are_limited_per_address_and_per_user() {
     );
 }
 
+/// Two nodes on one database (the first one's SQLite file, or PostgreSQL with
+/// `BERTH_TEST_DATABASE=postgres`) count failed sign-ins together: guesses alternating
+/// between them get `--login-failures` tries in all, not per node, and the lock then
+/// holds on both until the window ends — for the right password too, even where a node
+/// verified it a moment ago.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sign_in_limits_hold_across_nodes() {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+    let a = TestServer::start_with(|c| {
+        c.open = false;
+        c.auth.login_failures = 3;
+        c.auth.login_window = WINDOW;
+    })
+    .await;
+    let database = a.database.clone();
+    let b = TestServer::start_with(move |c| {
+        c.open = false;
+        c.auth.login_failures = 3;
+        c.auth.login_window = WINDOW;
+        c.database = database;
+    })
+    .await;
+    add_user(&a, "alice").await;
+    add_user(&a, "carol").await;
+    let (_, alice_token) = add_token(&a, "alice", "read").await;
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let attempt = |node: &TestServer, ip: &str, user: &str, password: &str| {
+        from(ip)
+            .get(node.url("/v2/"))
+            .header("authorization", basic(user, password))
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    // alice's password, verified on both nodes: each remembers it.
+    for node in [&a, &b] {
+        assert_eq!(
+            status(attempt(node, "127.0.0.3", "alice", PASSWORD).await.unwrap()),
+            200
+        );
+    }
+    // Three wrong guesses from one address, alternating nodes: no node saw three.
+    for (i, node) in [&a, &b, &a].into_iter().enumerate() {
+        let r = attempt(node, "127.0.0.2", "alice", "wrong-guess")
+            .await
+            .unwrap();
+        assert_eq!(status(r), 401, "guess {}", i + 1);
+    }
+    // The fourth is refused, on either node.
+    for node in [&b, &a] {
+        let r = attempt(node, "127.0.0.2", "alice", "wrong-guess")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "node {}", node.port);
+        let wait: u64 = header(&r, "retry-after").parse().unwrap();
+        assert!((1..=WINDOW.as_secs()).contains(&wait), "{wait}");
+    }
+    // So is the right password: from that address (for another user too), and for
+    // alice from anywhere, even on the node that remembers it. Access tokens still
+    // work, and others elsewhere are not affected.
+    for node in [&a, &b] {
+        let port = node.port;
+        let r = attempt(node, "127.0.0.2", "alice", PASSWORD).await.unwrap();
+        assert_eq!(status(r), 429, "node {port}: the address and the user");
+        let r = attempt(node, "127.0.0.3", "alice", PASSWORD).await.unwrap();
+        assert_eq!(status(r), 429, "node {port}: the user, from elsewhere");
+        let r = attempt(node, "127.0.0.2", "carol", PASSWORD).await.unwrap();
+        assert_eq!(status(r), 429, "node {port}: another user from the address");
+        let r = attempt(node, "127.0.0.3", "alice", &alice_token)
+            .await
+            .unwrap();
+        assert_eq!(status(r), 200, "node {port}: an access token");
+        let r = attempt(node, "127.0.0.3", "carol", PASSWORD).await.unwrap();
+        assert_eq!(status(r), 200, "node {port}: someone else elsewhere");
+    }
+    // When the window ends, the right password works again on both.
+    let r = attempt(&a, "127.0.0.2", "alice", PASSWORD).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = header(&r, "retry-after").parse().unwrap();
+    tokio::time::sleep(
+        std::time::Duration::from_secs(wait) + std::time::Duration::from_millis(500),
+    )
+    .await;
+    for node in [&a, &b] {
+        let r = attempt(node, "127.0.0.2", "alice", PASSWORD).await.unwrap();
+        assert_eq!(status(r), 200, "node {}", node.port);
+    }
+}
+
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
     let server = TestServer::start_with(|c| {
