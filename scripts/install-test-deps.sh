@@ -10,6 +10,8 @@
 #   python3         shared/tools/mkimage.py (standard library only)
 #   postgresql      the metadata store's PostgreSQL tests (scripts/start-postgres.sh
 #                   starts the cluster and creates the role; nothing is started here)
+#   nginx           the several-node tests put it in front of two berth nodes, as
+#                   the README's set-up does (the tests start their own instance)
 #   curl, ca-certificates
 #
 # Usage: bash scripts/install-test-deps.sh      (as root, or with sudo on PATH)
@@ -27,6 +29,7 @@ have_cmd skopeo  || missing+=(skopeo)
 have_cmd dockerd || missing+=(docker.io)
 have_cmd python3 || missing+=(python3)
 have_cmd curl    || missing+=(curl)
+have_cmd nginx   || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # The tests signal the real binary with /bin/kill (not the shell builtin `command -v` finds).
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 have_pkg ca-certificates || missing+=(ca-certificates)
@@ -41,7 +44,7 @@ have_postgres() {
 have_postgres || missing+=(postgresql)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql)"
+    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql, nginx)"
     exit 0
 fi
 

@@ -945,8 +945,10 @@ async fn half_sent_headers_and_idle_connections_are_closed_while_others_are_serv
             *earliest + Duration::from_millis(250) >= limit,
             "{what}: closed after {earliest:?}, before {limit:?}"
         );
+        // Generous: on a loaded two-core CI machine 4,000 watchers share the cores with
+        // other tests; what matters is closed in seconds, not held for minutes.
         assert!(
-            *latest <= limit + Duration::from_secs(4),
+            *latest <= limit * 2 + Duration::from_secs(4),
             "{what}: one closed only after {latest:?}"
         );
     }

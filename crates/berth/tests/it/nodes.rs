@@ -430,3 +430,171 @@ async fn collection_while_skopeo_pushes_and_pulls_through_both_nodes() {
     })
     .await;
 }
+
+/// nginx as the README's "Several nodes" sets it up (without TLS), in front of `ports`.
+struct LoadBalancer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl LoadBalancer {
+    fn start(ports: &[u16]) -> LoadBalancer {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx (scripts/install-test-deps.sh installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::process::free_port();
+        let servers: String = ports
+            .iter()
+            .map(|p| format!("server 127.0.0.1:{p}; "))
+            .collect();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+             events {{ worker_connections 1024; }}
+             http {{
+               log_format upstream '$upstream_addr $request_method $status';
+               access_log {d}/access.log upstream;
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+               upstream berth {{ {servers}}}
+               server {{
+                 listen 127.0.0.1:{port};
+                 client_max_body_size 0;
+                 proxy_request_buffering off;
+                 proxy_buffering off;
+                 proxy_http_version 1.1;
+                 location / {{
+                   proxy_pass http://berth;
+                   proxy_set_header Host $http_host;
+                   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                   proxy_set_header X-Forwarded-Proto $scheme;
+                   proxy_set_header X-Forwarded-Host $http_host;
+                 }}
+               }}
+             }}"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new(nginx)
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-p")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        LoadBalancer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Requests each node answered (by port), from nginx's access log.
+    fn requests_per_node(&self, ports: &[u16]) -> Vec<usize> {
+        let log = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default();
+        ports
+            .iter()
+            .map(|port| {
+                let upstream = format!("127.0.0.1:{port} ");
+                log.lines().filter(|l| l.starts_with(&upstream)).count()
+            })
+            .collect()
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The README's set-up, whole: two nodes with forwarded headers trusted, behind nginx
+/// that spreads requests round-robin. skopeo pushes and pulls through it, and a chunked
+/// upload whose chunks land on alternating nodes finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_set_up_two_nodes_behind_nginx() {
+    use crate::clients::*;
+    let database = crate::ScratchDatabase::create();
+    let storage = s3_scratch_url();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let args = [
+            "--open",
+            "--trust-forwarded-for",
+            "--trust-forwarded-host",
+            "--storage",
+            storage.as_str(),
+            "--database",
+            database.url.as_str(),
+        ];
+        nodes.push(crate::process::BerthProcess::start_with(&args, &[]).await);
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let balancer = LoadBalancer::start(&ports);
+    let front = format!("127.0.0.1:{}", balancer.port);
+
+    // Chunks through the balancer: round-robin sends consecutive requests to
+    // alternating nodes.
+    let base = format!("http://{front}");
+    let data = pseudo_random(7 * 1024 * 1024 + 3, 31);
+    let digest = sha256(&data);
+    let mut location = start_upload(&base, "readme/chunks").await;
+    let mut offset = 0;
+    for size in [1024 * 1024, 6 * 1024 * 1024, 3] {
+        let r = http()
+            .patch(&location)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{offset}-{}", offset + size - 1))
+            .body(data[offset..offset + size].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        offset += size;
+        location = absolute(&base, header(&r, "location"));
+    }
+    finish_upload(&location, &digest).await;
+    assert_blob(&base, "readme/chunks", &digest, &data).await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    mkimage(
+        &src,
+        &["--layers", "3M,1M", "--tag", "v1", "--seed", "readme"],
+    );
+    let pulled = tmp.path().join("pulled");
+    let (src2, pulled2, front2) = (src.clone(), pulled.clone(), front.clone());
+    blocking(move || {
+        let sk = Skopeo::new();
+        sk.ok(&[
+            "copy",
+            "--dest-tls-verify=false",
+            &oci_ref(&src2, "v1"),
+            &format!("docker://{front2}/readme/app:v1"),
+        ]);
+        sk.ok(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{front2}/readme/app:v1"),
+            &oci_ref(&pulled2, "v1"),
+        ]);
+        assert_layout_blobs_identical(&src2, &pulled2);
+    })
+    .await;
+    // Both nodes served their share.
+    let served = balancer.requests_per_node(&ports);
+    assert!(
+        served.iter().all(|&n| n >= 5),
+        "requests per node: {served:?}"
+    );
+}
