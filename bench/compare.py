@@ -51,6 +51,9 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import s3lite  # noqa: E402  (bench/s3lite.py: list and delete under an S3 prefix)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -339,23 +342,26 @@ class Proc:
 LIVE = []   # processes to stop on the way out
 
 
-def server_cmd(kind, args, port, data, tmp, cpus=None, htpasswd=None):
+def server_cmd(kind, args, port, data, tmp, cpus=None, htpasswd=None, berth_extra=(), dist_storage=None):
     """The command that starts `kind` pinned to `cpus` (default --server-cpu). Without
     `htpasswd`, both without authentication (berth `--open`); with it, berth with its
     own accounts (start it with auth_env()) and Distribution with Basic auth against
-    that htpasswd file (a second config file)."""
+    that htpasswd file (a second config file). `berth_extra` is appended to berth's
+    command (--storage, --database, ...); `dist_storage` replaces Distribution's
+    filesystem driver (YAML lines under `storage:`, indented two spaces). Distribution's
+    config file is the command's last word (`garbage-collect` takes it too)."""
     pin = ["taskset", "-c", str(args.server_cpu) if cpus is None else cpus]
     if kind == "berth":
         return pin + [args.berth_bin, "serve"] + ([] if htpasswd else ["--open"]) + [
-            "--addr", "127.0.0.1:%d" % port, "--data-dir", data]
+            "--addr", "127.0.0.1:%d" % port, "--data-dir", data] + list(berth_extra)
     cfg = os.path.join(tmp, "dist-%s%d.yml" % ("auth-" if htpasswd else "", port))
     with open(cfg, "w") as f:
         f.write("version: 0.1\n"
                 "log: {level: error, accesslog: {disabled: true}}\n"
                 "storage:\n"
-                "  filesystem: {rootdirectory: %s}\n"
+                "%s"
                 "  delete: {enabled: true}\n"
-                "http: {addr: 127.0.0.1:%d}\n" % (data, port))
+                "http: {addr: 127.0.0.1:%d}\n" % (dist_storage or "  filesystem: {rootdirectory: %s}\n" % data, port))
         if htpasswd:
             f.write("auth:\n"
                     "  htpasswd: {realm: basic-realm, path: %s}\n" % htpasswd)
@@ -1174,6 +1180,646 @@ def remove_tree(path):
 
 
 # --------------------------------------------------------------------------
+# shared by the S3, garbage-collection and PostgreSQL stages
+# --------------------------------------------------------------------------
+
+def berth_env():
+    """berth's environment for the stages below: none of the caller's BERTH_* (a
+    BERTH_STORAGE or BERTH_DATABASE would change what is measured); AWS_* kept: the S3
+    endpoint, region and keys, and AWS_CA_BUNDLE as these machines set it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+
+
+def dist_env():
+    """Distribution's: no AWS_* (its S3 settings are all in its config file), and no
+    AWS_CA_BUNDLE / SSL_CERT_FILE, with which its AWS SDK refuses to start against a
+    plain-HTTP endpoint (shared/notes/s3-postgres.md)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "SSL_CERT_FILE"}
+
+
+class S3Target:
+    """The bucket of --s3-url (default $BERTH_TEST_S3) on the endpoint of AWS_ENDPOINT_URL,
+    with AWS_REGION and the keys: what scripts/start-garage.sh prints. Each server of each
+    run writes under its own prefix, removed afterwards (bench/s3lite.py)."""
+
+    def __init__(self, url):
+        m = re.match(r"s3://([a-z0-9.-]{3,63})(/.*)?$", url or "")
+        if not m:
+            raise Failure("no S3 bucket (--s3-url or BERTH_TEST_S3); scripts/bench.sh starts Garage "
+                          "with scripts/start-garage.sh")
+        self.bucket = m.group(1)
+        base = (m.group(2) or "").strip("/")
+        self.base = base + "/" if base else ""
+        try:
+            self.client = s3lite.S3.from_env()
+        except s3lite.S3Error as e:
+            raise Failure("S3: %s (scripts/start-garage.sh prints them)" % e)
+        self.endpoint = os.environ["AWS_ENDPOINT_URL"].rstrip("/")
+        self.region = os.environ.get("AWS_REGION") or "us-east-1"
+        try:
+            self.client.count(self.bucket, self.base + "bench-probe/")
+        except (OSError, s3lite.S3Error) as e:
+            raise Failure("S3 endpoint %s, bucket %s: %s" % (self.endpoint, self.bucket, e))
+
+    def prefix(self, name):
+        return self.base + name
+
+    def url(self, prefix):
+        return "s3://%s/%s" % (self.bucket, prefix)
+
+    def dist_storage(self, prefix, redirect=False):
+        """Distribution's s3 driver on the same bucket, under /<prefix>. Blob GETs are
+        streamed through the registry (as berth does by default) unless `redirect`."""
+        q = json.dumps
+        return ("  s3:\n"
+                "    accesskey: %s\n"
+                "    secretkey: %s\n"
+                "    region: %s\n"
+                "    regionendpoint: %s\n"
+                "    bucket: %s\n"
+                "    rootdirectory: /%s\n"
+                "    forcepathstyle: true\n"
+                "    secure: %s\n"
+                "    v4auth: true\n"
+                "  redirect: {disable: %s}\n"
+                % (q(self.client.access_key), q(self.client.secret_key), q(self.region), q(self.endpoint),
+                   q(self.bucket), prefix, "true" if self.endpoint.startswith("https:") else "false",
+                   "false" if redirect else "true"))
+
+    def clean(self, prefix):
+        """Deletes everything under prefix/; returns (objects deleted, uploads aborted)."""
+        t0 = now()
+        deleted, aborted = self.client.delete_prefix(self.bucket, prefix + "/")
+        left = self.client.count(self.bucket, prefix + "/")[0]
+        log("S3: removed %s objects under %s (%d multipart uploads aborted) in %.1f s%s"
+            % ("{:,}".format(deleted), self.url(prefix), aborted, now() - t0,
+               "" if not left else "; %d left!" % left))
+        return {"deleted": deleted, "aborted": aborted, "left": left}
+
+
+class PgScratch:
+    """A scratch database on the server of --pg-url (default $BERTH_TEST_POSTGRES; the
+    role needs CREATEDB), created for one server and dropped afterwards."""
+
+    def __init__(self, url, name):
+        if not url:
+            raise Failure("no PostgreSQL (--pg-url or BERTH_TEST_POSTGRES); scripts/bench.sh starts it with "
+                          "scripts/start-postgres.sh")
+        if not shutil.which("psql"):
+            raise Failure("psql not found (postgresql-client)")
+        u = urllib.parse.urlsplit(url)
+        self.admin_url = url
+        self.name = name
+        self.url = urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + name, u.query, ""))
+        self.created = False
+
+    def psql(self, sql):
+        env = dict(os.environ, PGCONNECT_TIMEOUT="10")
+        p = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", self.admin_url, "-c", sql],
+                           capture_output=True, text=True, env=env, timeout=300)
+        if p.returncode != 0:
+            raise Failure("psql %r: %s" % (sql, p.stderr.strip()[:300]))
+        return p.stdout.strip()
+
+    def create(self):
+        self.psql('CREATE DATABASE "%s"' % self.name)
+        self.created = True
+        self.version = self.psql("SHOW server_version")
+        return self
+
+    def size_mib(self):
+        try:
+            return int(self.psql("SELECT pg_database_size('%s')" % self.name)) / MIB
+        except (Failure, ValueError):
+            return None
+
+    def drop(self):
+        if self.created:
+            try:
+                self.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % self.name)
+                self.created = False
+                log("PostgreSQL: dropped database %s" % self.name)
+            except Failure as e:
+                log("warning: %s" % e)
+
+
+def run_measured(cmd, stdout_path, stderr_path, env=None):
+    """Runs cmd to its end; returns (seconds, peak RSS in MiB, exit status). The peak
+    is the kernel's (wait4's ru_maxrss: the process and what it waited for)."""
+    with open(stdout_path, "wb") as so, open(stderr_path, "ab") as se:
+        t0 = now()
+        p = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        el = now() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return el, ru.ru_maxrss / 1024.0, p.returncode
+
+
+def stamp():
+    return time.strftime("%Y%m%d-%H%M%S") + "-%d" % os.getpid()
+
+
+# --------------------------------------------------------------------------
+# 5. blob throughput on S3 (Garage), both servers on the same bucket
+# --------------------------------------------------------------------------
+
+def s3_throughput(kind, args, tmp, tgt, ts):
+    """berth (--storage s3://bucket/bench-berth-<ts>) and Distribution (its s3 driver,
+    rootdirectory /bench-dist-<ts>) on the same Garage: monolithic and chunked uploads
+    of --s3-blob-mib, blob GET (streamed through the registry on both: Distribution's
+    redirect is off), small uploads. Every digest is checked and every body hashed."""
+    prefix = tgt.prefix("bench-%s-%s" % ("berth" if kind == "berth" else "dist", ts))
+    port = free_port()
+    data = os.path.join(tmp, "%s-s3" % kind)
+    os.makedirs(data)
+    if kind == "berth":
+        cmd = server_cmd(kind, args, port, data, tmp, berth_extra=["--storage", tgt.url(prefix), "--gc-interval", "0"])
+        env = berth_env()
+    else:
+        cmd = server_cmd(kind, args, port, data, tmp, dist_storage=tgt.dist_storage(prefix))
+        env = dist_env()
+    out = {"prefix": tgt.url(prefix), "rows": {}}
+    size = args.s3_blob_mib * MIB
+    repo = "bench/s3"
+    pr = None
+
+    def row(label, unit, runs):
+        out["rows"][label] = {"unit": unit, "runs": runs, "median": median(runs)}
+        log("%s on S3: %s: %s %s" % (NAMES[kind], label, " / ".join(fmt(x) for x in runs), unit))
+
+    try:
+        pr = Proc(cmd, os.path.join(tmp, "%s-s3.log" % kind), port, env=env)
+        LIVE.append(pr)
+        out["start_ms"] = pr.start_s * 1000.0
+        cl = Client(port)
+        upload_blob(cl, repo, os.urandom(size))     # warm-up, not measured
+        digests, runs = [], []
+        for _ in range(args.runs):
+            blob = os.urandom(size)
+            t0 = now()
+            digests.append(upload_blob(cl, repo, blob))
+            runs.append(size / (now() - t0) / 1e6)
+        row("monolithic upload of %d MiB (POST, PUT ?digest= with the body)" % args.s3_blob_mib, "MB/s", runs)
+
+        n = max(1, args.s3_chunks)
+        step = -(-size // n)
+        runs = []
+        for _ in range(args.runs):
+            blob = os.urandom(size)
+            digest = sha256_digest(blob)
+            parts = [memoryview(blob)[i:i + step] for i in range(0, size, step)]
+            t0 = now()
+            st, h, body = cl.request("POST", "/v2/%s/blobs/uploads/" % repo, headers={"Content-Length": "0"})
+            if st != 202:
+                raise Failure("POST upload: %d %r" % (st, body[:200]))
+            loc = urllib.parse.urlsplit(header(h, "location") or "")
+            at = 0
+            for part in parts:
+                end = at + len(part) - 1
+                st, h, body = cl.request("PATCH", loc.path + ("?" + loc.query if loc.query else ""), body=part,
+                                         headers={"Content-Type": "application/octet-stream",
+                                                  "Content-Range": "%d-%d" % (at, end)})
+                if st != 202 or header(h, "range") != "0-%d" % end:
+                    raise Failure("PATCH %d-%d: %d, Range %r %r" % (at, end, st, header(h, "range"), body[:200]))
+                loc = urllib.parse.urlsplit(header(h, "location") or "")
+                at = end + 1
+            pq = loc.path + "?" + (loc.query + "&" if loc.query else "") + "digest=" + digest
+            st, h, body = cl.request("PUT", pq, headers={"Content-Length": "0"})
+            if st != 201 or header(h, "docker-content-digest") != digest:
+                raise Failure("PUT after chunks: %d %r" % (st, body[:200]))
+            runs.append(size / (now() - t0) / 1e6)
+            del parts
+        row("chunked upload of %d MiB (POST, %d PATCHes of %d MiB, PUT ?digest=)"
+            % (args.s3_blob_mib, n, step // MIB), "MB/s", runs)
+
+        buf = bytearray(size)
+        runs = []
+        for d in digests:
+            el, whole = timed_get(port, "/v2/%s/blobs/%s" % (repo, d), buf, "GET blob")
+            if not whole or sha256_digest(buf) != d:
+                raise Failure("GET blob %s: body differs from what was uploaded" % d)
+            runs.append(size / el / 1e6)
+        del buf
+        row("blob GET of %d MiB (streamed by the registry), verified" % args.s3_blob_mib, "MB/s", runs)
+
+        if args.s3_small_count:
+            runs = []
+            for _ in range(args.runs):
+                blobs = [os.urandom(args.small_kib * 1024) for _ in range(args.s3_small_count)]
+                t0 = now()
+                pool(16, blobs, lambda b: upload_blob(cl, repo, b))
+                runs.append(len(blobs) / (now() - t0))
+            row("%d × %d KiB uploads (POST, PUT), 16 connections" % (args.s3_small_count, args.small_kib),
+                "uploads/s", runs)
+        st = rss_of(pr)
+        out["rss"], out["hwm"] = st.get("VmRSS"), st.get("VmHWM")
+    finally:
+        if pr is not None:
+            pr.stop()
+            LIVE.remove(pr)
+        remove_tree(data)
+        try:
+            out["cleaned"] = tgt.clean(prefix)
+        except (OSError, s3lite.S3Error) as e:
+            log("warning: S3 clean-up of %s: %s" % (tgt.url(prefix), e))
+    return out
+
+
+# --------------------------------------------------------------------------
+# 6. garbage collection over many blobs
+# --------------------------------------------------------------------------
+
+def gc_stage(kind, backend, args, tmp, ts, tgt=None, pgurl=None):
+    """Fill a fresh registry with --gc-blobs tiny distinct blobs (--gc-blob-bytes each,
+    in --gc-repos repositories): half used by manifests that stay tagged (--gc-per-manifest
+    blobs each, a config and layers), a quarter used only by manifests pushed and then
+    DELETEd, a quarter uploaded and never used by any manifest. Then stop the server
+    and, pinned to --server-cpu, run the collector: a dry run, the real pass, and a
+    second pass with nothing left to remove; wall time and peak RSS of each. Finally
+    restart the server and check a sample: what is kept still reads back byte for byte,
+    what went is 404.
+
+    berth: `berth gc --grace 0s --gc-push-window 0s --json` (the push window is what keeps
+    blobs uploaded without a manifest for an hour) with the server's --data-dir,
+    --storage and --database; backend "fs" is the embedded default (files and SQLite),
+    "s3" is S3 (Garage) and PostgreSQL. Distribution: `docker-registry garbage-collect
+    config.yml` on its filesystem driver, which must run with the registry stopped
+    (berth's runs beside serving nodes)."""
+    n_blobs = args.gc_blobs if backend == "fs" else (args.gc_s3_blobs or args.gc_blobs)
+    per = args.gc_per_manifest
+    kept_m = n_blobs // 2 // per
+    unref = n_blobs - kept_m * per
+    deleted_m = unref // 2 // per
+    loose = unref - deleted_m * per
+    tag = "%s-%s" % (kind, backend)
+    port = free_port()
+    if args.gc_dir:
+        data = tempfile.mkdtemp(prefix="berth-bench-gc-%s-" % tag, dir=args.gc_dir)
+    else:
+        data = os.path.join(tmp, "gc-%s" % tag)
+        os.makedirs(data)
+    used0 = fs_used(data)
+    slog = os.path.join(tmp, "gc-%s.log" % tag)
+    out = {"backend": backend, "blobs": n_blobs, "kept_manifests": kept_m, "deleted_manifests": deleted_m,
+           "loose_blobs": loose, "per_manifest": per, "repos": args.gc_repos, "runs": {}}
+    extra, env, prefix, pg = [], None, None, None
+    if kind == "berth":
+        env = berth_env()
+        extra = ["--gc-interval", "0"]
+        if backend == "s3":
+            prefix = tgt.prefix("bench-gc-berth-%s" % ts)
+            pg = PgScratch(pgurl, "berth_bench_gc_%s" % ts.replace("-", "_")).create()
+            extra += ["--storage", tgt.url(prefix), "--database", pg.url]
+            out["where"] = "%s, PostgreSQL %s database %s" % (tgt.url(prefix), pg.version, pg.name)
+    else:
+        env = dist_env()
+    out.setdefault("where", "files under %s" % data + ("" if kind != "berth" else ", SQLite in it"))
+
+    def start(cpus):
+        pr = Proc(server_cmd(kind, args, port, data, tmp, cpus, berth_extra=extra), slog, port, env=env)
+        LIVE.append(pr)
+        return pr
+
+    def stop(pr):
+        pr.stop()
+        LIVE.remove(pr)
+
+    def content(j, k):
+        seed = ("%s/%d/%d" % (ts, j, k)).encode()
+        if k == 0:   # the config: a small JSON object
+            body = b'{"bench":"' + hashlib.shake_128(seed).hexdigest(24).encode() + b'"}'
+            return body + b" " * max(0, args.gc_blob_bytes - len(body))
+        return hashlib.shake_128(seed).digest(args.gc_blob_bytes)
+
+    def manifest_of(j):
+        blobs = [content(j, k) for k in range(per)]
+        m = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(blobs[0]), "size": len(blobs[0])},
+            "layers": [{"mediaType": OCI_LAYER, "digest": sha256_digest(b), "size": len(b)} for b in blobs[1:]],
+        }, separators=(",", ":")).encode()
+        return blobs, m
+
+    # jobs: (what, j); j numbers the manifest (or the group of loose blobs)
+    jobs = ([("kept", j) for j in range(kept_m)] + [("deleted", kept_m + j) for j in range(deleted_m)]
+            + [("loose", kept_m + deleted_m + j) for j in range(-(-loose // per))])
+    random.Random(ts).shuffle(jobs)
+    first_loose = kept_m + deleted_m
+
+    def repo_of(j):
+        return "gc/r%03d" % (j % args.gc_repos)
+
+    counts = {"requests": 0}
+    lock = threading.Lock()
+    pr = None
+    try:
+        # ---- fill (not measured), the server on --seed-cpus
+        pr = start(args.seed_cpus)
+        cl = Client(port)
+        # berth takes a whole blob in one POST ?digest=; Distribution 2.8 needs POST then PUT
+        single = kind == "berth"
+
+        def put_blob(repo, b):
+            d = sha256_digest(b)
+            if single:
+                st, h, body = cl.request("POST", "/v2/%s/blobs/uploads/?digest=%s" % (repo, d), body=b,
+                                         headers={"Content-Type": "application/octet-stream"})
+                if st != 201 or header(h, "docker-content-digest") != d:
+                    raise Failure("POST ?digest= to %s: %d %r" % (repo, st, body[:200]))
+                return 1
+            upload_blob(cl, repo, b)
+            return 2
+
+        def job(jb):
+            what, j = jb
+            repo = repo_of(j)
+            reqs = 0
+            if what == "loose":
+                lo = (j - first_loose) * per
+                for k in range(min(per, loose - lo)):
+                    reqs += put_blob(repo, content(j, k))
+            else:
+                blobs, m = manifest_of(j)
+                for b in blobs:
+                    reqs += put_blob(repo, b)
+                md = sha256_digest(m)
+                st, h, body = cl.request("PUT", "/v2/%s/manifests/m%06d" % (repo, j), m,
+                                         {"Content-Type": OCI_MANIFEST})
+                if st != 201 or header(h, "docker-content-digest") != md:
+                    raise Failure("PUT manifest m%06d: %d %r" % (j, st, body[:200]))
+                reqs += 1
+                if what == "deleted":
+                    st, _, body = cl.request("DELETE", "/v2/%s/manifests/%s" % (repo, md))
+                    if st != 202:
+                        raise Failure("DELETE manifest %s: %d %r" % (md, st, body[:200]))
+                    reqs += 1
+            with lock:
+                counts["requests"] += reqs
+
+        t0 = now()
+        with_progress = len(jobs) > 2000
+        done_at = [0, t0]
+
+        def job_logged(jb):
+            job(jb)
+            if with_progress:
+                with lock:
+                    done_at[0] += 1
+                    if done_at[0] % 2000 == 0 and now() - done_at[1] > 15:
+                        done_at[1] = now()
+                        log("%s (%s): %d of %d manifests/groups pushed, %.0f s" % (
+                            NAMES[kind], backend, done_at[0], len(jobs), now() - t0))
+        pool(args.gc_clients, jobs, job_logged)
+        out["fill_s"] = now() - t0
+        out["fill_requests"] = counts["requests"]
+        log("%s (%s): filled %s blobs (%d kept manifests, %d deleted, %s loose blobs) in %.1f s, "
+            "%s requests (%s/s, %d clients, server on CPUs %s)"
+            % (NAMES[kind], backend, "{:,}".format(n_blobs), kept_m, deleted_m, "{:,}".format(loose),
+               out["fill_s"], "{:,}".format(counts["requests"]), fmt(counts["requests"] / out["fill_s"]),
+               args.gc_clients, args.seed_cpus))
+        out["rss_after_fill"] = rss_of(pr).get("VmRSS")
+        stop(pr)
+        pr = None
+        os.sync()
+        out["disk_mib"] = (fs_used(data) - used0) / MIB
+        if pg is not None:
+            out["db_mib"] = pg.size_mib()
+        if prefix is not None:
+            out["s3_objects"] = tgt.client.count(tgt.bucket, prefix + "/")
+
+        # ---- collect, pinned, server stopped
+        pin = ["taskset", "-c", str(args.server_cpu)]
+        if kind == "berth":
+            base = pin + [args.berth_bin, "gc", "--data-dir", data, "--grace", "0s", "--gc-push-window", "0s",
+                          "--json"] + extra
+        else:
+            cfg = server_cmd(kind, args, port, data, tmp)[-1]
+            base = pin + [args.dist_bin, "garbage-collect", cfg]
+        for step, cmd in (("dry run", base[:-1] + ["--dry-run", base[-1]] if kind != "berth" else base + ["--dry-run"]),
+                          ("collect", base), ("again, nothing left", base)):
+            so = os.path.join(tmp, "gc-%s-%s.out" % (tag, step.split()[0].strip(",")))
+            el, peak, rc = run_measured(cmd, so, slog, env=env)
+            with open(so, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            if rc != 0:
+                raise Failure("%s: exit %d: %s" % (shlex.join(cmd), rc, text[-500:]))
+            r = {"seconds": el, "peak_mib": peak, "command": shlex.join(cmd[len(pin):])}
+            if kind == "berth":
+                try:
+                    r["report"] = json.loads(text.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    raise Failure("berth gc --json printed %r" % text[-300:])
+                r["removed"] = r["report"].get("blobs")
+            else:
+                # "N blobs marked, M blobs and K manifests eligible for deletion"
+                m = re.search(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion", text)
+                if not m:
+                    raise Failure("garbage-collect printed no summary: %r" % text[-300:])
+                r["marked"], r["removed"], r["manifests"] = (int(x) for x in m.groups())
+            out["runs"][step] = r
+            log("%s (%s) gc %s: %.2f s, peak RSS %s MiB, %s blobs %s"
+                % (NAMES[kind], backend, step, el, fmt(peak), "{:,}".format(r["removed"] or 0),
+                   "would go" if step == "dry run" else "removed"))
+        want = unref
+        got = out["runs"]["collect"]["removed"]
+        # Distribution's manifests are blobs too: those of the deleted manifests go with them
+        if kind != "berth":
+            want += deleted_m
+        if got != want:
+            out["surprise"] = "the pass removed %s blobs, expected %s" % (got, want)
+            log("warning: %s (%s): %s" % (NAMES[kind], backend, out["surprise"]))
+        if out["runs"]["again, nothing left"]["removed"]:
+            out.setdefault("surprise", "")
+            out["surprise"] += "; the second pass removed %s more" % out["runs"]["again, nothing left"]["removed"]
+        os.sync()
+        out["disk_after_mib"] = (fs_used(data) - used0) / MIB
+        if prefix is not None:
+            out["s3_objects_after"] = tgt.client.count(tgt.bucket, prefix + "/")
+
+        # ---- check a sample through the restarted server
+        pr = start(args.seed_cpus)
+        cl = Client(port)
+        rng = random.Random(1)
+        sample = rng.sample(jobs, min(300, len(jobs)))
+        bad = []
+        for what, j in sample:
+            repo = repo_of(j)
+            if what == "loose":
+                lo = (j - first_loose) * per
+                blobs, m = [content(j, k) for k in range(min(per, loose - lo))], None
+            else:
+                blobs, m = manifest_of(j)
+            for b in blobs[:3]:
+                st, _, body = cl.request("GET", "/v2/%s/blobs/%s" % (repo, sha256_digest(b)))
+                if what == "kept" and (st != 200 or body != b):
+                    bad.append("kept blob in %s: %d" % (repo, st))
+                if what != "kept" and st != 404:
+                    bad.append("%s blob in %s: %d, want 404" % (what, repo, st))
+            if m is not None:
+                st, _, body = cl.request("GET", "/v2/%s/manifests/m%06d" % (repo, j), headers={"Accept": OCI_MANIFEST})
+                if (what == "kept") != (st == 200 and body == m):
+                    bad.append("%s manifest m%06d: %d" % (what, j, st))
+        out["checked"] = len(sample)
+        if bad:
+            raise Failure("after collection, %d of the sampled checks failed, first: %s" % (len(bad), bad[:3]))
+        log("%s (%s): after collection, %d sampled manifests/groups read back as expected"
+            % (NAMES[kind], backend, len(sample)))
+        stop(pr)
+        pr = None
+    finally:
+        if pr is not None:
+            stop(pr)
+        t0 = now()
+        remove_tree(data)
+        os.sync()
+        log("%s (%s): removed the data in %.1f s" % (NAMES[kind], backend, now() - t0))
+        if prefix is not None:
+            try:
+                out["cleaned"] = tgt.clean(prefix)
+            except (OSError, s3lite.S3Error) as e:
+                log("warning: S3 clean-up of %s: %s" % (tgt.url(prefix), e))
+        if pg is not None:
+            pg.drop()
+    return out
+
+
+# --------------------------------------------------------------------------
+# 7. catalog and tag pages on PostgreSQL
+# --------------------------------------------------------------------------
+
+def pg_listings(args, tmp, pgurl, ts):
+    """berth on PostgreSQL (a scratch database, dropped afterwards; blobs in files): one
+    repository with --pg-small tags and --pg-small repositories, measured; then the same
+    grown to --pg-large tags in that repository and --pg-large repositories, measured
+    again. Each time: _catalog?n=100 and tags/list?n=100, the first page and the page
+    after the middle entry (last=), under oha with the server restarted pinned. Filled
+    through the API only: tags by PUT of the manifest with 100 ?tag= each, repositories
+    by cross-repository mounts (each creates the repository)."""
+    small, large = args.pg_small, args.pg_large
+    pg = PgScratch(pgurl, "berth_bench_list_%s" % ts.replace("-", "_")).create()
+    port = free_port()
+    data = os.path.join(tmp, "pg-listings")
+    os.makedirs(data)
+    slog = os.path.join(tmp, "pg-listings.log")
+    extra = ["--database", pg.url, "--gc-interval", "0"]
+    out = {"sizes": [small, large], "rows": {}, "seed": {}, "start_ms": {}, "postgres": pg.version,
+           "database": pg.name}
+    width = max(6, len(str(large - 1)))
+    repo_name = lambda i: "r%0*d" % (width, i)
+    tag = lambda i: "t%0*d" % (width, i)
+    trepo = repo_name(0)   # the tag repository is the first of the catalog, and the mount source
+
+    def start(cpus):
+        pr = Proc(server_cmd("berth", args, port, data, tmp, cpus, berth_extra=extra), slog, port, env=berth_env())
+        LIVE.append(pr)
+        return pr
+
+    def stop(pr):
+        pr.stop()
+        LIVE.remove(pr)
+
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(1024)
+    cfg_d, layer_d = sha256_digest(cfg), sha256_digest(layer)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cfg_d, "size": len(cfg)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": layer_d, "size": len(layer)}],
+    }, separators=(",", ":")).encode()
+    mdig = sha256_digest(manifest)
+    done_tags = done_repos = 0
+    pr = None
+    try:
+        for stage, n in (("small", small), ("large", large)):
+            pr = start(args.seed_cpus)
+            cl = Client(port)
+            if stage == "small":
+                upload_blob(cl, trepo, cfg)
+                upload_blob(cl, trepo, layer)
+                done_repos = 1
+
+            def put_batch(first, n=n):
+                last = min(n, first + 100)
+                q = "&".join("tag=" + tag(i) for i in range(first, last))
+                st, h, body = cl.request("PUT", "/v2/%s/manifests/%s?%s" % (trepo, mdig, q), manifest,
+                                         {"Content-Type": OCI_MANIFEST})
+                if st != 201 or header(h, "docker-content-digest") != mdig:
+                    raise Failure("PUT manifest with tags: %d %r" % (st, body[:200]))
+            t0 = now()
+            pool(4, range(done_tags, n, 100), put_batch)
+            el = now() - t0
+            out["seed"]["tags to %d" % n] = {"seconds": el, "added": n - done_tags}
+            log("berth on PostgreSQL: %s more tags in %.1f s (%s/s; 100 per PUT, 4 clients)"
+                % ("{:,}".format(n - done_tags), el, fmt((n - done_tags) / el)))
+            done_tags = n
+
+            def mount(i):
+                st, h, body = cl.request("POST", "/v2/%s/blobs/uploads/?mount=%s&from=%s"
+                                         % (repo_name(i), layer_d, trepo), headers={"Content-Length": "0"})
+                if st != 201 or header(h, "docker-content-digest") != layer_d:
+                    raise Failure("mount into %s: %d %r" % (repo_name(i), st, body[:200]))
+            t0 = now()
+            pool(16, range(done_repos, n), mount)
+            el = now() - t0
+            out["seed"]["repos to %d" % n] = {"seconds": el, "added": n - done_repos}
+            log("berth on PostgreSQL: %s more repositories in %.1f s (%s/s; mounts, 16 clients)"
+                % ("{:,}".format(n - done_repos), el, fmt((n - done_repos) / el if el else 0)))
+            done_repos = n
+            stop(pr)
+            pr = None
+
+            # ---- restart pinned, check exact pages, measure
+            starts = []
+            for _ in range(args.runs):
+                if pr is not None:
+                    stop(pr)
+                pr = start(str(args.server_cpu))
+                starts.append(pr.start_s * 1000.0)
+            out["start_ms"][stage] = median(starts)
+            cl = Client(port)
+            cells = (
+                ("_catalog?n=100, first page", "/v2/_catalog?n=100", "repositories",
+                 [repo_name(i) for i in range(min(n, 100))]),
+                ("_catalog?n=100&last=<middle>", "/v2/_catalog?n=100&last=%s" % repo_name(n // 2), "repositories",
+                 [repo_name(i) for i in range(n // 2 + 1, min(n, n // 2 + 101))]),
+                ("tags/list?n=100, first page", "/v2/%s/tags/list?n=100" % trepo, "tags",
+                 [tag(i) for i in range(min(n, 100))]),
+                ("tags/list?n=100&last=<middle>", "/v2/%s/tags/list?n=100&last=%s" % (trepo, tag(n // 2)), "tags",
+                 [tag(i) for i in range(n // 2 + 1, min(n, n // 2 + 101))]),
+            )
+            for label, path, key, want in cells:
+                st, h, body = cl.request("GET", path)
+                got = json.loads(body).get(key) if st == 200 else None
+                if got != want:
+                    raise Failure("GET %s: %d, %d entries, want %d (%r...)" % (path, st, len(got or []), len(want),
+                                                                               (got or [])[:3]))
+                # a Link when more follow; none on a page that is not full (a full last page may have one)
+                more = want and want[-1] != (repo_name(n - 1) if key == "repositories" else tag(n - 1))
+                if (more and not header(h, "link")) or (len(want) < 100 and header(h, "link")):
+                    raise Failure("GET %s: Link %r with %d entries" % (path, header(h, "link"), len(want)))
+                r = load(cl, path, args.conns, args.growth_duration)
+                r["entries"] = len(got)
+                out["rows"].setdefault(label, {})[n] = r
+                log("berth on PostgreSQL, %s %s: %s: %s req/s, p99 %s ms (%s)"
+                    % ("{:,}".format(n), key, label, fmt(r["rps"]), fmt(r["p99"]), r["how"]))
+            out["rss_mib"] = rss_of(pr).get("VmRSS")
+            stop(pr)
+            pr = None
+            out.setdefault("db_mib", {})[stage] = pg.size_mib()
+    finally:
+        if pr is not None:
+            stop(pr)
+        remove_tree(data)
+        pg.drop()
+    return out
+
+
+# --------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------
 
@@ -1395,6 +2041,172 @@ def seeding_lines(g, args):
     return "\n".join(out)
 
 
+def s3_table(x, args):
+    b, d = x.get("berth") or {}, x.get("distribution") or {}
+    out = ["| figure | berth | Distribution | berth/Distribution |", "|---|---:|---:|---:|"]
+    labels = []
+    for k in (b, d):
+        for lab in k.get("rows", {}):
+            if lab not in labels:
+                labels.append(lab)
+    for lab in labels:
+        bv, dv = (k.get("rows", {}).get(lab) for k in (b, d))
+        unit = (bv or dv)["unit"]
+        bm, dm = (bv or {}).get("median"), (dv or {}).get("median")
+        out.append("| %s, %s ↑ | %s | %s | %s |" % (lab, unit, fmt(bm), fmt(dm), ratio(bm, dm)))
+    for key, lab in (("hwm", "peak RSS during the stage (VmHWM), MiB ↓"), ("start_ms", "cold start, ms ↓")):
+        out.append("| %s | %s | %s | %s |" % (lab, fmt(b.get(key)), fmt(d.get(key)), ratio(b.get(key), d.get(key))))
+    return "\n".join(out)
+
+
+def gc_table(x, args):
+    bf, d, bs = x.get("berth fs") or {}, x.get("distribution fs") or {}, x.get("berth s3") or {}
+    have_s3 = bool(bs)
+    head = "| figure | berth (files + SQLite) | Distribution (files) | berth/Distribution |"
+    sep = "|---|---:|---:|---:|"
+    if have_s3:
+        head += " berth (S3 + PostgreSQL) |"
+        sep += "---:|"
+    out = [head, sep]
+
+    def get(r, step, key):
+        return ((r.get("runs") or {}).get(step) or {}).get(key)
+
+    def line(label, bv, dv, sv, fmt_=fmt, ratio_=True):
+        cells = [label, fmt_(bv), fmt_(dv), ratio(bv, dv) if ratio_ else "–"]
+        if have_s3:
+            cells.append(fmt_(sv))
+        out.append("| " + " | ".join(cells) + " |")
+
+    count = lambda v: "-" if v is None else "{:,}".format(v)
+    line("blobs stored", bf.get("blobs"), d.get("blobs"), bs.get("blobs"), count, False)
+    for step in ("dry run", "collect", "again, nothing left"):
+        what = {"dry run": "dry run (nothing removed)", "collect": "collection",
+                "again, nothing left": "a second pass, nothing left to remove"}[step]
+        line("%s: wall time, s ↓" % what, get(bf, step, "seconds"), get(d, step, "seconds"), get(bs, step, "seconds"))
+        line("%s: peak RSS, MiB ↓" % what, get(bf, step, "peak_mib"), get(d, step, "peak_mib"), get(bs, step, "peak_mib"))
+    line("blobs removed by the collection", get(bf, "collect", "removed"), get(d, "collect", "removed"),
+         get(bs, "collect", "removed"), count, False)
+    line("blobs per second collected ↑",
+         *[(get(r, "collect", "removed") or 0) / get(r, "collect", "seconds") if get(r, "collect", "seconds") else None
+           for r in (bf, d, bs)])
+    line("filling it through the API (not measured, server on both CPUs), s", bf.get("fill_s"), d.get("fill_s"),
+         bs.get("fill_s"), fmt, False)
+    line("storage used after filling, MiB", bf.get("disk_mib"), d.get("disk_mib"),
+         bs.get("db_mib"), fmt, False)
+    return "\n".join(out)
+
+
+def pg_table(x):
+    sizes = x["sizes"]
+    n = lambda v: "{:,}".format(v)
+    out = ["| figure | %s | %s | %s/%s |" % (n(sizes[0]), n(sizes[1]), n(sizes[1]), n(sizes[0])),
+           "|---|---:|---:|---:|"]
+    for lab, row in x["rows"].items():
+        s, l = row.get(sizes[0]), row.get(sizes[1])
+        if not s or not l:
+            continue
+        for metric, name, arrow in (("rps", "req/s", "↑"), ("p99", "p99 ms", "↓")):
+            cell = lambda r: fmt(r[metric]) + (" (%d returned%s)" % (r["entries"], ", 1 conn" if r["how"].startswith("1 conn") else "")
+                                               if metric == "rps" else "")
+            same = s["how"] == l["how"] or metric == "rps"
+            out.append("| %s, %s %s | %s | %s | %s |" % (lab, name, arrow, cell(s), cell(l),
+                                                        ratio(l[metric], s[metric]) if same else "-"))
+    st = x.get("start_ms", {})
+    out.append("| cold start, exec → first 200 on /v2/, ms ↓ | %s | %s | %s |" % (
+        fmt(st.get("small")), fmt(st.get("large")), ratio(st.get("large"), st.get("small"))))
+    return "\n".join(out)
+
+
+def scale_sections(args, xs):
+    """The S3, garbage-collection and PostgreSQL sections of the report."""
+    L = []
+    s3r, gcr, pgr = xs.get("s3") or {}, xs.get("gc") or {}, xs.get("pg")
+    if s3r:
+        L.append("## Blob throughput on S3 (Garage), same bucket")
+        L.append("")
+        L.append("Both servers on the same single-node Garage at %s (bucket `%s`), each under its own prefix, "
+                 "removed afterwards: berth `--open --storage s3://…` (metadata in SQLite in its data dir), "
+                 "Distribution's `s3` driver (`regionendpoint`, path style, `redirect: disable: true`, so both stream "
+                 "blob GETs through the registry). The server is pinned to CPU %d and the client to CPU %d; Garage "
+                 "is not pinned and shares both. Medians of %d runs; a fresh random blob per upload; every GET "
+                 "hashed and compared." % (s3r.get("endpoint", "?"), s3r.get("bucket", "?"), args.server_cpu,
+                                           args.client_cpu, args.runs))
+        L.append("")
+        L.append(s3_table(s3r, args))
+        L.append("")
+        for k in SERVERS:
+            c = (s3r.get(k) or {}).get("cleaned")
+            if c:
+                L.append("- %s: %s objects under `%s` deleted afterwards (%d multipart uploads aborted, %d left)"
+                         % (NAMES[k], "{:,}".format(c["deleted"]), s3r[k]["prefix"], c["aborted"], c["left"]))
+        L.append("")
+    if gcr:
+        any_ = next(iter(gcr.values()))
+        L.append("## Garbage collection over %s blobs" % "{:,}".format(any_["blobs"]))
+        L.append("")
+        L.append("Each store filled through the registry API with distinct %d-byte blobs in %d repositories: half "
+                 "used by %s manifests that stay tagged (%d blobs each: a config and %d layers), a quarter used "
+                 "only by %s manifests pushed and then DELETEd by digest, a quarter (%s) uploaded and never used. "
+                 "Then the server is stopped and the collector runs pinned to CPU %d: berth `berth gc --grace 0s "
+                 "--gc-push-window 0s --json` (the push window otherwise keeps never-used uploads an hour) with "
+                 "the server's storage flags; Distribution `docker-registry garbage-collect config.yml`, "
+                 "**which needs the registry stopped** (berth's also runs beside serving nodes, and every berth "
+                 "node runs it every `--gc-interval`). Wall time; peak RSS is the kernel's maximum resident set "
+                 "of the process (`wait4`). After the collection the server is restarted and a sample of 300 "
+                 "manifests/groups is read back: kept blobs and manifests byte for byte, the others 404."
+                 % (args.gc_blob_bytes, args.gc_repos, "{:,}".format(any_["kept_manifests"]), any_["per_manifest"],
+                    any_["per_manifest"] - 1, "{:,}".format(any_["deleted_manifests"]),
+                    "{:,}".format(any_["loose_blobs"]), args.server_cpu))
+        L.append("")
+        L.append(gc_table(gcr, args))
+        L.append("")
+        for k, r in gcr.items():
+            name = {"berth fs": "berth (files + SQLite)", "distribution fs": "Distribution (files)",
+                    "berth s3": "berth (S3 + PostgreSQL)"}.get(k, k)
+            parts = ["%s blobs" % "{:,}".format(r["blobs"])]
+            if r.get("fill_s"):
+                parts.append("filled with %s requests in %.0f s (%s/s)" % (
+                    "{:,}".format(r["fill_requests"]), r["fill_s"], fmt(r["fill_requests"] / r["fill_s"])))
+            if r.get("where"):
+                parts.append("stored in %s" % r["where"])
+            if r.get("s3_objects"):
+                parts.append("%s objects in the bucket before, %s after" % (
+                    "{:,}".format(r["s3_objects"][0]), "{:,}".format((r.get("s3_objects_after") or ["?"])[0])))
+            c = (r.get("runs") or {}).get("collect") or {}
+            if c.get("report"):
+                parts.append("report `%s`" % json.dumps(c["report"], separators=(",", ":")))
+            if c.get("marked") is not None:
+                parts.append("%s blobs marked, %s blobs and %s manifests eligible for deletion" % (
+                    "{:,}".format(c["marked"]), "{:,}".format(c["removed"]), "{:,}".format(c["manifests"])))
+            if r.get("surprise"):
+                parts.append("**%s**" % r["surprise"].strip("; "))
+            L.append("- %s: %s" % (name, "; ".join(parts)))
+        L.append("")
+    if pgr:
+        L.append("## Catalog and tag pages on PostgreSQL")
+        L.append("")
+        L.append("berth `--open --database postgres://…/%s` (PostgreSQL %s, a scratch database dropped afterwards; "
+                 "blobs in files), filled through the API only: one repository with %s tags (PUT by digest with "
+                 "100 `?tag=` each) and %s repositories (cross-repository mounts), then the same grown to %s and "
+                 "%s. Server restarted pinned to CPU %d before measuring; PostgreSQL is not pinned. oha with %d "
+                 "connections for %d s per cell; every page was first checked entry by entry. With %s entries the "
+                 "page after the middle holds fewer than 100."
+                 % (pgr["database"], pgr["postgres"], "{:,}".format(pgr["sizes"][0]), "{:,}".format(pgr["sizes"][0]),
+                    "{:,}".format(pgr["sizes"][1]), "{:,}".format(pgr["sizes"][1]), args.server_cpu, args.conns,
+                    args.growth_duration, "{:,}".format(pgr["sizes"][0])))
+        L.append("")
+        L.append(pg_table(pgr))
+        L.append("")
+        seed = "; ".join("%s: %s added in %.1f s" % (k, "{:,}".format(v["added"]), v["seconds"])
+                         for k, v in pgr["seed"].items())
+        L.append("- filling (not measured, server on CPUs %s): %s" % (args.seed_cpus, seed))
+        if pgr.get("db_mib"):
+            L.append("- database size: %s" % ", ".join("%s %s MiB" % (k, fmt(v)) for k, v in pgr["db_mib"].items()))
+        L.append("")
+    return L
+
+
 def busy_cpu_s():
     """CPU seconds the whole machine spent busy since boot (/proc/stat)."""
     with open("/proc/stat") as f:
@@ -1444,7 +2256,7 @@ def machine_info(args):
     }
 
 
-def report(args, info, c, results, g, a, errors, started, command):
+def report(args, info, c, results, g, a, errors, started, command, xs=None):
     L = []
     L.append("# berth vs CNCF Distribution, side by side")
     L.append("")
@@ -1504,6 +2316,7 @@ def report(args, info, c, results, g, a, errors, started, command):
             L.append("- Distribution 2.8.2 ignores `n` and `last` on tags/list: it returns every tag "
                      "of the repository, unsorted, on every request.")
         L.append("")
+    L.extend(scale_sections(args, xs or {}))
     if c:
         L.append("## Ceilings (same machine, same pinning)")
         L.append("")
@@ -1571,7 +2384,38 @@ def main():
     ap.add_argument("--skip-auth", action="store_true",
                     help="leave out the sign-in and memory rows with authentication on")
     ap.add_argument("--only-auth", action="store_true",
-                    help="only those rows (= --skip-ceilings --skip-regbench --skip-growth)")
+                    help="only those rows (= --skip-ceilings --skip-regbench --skip-growth and the "
+                    "S3, gc and pg stages); --only-* options add up: --only-s3 --only-gc runs both")
+    ap.add_argument("--skip-s3", action="store_true", help="leave out blob throughput on S3 (Garage)")
+    ap.add_argument("--only-s3", action="store_true", help="only blob throughput on S3 (Garage)")
+    ap.add_argument("--skip-gc", action="store_true", help="leave out garbage collection over --gc-blobs blobs")
+    ap.add_argument("--only-gc", action="store_true", help="only garbage collection")
+    ap.add_argument("--skip-pg", action="store_true", help="leave out catalog and tag pages on PostgreSQL")
+    ap.add_argument("--only-pg", action="store_true", help="only catalog and tag pages on PostgreSQL")
+    ap.add_argument("--s3-url", default=os.environ.get("BERTH_TEST_S3"),
+                    help="bucket for the S3 stages, s3://BUCKET[/PREFIX] (default $BERTH_TEST_S3); endpoint, "
+                    "region and keys from AWS_* (scripts/start-garage.sh prints them all)")
+    ap.add_argument("--s3-blob-mib", type=int, default=64, help="blob size for the S3 stage (default 64)")
+    ap.add_argument("--s3-chunks", type=int, default=4, help="PATCHes per chunked upload on S3 (default 4)")
+    ap.add_argument("--s3-small-count", type=int, default=500,
+                    help="--small-kib uploads per run of the S3 small-uploads row, 16 connections (0: leave out)")
+    ap.add_argument("--gc-blobs", type=int, default=100000, help="blobs in each garbage-collection store (default 100000)")
+    ap.add_argument("--gc-s3-blobs", type=int, default=None,
+                    help="blobs for berth on S3 + PostgreSQL (default: --gc-blobs)")
+    ap.add_argument("--gc-blob-bytes", type=int, default=64, help="size of each of those blobs (default 64)")
+    ap.add_argument("--gc-per-manifest", type=int, default=10, help="blobs per manifest, config included (default 10)")
+    ap.add_argument("--gc-repos", type=int, default=100, help="repositories the blobs are spread over (default 100)")
+    ap.add_argument("--gc-clients", type=int, default=32, help="connections filling the stores (default 32)")
+    ap.add_argument("--gc-backends", default="fs,s3",
+                    help="berth's stores for the gc stage: fs (files + SQLite) and/or s3 (S3 + PostgreSQL); "
+                    "Distribution runs on files with fs (default fs,s3)")
+    ap.add_argument("--gc-dir", default=None, help="where the gc stage's file stores go (default: scratch directory)")
+    ap.add_argument("--pg-url", default=os.environ.get("BERTH_TEST_POSTGRES"),
+                    help="PostgreSQL to make scratch databases on (default $BERTH_TEST_POSTGRES; "
+                    "scripts/start-postgres.sh prints it); the role needs CREATEDB")
+    ap.add_argument("--pg-small", type=int, default=100, help="small size of the PostgreSQL listing stage (default 100)")
+    ap.add_argument("--pg-large", type=int, default=100000,
+                    help="large size: tags in the repository and repositories (default 100000)")
     ap.add_argument("--auth-signins", type=int, default=1000,
                     help="distinct password sign-ins before the RSS reading (default 1000)")
     ap.add_argument("--auth-distinct", type=int, default=50,
@@ -1604,10 +2448,21 @@ def main():
     args = ap.parse_args()
     if args.dist_growth_tags is None:
         args.dist_growth_tags = args.growth_tags
-    if args.only_auth:
-        if args.skip_auth:
-            ap.error("--only-auth and --skip-auth")
-        args.skip_ceilings = args.skip_regbench = args.skip_growth = True
+    only = [x for x in ("auth", "s3", "gc", "pg") if getattr(args, "only_" + x)]
+    for x in only:
+        if getattr(args, "skip_" + x):
+            ap.error("--only-%s and --skip-%s" % (x, x))
+    if only:
+        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg"):
+            if x not in only:
+                setattr(args, "skip_" + x, True)
+    args.gc_backends = [x.strip() for x in args.gc_backends.split(",") if x.strip()]
+    if any(x not in ("fs", "s3") for x in args.gc_backends):
+        ap.error("--gc-backends: fs and/or s3")
+    if args.gc_blobs < 4 * args.gc_per_manifest or args.gc_per_manifest < 2:
+        ap.error("need --gc-per-manifest >= 2 and --gc-blobs >= 4 × --gc-per-manifest")
+    if args.pg_small < 2 or args.pg_large <= args.pg_small:
+        ap.error("need 2 <= --pg-small < --pg-large")
     if min(args.auth_signins, args.auth_distinct, args.auth_clients, args.auth_mix_iterations) < 1:
         ap.error("the --auth-* counts must be at least 1")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -1628,6 +2483,8 @@ def main():
         if not os.path.isfile(path):
             missing.append("%s (%s)" % (what, path))
     tools = ["taskset", "oha"]
+    if not args.skip_pg or (not args.skip_gc and "s3" in args.gc_backends):
+        tools.append("psql")
     if not args.skip_ceilings:
         tools += ["sha256sum", args.nginx_bin]
     if "distribution" in servers:
@@ -1654,6 +2511,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="berth-bench-", dir=args.tmp)
     log("scratch directory %s" % tmp)
     errors, c, results, g, a = [], {}, {}, {}, {}
+    xs = {}     # the S3, gc and PostgreSQL stages
+    ts = stamp()
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -1692,6 +2551,42 @@ def main():
                 except Exception as e:
                     errors.append("growth for %s: %s" % (NAMES[kind], e))
                     log("FAILED: %s" % e)
+        tgt, tgt_error = None, None
+        if not args.skip_s3 or (not args.skip_gc and "s3" in args.gc_backends and "berth" in servers):
+            try:
+                tgt = S3Target(args.s3_url)
+            except Failure as e:
+                tgt_error = str(e)
+        if not args.skip_s3:
+            if tgt is None:
+                errors.append("S3 stage: %s" % tgt_error)
+                log("FAILED S3 stage: %s" % tgt_error)
+            else:
+                xs["s3"] = {"endpoint": tgt.endpoint, "bucket": tgt.bucket}
+                for kind in servers:
+                    try:
+                        xs["s3"][kind] = s3_throughput(kind, args, tmp, tgt, ts)
+                    except Exception as e:
+                        errors.append("S3 stage, %s: %s" % (NAMES[kind], e))
+                        log("FAILED: %s" % e)
+        if not args.skip_gc:
+            xs["gc"] = {}
+            for kind in servers:
+                for backend in (args.gc_backends if kind == "berth" else ["fs"]):
+                    key = "%s %s" % (kind, backend)
+                    try:
+                        if backend == "s3" and tgt is None:
+                            raise Failure(tgt_error)
+                        xs["gc"][key] = gc_stage(kind, backend, args, tmp, ts, tgt, args.pg_url)
+                    except Exception as e:
+                        errors.append("garbage collection, %s on %s: %s" % (NAMES[kind], backend, e))
+                        log("FAILED: %s" % e)
+        if not args.skip_pg and "berth" in servers:
+            try:
+                xs["pg"] = pg_listings(args, tmp, args.pg_url, ts)
+            except Exception as e:
+                errors.append("listings on PostgreSQL: %s" % e)
+                log("FAILED: %s" % e)
     except KeyboardInterrupt:
         errors.append("interrupted")
         log("interrupted")
@@ -1711,7 +2606,7 @@ def main():
         % (max(other, 0), 100.0 * max(other, 0) / wall, loadavg0))
     if other / wall > 0.10:
         info["other_load"] += " — **the machine was not idle: figures are less reliable**"
-    text = report(args, info, c, results, g, a, errors, started, command)
+    text = report(args, info, c, results, g, a, errors, started, command, xs)
     print()
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -1722,7 +2617,10 @@ def main():
                    "growth": {k: dict(v, rows={lab: {str(n): x for n, x in r.items()}
                                                for lab, r in v["rows"].items()})
                               for k, v in g.items()},
-                   "auth": a, "errors": errors}, f, indent=1)
+                   "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"),
+                   "pg": dict(xs["pg"], rows={lab: {str(n): x for n, x in r.items()}
+                                              for lab, r in xs["pg"]["rows"].items()}) if xs.get("pg") else None,
+                   "errors": errors}, f, indent=1)
     log("wrote %s (and .json)" % args.out)
     sys.exit(1 if errors else 0)
 
