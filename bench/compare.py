@@ -1305,19 +1305,25 @@ class PgScratch:
 
 def run_measured(cmd, stdout_path, stderr_path, env=None):
     """Runs cmd to its end; returns (seconds, peak RSS in MiB, exit status). The peak
-    is the kernel's (wait4's ru_maxrss: the process and what it waited for)."""
+    is GNU time's %M (the kernel's ru_maxrss of the command). Not wait4's of our own
+    child: a high-water mark survives exec, so a child forked from this Python process
+    would report at least Python's own RSS."""
+    rss_path = stdout_path + ".maxrss"
     with open(stdout_path, "wb") as so, open(stderr_path, "ab") as se:
         t0 = now()
-        p = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, start_new_session=True)
+        p = subprocess.Popen(["/usr/bin/time", "-o", rss_path, "-f", "%M"] + list(cmd),
+                             stdout=so, stderr=se, env=env, start_new_session=True)
         try:
-            _, status, ru = os.wait4(p.pid, 0)
+            p.wait()
         except BaseException:
             p.kill()
             p.wait()
             raise
         el = now() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return el, ru.ru_maxrss / 1024.0, p.returncode
+    with open(rss_path) as f:
+        lines = [x for x in f.read().split() if x.isdigit()]
+    peak = int(lines[-1]) / 1024.0 if lines else None
+    return el, peak, p.returncode
 
 
 def stamp():
@@ -2153,7 +2159,7 @@ def scale_sections(args, xs):
                  "the server's storage flags; Distribution `docker-registry garbage-collect config.yml`, "
                  "**which needs the registry stopped** (berth's also runs beside serving nodes, and every berth "
                  "node runs it every `--gc-interval`). Wall time; peak RSS is the kernel's maximum resident set "
-                 "of the process (`wait4`). After the collection the server is restarted and a sample of 300 "
+                 "of the process (GNU `time`, %M). After the collection the server is restarted and a sample of 300 "
                  "manifests/groups is read back: kept blobs and manifests byte for byte, the others 404."
                  % (args.gc_blob_bytes, args.gc_repos, "{:,}".format(any_["kept_manifests"]), any_["per_manifest"],
                     any_["per_manifest"] - 1, "{:,}".format(any_["deleted_manifests"]),

@@ -5,6 +5,11 @@
 # (`scripts/bench.sh --help` lists them). Prints a Markdown report and writes it to
 # bench/results/latest.md. See bench/README.md.
 #
+# The S3, garbage-collection and PostgreSQL stages need Garage and PostgreSQL: unless
+# BERTH_TEST_S3 / BERTH_TEST_POSTGRES already point at them, they are started with
+# scripts/start-garage.sh and scripts/start-postgres.sh (PostgreSQL itself is installed
+# by scripts/install-test-deps.sh when missing).
+#
 #   BERTH_BENCH_NO_BUILD=1   use target/release/berth as it is (no cargo build)
 #   BERTH_SHARED_DIR=DIR     where bench/regbench.py lives (default: ../shared)
 set -euo pipefail
@@ -22,6 +27,7 @@ missing=()
 have_cmd docker-registry || missing+=(docker-registry)
 have_cmd nginx           || missing+=(nginx)
 have_cmd taskset         || missing+=(util-linux)
+[ -x /usr/bin/time ]     || missing+=(time)            # GNU time: peak RSS of the collectors
 have_cmd python3         || missing+=(python3)
 have_cmd sha256sum       || missing+=(coreutils)
 have_cmd htpasswd        || missing+=(apache2-utils)   # bcrypt users for Distribution's auth rows
@@ -52,6 +58,35 @@ fi
 
 if [ -z "${BERTH_BENCH_NO_BUILD:-}" ]; then
     cargo build --release --locked -p berth
+fi
+
+# Which stages run: all unless --skip-X, or only those named by --only-X.
+stage_runs() {
+    local x=$1 only=0 a
+    for a in "${ARGS[@]}"; do
+        case "$a" in
+            --skip-"$x") return 1 ;;
+            --only-*) only=1 ;;
+        esac
+    done
+    [ "$only" -eq 0 ] && return 0
+    for a in "${ARGS[@]}"; do [ "$a" = "--only-$x" ] && return 0; done
+    return 1
+}
+ARGS=("$@")
+need_s3=0; need_pg=0
+if stage_runs s3; then need_s3=1; fi
+if stage_runs gc; then need_s3=1; need_pg=1; fi   # berth's gc rows on S3 + PostgreSQL too
+if stage_runs pg; then need_pg=1; fi
+if [ "$need_s3" -eq 1 ] && [ -z "${BERTH_TEST_S3:-}" ]; then
+    eval "$(bash scripts/start-garage.sh)"
+fi
+if [ "$need_pg" -eq 1 ] && [ -z "${BERTH_TEST_POSTGRES:-}" ]; then
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        bash scripts/install-test-deps.sh
+    fi
+    BERTH_TEST_POSTGRES=$(bash scripts/start-postgres.sh)
+    export BERTH_TEST_POSTGRES
 fi
 
 # The exact command, for the report.
