@@ -2159,7 +2159,7 @@ def scale_sections(args, xs):
                  "the server's storage flags; Distribution `docker-registry garbage-collect config.yml`, "
                  "**which needs the registry stopped** (berth's also runs beside serving nodes, and every berth "
                  "node runs it every `--gc-interval`). Wall time; peak RSS is the kernel's maximum resident set "
-                 "of the process (GNU `time`, %M). After the collection the server is restarted and a sample of 300 "
+                 "of the process (GNU `time`, %%M). After the collection the server is restarted and a sample of 300 "
                  "manifests/groups is read back: kept blobs and manifests byte for byte, the others 404."
                  % (args.gc_blob_bytes, args.gc_repos, "{:,}".format(any_["kept_manifests"]), any_["per_manifest"],
                     any_["per_manifest"] - 1, "{:,}".format(any_["deleted_manifests"]),
