@@ -1,0 +1,5 @@
+ARG REGISTRY=localhost:5000
+ARG BASE_TAG=2.1
+FROM ${REGISTRY}/gallery/base:${BASE_TAG}
+ARG BASE_TAG
+RUN echo "built on $BASE_TAG"

@@ -1,0 +1,5 @@
+ARG IMAGE
+ARG VERSION
+FROM ${IMAGE}:1
+FROM localhost:5000/gallery/base:${VERSION}
+FROM $IMAGE

@@ -1,0 +1,3 @@
+FROM localhost:5000/gallery/base:2.1
+RUN make
+FORM localhost:5000/gallery/base:2.1

@@ -1,0 +1,3 @@
+ARG TAG=2.1
+LABEL maintainer="platform@example.com"
+FROM localhost:5000/gallery/base:${TAG}
