@@ -8,9 +8,11 @@ pub mod account;
 pub mod digest;
 pub mod endpoint;
 pub mod error;
+pub mod golden;
 pub mod manifest;
 pub mod name;
 pub mod range;
+pub mod tag_policy;
 
 pub use account::{
     AccountError, AccountName, Actions, Relation, RepositoryFacts, Role, TokenScope,

@@ -87,8 +87,97 @@ pub enum PutManifestError {
     MissingBlob(Digest),
     #[error("manifest {0} is not in the repository")]
     MissingManifest(Digest),
+    /// An immutable tag points at another manifest already.
+    #[error("tag {0} is immutable")]
+    TagImmutable(Tag),
     #[error(transparent)]
     Store(#[from] MetaError),
+}
+
+/// How a manifest PUT moves tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagUpdate {
+    /// Tags to point at the manifest.
+    pub tags: Vec<Tag>,
+    /// Of those, the ones that may not move once they point somewhere
+    /// (`immutable-tags`): pointing one elsewhere refuses the whole PUT.
+    pub immutable: Vec<Tag>,
+    /// `floating-tags semver`: each release among `tags` also moves the floats of its
+    /// lines (`berth_core::tag_policy::floats_moved_by`), decided in the same
+    /// transaction against every tag then in the repository, so that concurrent pushes
+    /// leave each float at the highest release.
+    pub semver_floats: bool,
+    /// Who pushed: recorded in the tag history.
+    pub actor: String,
+}
+
+impl TagUpdate {
+    /// Plain tags, no policy.
+    pub fn plain(tags: &[Tag], actor: &str) -> TagUpdate {
+        TagUpdate {
+            tags: tags.to_vec(),
+            actor: actor.to_owned(),
+            ..TagUpdate::default()
+        }
+    }
+}
+
+/// Why a tag moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagMoveReason {
+    /// Pushed by name (`PUT /v2/NAME/manifests/TAG`, or `?tag=`).
+    Push,
+    /// Moved by the `floating-tags semver` policy, along with a pushed release.
+    Float,
+    /// Deleted, or taken away with its manifest.
+    Delete,
+}
+
+impl TagMoveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagMoveReason::Push => "push",
+            TagMoveReason::Float => "float",
+            TagMoveReason::Delete => "delete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TagMoveReason> {
+        match s {
+            "push" => Some(TagMoveReason::Push),
+            "float" => Some(TagMoveReason::Float),
+            "delete" => Some(TagMoveReason::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One change of one tag, as its history records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMove {
+    /// Increasing with time within a store: pages of history go by it.
+    pub id: i64,
+    pub repository: RepoName,
+    pub tag: String,
+    /// The manifest it pointed at before (`None`: it did not exist).
+    pub from: Option<Digest>,
+    /// The manifest it points at after (`None`: deleted).
+    pub to: Option<Digest>,
+    pub reason: TagMoveReason,
+    pub actor: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// One policy setting on a namespace (`gallery`) or repository (`gallery/ui`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySetting {
+    pub scope: String,
+    pub key: String,
+    pub value: String,
+    pub updated_by: String,
+    /// Unix seconds.
+    pub updated_at: i64,
 }
 
 #[async_trait]
@@ -143,8 +232,19 @@ pub trait MetaStore: AccountStore {
     async fn stale_uploads(&self, idle_since: i64) -> Result<Vec<String>>;
 
     // ---- manifests and tags ----
-    /// Stores a manifest and points `tags` at it, in one transaction, after checking that
-    /// every blob in `blobs` and manifest in `children` is in the repository.
+    /// Stores a manifest and moves tags to it as `update` says, in one transaction,
+    /// after checking that every blob in `blobs` and manifest in `children` is in the
+    /// repository; records every tag that changed in its history and returns those
+    /// changes.
+    async fn put_manifest_with(
+        &self,
+        repository: &RepoName,
+        manifest: &ManifestRecord,
+        blobs: &[Digest],
+        children: &[Digest],
+        update: &TagUpdate,
+    ) -> std::result::Result<Vec<TagMove>, PutManifestError>;
+    /// [`MetaStore::put_manifest_with`] with plain `tags` and no one to name.
     async fn put_manifest(
         &self,
         repository: &RepoName,
@@ -152,7 +252,12 @@ pub trait MetaStore: AccountStore {
         blobs: &[Digest],
         children: &[Digest],
         tags: &[Tag],
-    ) -> std::result::Result<(), PutManifestError>;
+    ) -> std::result::Result<(), PutManifestError> {
+        let update = TagUpdate::plain(tags, "");
+        self.put_manifest_with(repository, manifest, blobs, children, &update)
+            .await
+            .map(drop)
+    }
     async fn manifest_by_digest(
         &self,
         repository: &RepoName,
@@ -163,10 +268,39 @@ pub trait MetaStore: AccountStore {
         repository: &RepoName,
         tag: &Tag,
     ) -> Result<Option<ManifestRecord>>;
-    /// Deletes a manifest and every tag pointing at it.
-    async fn delete_manifest(&self, repository: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes a manifest and every tag pointing at it (recorded in their history as
+    /// done by `actor`).
+    async fn delete_manifest(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        actor: &str,
+    ) -> Result<bool>;
     /// Deletes one tag; the manifest stays.
-    async fn delete_tag(&self, repository: &RepoName, tag: &Tag) -> Result<bool>;
+    async fn delete_tag(&self, repository: &RepoName, tag: &Tag, actor: &str) -> Result<bool>;
+    /// The tags pointing at a manifest, in name order.
+    async fn manifest_tags(&self, repository: &RepoName, digest: &Digest) -> Result<Vec<String>>;
+    /// Recorded changes of the repository's tags (of `tag` only, if given), newest
+    /// first, with ids below `before`, at most `limit`.
+    async fn tag_history(
+        &self,
+        repository: &RepoName,
+        tag: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TagMove>>;
+
+    // ---- policies ----
+    /// Sets (or with `None` removes) policy `key` on `scope`.
+    async fn set_policy(
+        &self,
+        scope: &str,
+        key: &str,
+        value: Option<&str>,
+        actor: &str,
+    ) -> Result<()>;
+    /// The settings on any of `scopes`, by scope then key.
+    async fn policies(&self, scopes: &[&str]) -> Result<Vec<PolicySetting>>;
     /// Tags after `last`, at most `limit`; `None` if the repository does not exist.
     async fn list_tags(
         &self,
@@ -273,4 +407,46 @@ pub struct RepositoryUsage {
     pub blobs: u64,
     pub manifests: u64,
     pub tags: u64,
+}
+
+/// Whether `update` may move floats: semver floats on, and a release among its tags.
+/// (Backends then read the repository's tag names for [`tags_to_move`].)
+pub(crate) fn pushes_releases(update: &TagUpdate) -> bool {
+    update.semver_floats
+        && update.tags.iter().any(|t| {
+            berth_core::tag_policy::TagVersion::parse(t.as_str()).is_some_and(|v| v.is_release())
+        })
+}
+
+/// The tags a manifest PUT points at its manifest, in name order, each once: the
+/// update's own, then the floats its releases move given `existing` (every tag name in
+/// the repository, read in the same transaction).
+pub(crate) fn tags_to_move(
+    update: &TagUpdate,
+    existing: &[String],
+) -> Vec<(String, TagMoveReason)> {
+    let mut wanted: Vec<(String, TagMoveReason)> = update
+        .tags
+        .iter()
+        .map(|t| (t.as_str().to_owned(), TagMoveReason::Push))
+        .collect();
+    if pushes_releases(update) {
+        let all: Vec<&str> = existing
+            .iter()
+            .map(String::as_str)
+            .chain(update.tags.iter().map(Tag::as_str))
+            .collect();
+        for pushed in &update.tags {
+            for float in
+                berth_core::tag_policy::floats_moved_by(pushed.as_str(), all.iter().copied())
+            {
+                if !wanted.iter().any(|(name, _)| *name == float) {
+                    wanted.push((float, TagMoveReason::Float));
+                }
+            }
+        }
+    }
+    wanted.sort_by(|a, b| a.0.cmp(&b.0));
+    wanted.dedup_by(|a, b| a.0 == b.0);
+    wanted
 }

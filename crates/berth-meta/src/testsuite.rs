@@ -18,7 +18,7 @@ use berth_core::{AccountName, Algorithm, Digest, Relation, RepoName, Role, Tag, 
 
 use crate::{
     AccessToken, AccountRefusal, GcBlob, GcCutoffs, ManifestRecord, MetaStore, PutManifestError,
-    RepositoryUsage, SignInWindow, UploadSession, Viewer, WebSession,
+    RepositoryUsage, SignInWindow, TagMoveReason, TagUpdate, UploadSession, Viewer, WebSession,
 };
 
 /// Fresh, empty data of one backend for one test, on which any number of store
@@ -91,6 +91,10 @@ macro_rules! meta_store_contract {
             gc_orphans_and_stale_links,
             storage_usage_per_repository_and_namespace,
             sign_in_attempts_count_in_fixed_windows,
+            semver_floats_move_only_forward,
+            immutable_tags_refuse_to_move,
+            tag_history_records_every_move,
+            policies_set_and_removed_per_scope,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -105,6 +109,8 @@ macro_rules! meta_store_contract {
             race_two_collectors_claim_disjoint_sets,
             race_collection_against_references,
             race_sign_in_attempts_count_once_each,
+            race_releases_leave_floats_at_the_highest,
+            race_new_immutable_tag_has_one_winner,
         );
     };
     (@one $scratch:expr; $($check:ident),* $(,)?) => {$(
@@ -648,13 +654,13 @@ pub async fn manifests_need_their_references(store: &dyn MetaStore) {
         .await
         .unwrap();
 
-    assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
+    assert!(store.delete_manifest(&r, &m.digest, "test").await.unwrap());
     assert_eq!(
         store.manifest_by_tag(&r, &tag("v1")).await.unwrap(),
         None,
         "its tags go too"
     );
-    assert!(!store.delete_manifest(&r, &m.digest).await.unwrap());
+    assert!(!store.delete_manifest(&r, &m.digest, "test").await.unwrap());
 }
 
 pub async fn tags_move_and_delete(store: &dyn MetaStore) {
@@ -686,8 +692,8 @@ pub async fn tags_move_and_delete(store: &dyn MetaStore) {
             .digest,
         m1.digest
     );
-    assert!(store.delete_tag(&r, &tag("1")).await.unwrap());
-    assert!(!store.delete_tag(&r, &tag("1")).await.unwrap());
+    assert!(store.delete_tag(&r, &tag("1"), "test").await.unwrap());
+    assert!(!store.delete_tag(&r, &tag("1"), "test").await.unwrap());
     assert!(
         store
             .manifest_by_digest(&r, &m1.digest)
@@ -1071,7 +1077,7 @@ pub async fn gc_collects_only_unreferenced_released_blobs(store: &dyn MetaStore)
     assert!(store.gc_claim_blobs(&old, 100).await.unwrap().is_empty());
 
     // Its manifest deleted: released now, and the repository's links of them ended.
-    assert!(store.delete_manifest(&r, &m.digest).await.unwrap());
+    assert!(store.delete_manifest(&r, &m.digest, "test").await.unwrap());
     let both = in_digest_order(vec![
         GcBlob {
             digest: config.clone(),
@@ -1313,7 +1319,7 @@ pub async fn gc_keeps_index_children_and_referrers(store: &dyn MetaStore) {
         "pushed within the grace"
     );
     // Untagged since before `t`: the moved tag's manifest and a deleted tag's are not.
-    assert!(store.delete_tag(&r, &tag("keep")).await.unwrap());
+    assert!(store.delete_tag(&r, &tag("keep"), "test").await.unwrap());
     put(
         r.clone(),
         manifest("mover", None, None),
@@ -1387,7 +1393,12 @@ pub async fn gc_keeps_index_children_and_referrers(store: &dyn MetaStore) {
     assert!(!found.contains(&child_layer));
 
     // Without its index the child goes, and then its referrer, whose subject is gone.
-    assert!(store.delete_manifest(&r, &index.digest).await.unwrap());
+    assert!(
+        store
+            .delete_manifest(&r, &index.digest, "test")
+            .await
+            .unwrap()
+    );
     let taken = store
         .gc_untagged_manifests(&one, &old, false)
         .await
@@ -1885,7 +1896,7 @@ pub async fn race_put_manifest_against_unlink_and_delete(
         };
         let delete = {
             let (a, r, child) = (a.clone(), r.clone(), child.digest.clone());
-            tokio::spawn(async move { a.delete_manifest(&r, &child).await })
+            tokio::spawn(async move { a.delete_manifest(&r, &child, "test").await })
         };
         let seen = watch_until(
             || async {
@@ -2083,7 +2094,7 @@ pub async fn race_claim_against_put_manifest(a: Arc<dyn MetaStore>, b: Arc<dyn M
         a.put_manifest(&r, &before, std::slice::from_ref(&x), &[], &[])
             .await
             .unwrap();
-        assert!(a.delete_manifest(&r, &before.digest).await.unwrap());
+        assert!(a.delete_manifest(&r, &before.digest, "test").await.unwrap());
         let t = unix_now();
         // Released: collectable; links made from now on protect it.
         let cutoffs = GcCutoffs {
@@ -2358,4 +2369,382 @@ pub async fn race_sign_in_attempts_count_once_each(a: Arc<dyn MetaStore>, b: Arc
         .await
         .unwrap();
     assert_eq!(windows, vec![window(N as u32, t + WINDOW)]);
+}
+
+// ---------------------------------------------------------------- tag policies
+
+fn floats_update(tags: &[&str]) -> TagUpdate {
+    TagUpdate {
+        tags: tags.iter().map(|t| tag(t)).collect(),
+        semver_floats: true,
+        actor: "alice".into(),
+        ..TagUpdate::default()
+    }
+}
+
+async fn tag_target(store: &dyn MetaStore, r: &RepoName, t: &str) -> Option<Digest> {
+    store
+        .manifest_by_tag(r, &tag(t))
+        .await
+        .unwrap()
+        .map(|m| m.digest)
+}
+
+pub async fn semver_floats_move_only_forward(store: &dyn MetaStore) {
+    let r = repo("gallery/ui");
+    let m: Vec<ManifestRecord> = ["2.1.106", "2.2.31", "2.1.107", "2.3.0-rc.1", "2.0.5"]
+        .iter()
+        .map(|v| manifest(&format!("ui {v}"), None, None))
+        .collect();
+    let push = |i: usize, v: &'static str| {
+        let m = m[i].clone();
+        let r = r.clone();
+        async move {
+            store
+                .put_manifest_with(&r, &m, &[], &[], &floats_update(&[v]))
+                .await
+                .unwrap()
+        }
+    };
+    let moved = push(0, "2.1.106").await;
+    let names: Vec<&str> = moved.iter().map(|m| m.tag.as_str()).collect();
+    assert_eq!(names, ["2", "2.1", "2.1.106", "latest"], "in name order");
+    assert!(
+        moved
+            .iter()
+            .all(|mv| mv.from.is_none() && mv.to.as_ref() == Some(&m[0].digest))
+    );
+    for t in ["latest", "2", "2.1"] {
+        assert_eq!(
+            tag_target(store, &r, t).await,
+            Some(m[0].digest.clone()),
+            "{t}"
+        );
+    }
+    push(1, "2.2.31").await;
+    for (t, want) in [("latest", 1), ("2", 1), ("2.2", 1), ("2.1", 0)] {
+        assert_eq!(
+            tag_target(store, &r, t).await,
+            Some(m[want].digest.clone()),
+            "{t}"
+        );
+    }
+    let moved = push(2, "2.1.107").await;
+    let names: Vec<&str> = moved.iter().map(|m| m.tag.as_str()).collect();
+    assert_eq!(names, ["2.1", "2.1.107"]);
+    assert_eq!(moved[0].from, Some(m[0].digest.clone()));
+    assert_eq!(moved[0].reason, TagMoveReason::Float);
+    assert_eq!(moved[1].reason, TagMoveReason::Push);
+    for (t, want) in [("latest", 1), ("2", 1), ("2.2", 1), ("2.1", 2)] {
+        assert_eq!(
+            tag_target(store, &r, t).await,
+            Some(m[want].digest.clone()),
+            "{t}"
+        );
+    }
+    // A pre-release and an older line's release move no float but their own line's.
+    let moved = push(3, "2.3.0-rc.1").await;
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let moved = push(4, "2.0.5").await;
+    let names: Vec<&str> = moved.iter().map(|m| m.tag.as_str()).collect();
+    assert_eq!(names, ["2.0", "2.0.5"]);
+    assert_eq!(
+        tag_target(store, &r, "latest").await,
+        Some(m[1].digest.clone())
+    );
+    // Without the policy, a release is an ordinary tag.
+    let plain = manifest("ui plain", None, None);
+    store
+        .put_manifest(&r, &plain, &[], &[], &[tag("9.9.9")])
+        .await
+        .unwrap();
+    assert_eq!(
+        tag_target(store, &r, "latest").await,
+        Some(m[1].digest.clone())
+    );
+}
+
+pub async fn immutable_tags_refuse_to_move(store: &dyn MetaStore) {
+    let r = repo("gallery/frozen");
+    let (a, b) = (
+        manifest("frozen a", None, None),
+        manifest("frozen b", None, None),
+    );
+    let update = |tags: &[&str]| TagUpdate {
+        tags: tags.iter().map(|t| tag(t)).collect(),
+        immutable: vec![tag("1.0.0")],
+        actor: "bob".into(),
+        ..TagUpdate::default()
+    };
+    store
+        .put_manifest_with(&r, &a, &[], &[], &update(&["1.0.0", "stable"]))
+        .await
+        .unwrap();
+    // The same manifest again: idempotent, nothing moves.
+    let again = store
+        .put_manifest_with(&r, &a, &[], &[], &update(&["1.0.0"]))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    // Another manifest: refused as a whole, its other tag unmoved, nothing recorded.
+    let refused = store
+        .put_manifest_with(&r, &b, &[], &[], &update(&["stable", "1.0.0"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, PutManifestError::TagImmutable(t) if t.as_str() == "1.0.0"));
+    assert_eq!(tag_target(store, &r, "1.0.0").await, Some(a.digest.clone()));
+    assert_eq!(
+        tag_target(store, &r, "stable").await,
+        Some(a.digest.clone())
+    );
+    assert_eq!(
+        store.tag_history(&r, None, None, 100).await.unwrap().len(),
+        2
+    );
+    // Tags not protected still move.
+    store
+        .put_manifest_with(&r, &b, &[], &[], &update(&["stable"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        tag_target(store, &r, "stable").await,
+        Some(b.digest.clone())
+    );
+    assert_eq!(store.manifest_tags(&r, &a.digest).await.unwrap(), ["1.0.0"]);
+}
+
+pub async fn tag_history_records_every_move(store: &dyn MetaStore) {
+    let r = repo("gallery/hist");
+    let (a, b) = (
+        manifest("hist a", None, None),
+        manifest("hist b", None, None),
+    );
+    let by = |actor: &str, tags: &[&str]| TagUpdate {
+        tags: tags.iter().map(|t| tag(t)).collect(),
+        actor: actor.into(),
+        ..TagUpdate::default()
+    };
+    store
+        .put_manifest_with(&r, &a, &[], &[], &by("alice", &["latest", "v1"]))
+        .await
+        .unwrap();
+    store
+        .put_manifest_with(&r, &b, &[], &[], &by("bob", &["latest"]))
+        .await
+        .unwrap();
+    assert!(store.delete_tag(&r, &tag("v1"), "carol").await.unwrap());
+    assert!(store.delete_manifest(&r, &b.digest, "dave").await.unwrap());
+    let all = store.tag_history(&r, None, None, 100).await.unwrap();
+    type Seen<'a> = (
+        &'a str,
+        Option<&'a Digest>,
+        Option<&'a Digest>,
+        TagMoveReason,
+        &'a str,
+    );
+    let seen: Vec<Seen> = all
+        .iter()
+        .map(|m| {
+            (
+                m.tag.as_str(),
+                m.from.as_ref(),
+                m.to.as_ref(),
+                m.reason,
+                m.actor.as_str(),
+            )
+        })
+        .collect();
+    use TagMoveReason::*;
+    assert_eq!(
+        seen,
+        [
+            ("latest", Some(&b.digest), None, Delete, "dave"),
+            ("v1", Some(&a.digest), None, Delete, "carol"),
+            ("latest", Some(&a.digest), Some(&b.digest), Push, "bob"),
+            ("v1", None, Some(&a.digest), Push, "alice"),
+            ("latest", None, Some(&a.digest), Push, "alice"),
+        ],
+        "newest first"
+    );
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    assert!(all.iter().all(|m| m.repository == r && m.at > 0));
+    let latest = store
+        .tag_history(&r, Some("latest"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 3);
+    let page = store
+        .tag_history(&r, None, Some(all[1].id), 2)
+        .await
+        .unwrap();
+    assert_eq!(page, all[2..4].to_vec(), "a page before an id");
+    assert!(
+        store
+            .tag_history(&repo("gallery/none"), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn policies_set_and_removed_per_scope(store: &dyn MetaStore) {
+    store
+        .set_policy("gallery", "floating-tags", Some("semver"), "root")
+        .await
+        .unwrap();
+    store
+        .set_policy("gallery/ui", "immutable-tags", Some("*.*.*"), "alice")
+        .await
+        .unwrap();
+    store
+        .set_policy("gallery/ui", "floating-tags", Some("off"), "alice")
+        .await
+        .unwrap();
+    store
+        .set_policy("other", "floating-tags", Some("semver"), "root")
+        .await
+        .unwrap();
+    let found = store.policies(&["gallery/ui", "gallery"]).await.unwrap();
+    let seen: Vec<(&str, &str, &str, &str)> = found
+        .iter()
+        .map(|p| {
+            (
+                p.scope.as_str(),
+                p.key.as_str(),
+                p.value.as_str(),
+                p.updated_by.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("gallery", "floating-tags", "semver", "root"),
+            ("gallery/ui", "floating-tags", "off", "alice"),
+            ("gallery/ui", "immutable-tags", "*.*.*", "alice"),
+        ]
+    );
+    // Set again: replaced; removed: gone.
+    store
+        .set_policy("gallery", "floating-tags", Some("off"), "bob")
+        .await
+        .unwrap();
+    store
+        .set_policy("gallery/ui", "floating-tags", None, "bob")
+        .await
+        .unwrap();
+    let found = store.policies(&["gallery", "gallery/ui"]).await.unwrap();
+    let seen: Vec<(&str, &str, &str)> = found
+        .iter()
+        .map(|p| (p.scope.as_str(), p.key.as_str(), p.value.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("gallery", "floating-tags", "off"),
+            ("gallery/ui", "immutable-tags", "*.*.*"),
+        ]
+    );
+    assert!(store.policies(&["nobody"]).await.unwrap().is_empty());
+}
+
+pub async fn race_releases_leave_floats_at_the_highest(
+    a: Arc<dyn MetaStore>,
+    b: Arc<dyn MetaStore>,
+) {
+    let r = repo("gallery/racefloat");
+    // Releases pushed all at once through two stores, in shuffled order: whatever
+    // order they commit in, each float ends at the highest release of its line.
+    let versions = [
+        "1.0.0",
+        "1.2.9",
+        "1.10.0",
+        "2.0.0",
+        "2.0.3",
+        "2.1.0",
+        "2.1.7",
+        "2.1.10",
+        "3.0.0-rc.1",
+        "0.9.9",
+        "2.1.9",
+        "1.10.1",
+    ];
+    let ms: Vec<ManifestRecord> = versions
+        .iter()
+        .map(|v| manifest(&format!("float race {v}"), None, None))
+        .collect();
+    let answers = together(versions.len(), &a, &b, |i, store| {
+        let (r, m, v) = (r.clone(), ms[i].clone(), versions[i]);
+        async move {
+            store
+                .put_manifest_with(&r, &m, &[], &[], &floats_update(&[v]))
+                .await
+        }
+    })
+    .await;
+    for answer in answers {
+        answer.unwrap();
+    }
+    let of = |v: &str| {
+        ms[versions.iter().position(|x| *x == v).unwrap()]
+            .digest
+            .clone()
+    };
+    for (float, want) in [
+        ("latest", "2.1.10"),
+        ("2", "2.1.10"),
+        ("2.1", "2.1.10"),
+        ("2.0", "2.0.3"),
+        ("1", "1.10.1"),
+        ("1.10", "1.10.1"),
+        ("1.2", "1.2.9"),
+        ("1.0", "1.0.0"),
+        ("0", "0.9.9"),
+    ] {
+        assert_eq!(tag_target(&*a, &r, float).await, Some(of(want)), "{float}");
+    }
+    assert_eq!(
+        tag_target(&*a, &r, "3").await,
+        None,
+        "a pre-release moves nothing"
+    );
+}
+
+pub async fn race_new_immutable_tag_has_one_winner(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    let r = repo("gallery/raceimmutable");
+    let ms: Vec<ManifestRecord> = (0..8)
+        .map(|i| manifest(&format!("immutable race {i}"), None, None))
+        .collect();
+    let answers = together(8, &a, &b, |i, store| {
+        let (r, m) = (r.clone(), ms[i].clone());
+        async move {
+            let update = TagUpdate {
+                tags: vec![tag("1.0.0")],
+                immutable: vec![tag("1.0.0")],
+                actor: format!("pusher-{i}"),
+                ..TagUpdate::default()
+            };
+            store.put_manifest_with(&r, &m, &[], &[], &update).await
+        }
+    })
+    .await;
+    let winners: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    for answer in &answers {
+        if let Err(e) = answer {
+            assert!(matches!(e, PutManifestError::TagImmutable(_)), "{e:?}");
+        }
+    }
+    assert_eq!(
+        tag_target(&*a, &r, "1.0.0").await,
+        Some(ms[winners[0]].digest.clone())
+    );
+    let history = b.tag_history(&r, Some("1.0.0"), None, 100).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].actor, format!("pusher-{}", winners[0]));
 }

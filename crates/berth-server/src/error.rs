@@ -32,6 +32,9 @@ pub enum RegistryError {
     NameUnknown(RepoName),
     #[error("this client has {limit} upload sessions open already; finish or cancel some first")]
     TooManyUploads { limit: u32 },
+    /// The `immutable-tags` policy protects the tag (the message is what Docker shows).
+    #[error("tag {repository}:{tag} is immutable")]
+    TagImmutable { repository: RepoName, tag: String },
     #[error("range not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     /// A fault of the server or its stores: logged with its cause, sent as `UNKNOWN`.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod gc;
 pub mod http;
+pub mod policy;
 pub mod registry;
 pub mod transport;
 

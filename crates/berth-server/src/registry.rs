@@ -14,12 +14,15 @@ use std::time::Duration;
 use berth_blob::{BlobBody, BlobStore};
 use berth_core::manifest::{self, ParsedManifest};
 use berth_core::{Algorithm, Digest, Hasher, Reference, RepoName, Tag};
-use berth_meta::{ManifestRecord, MetaStore, Page, PutManifestError, Referrer, UploadSession};
+use berth_meta::{
+    ManifestRecord, MetaStore, Page, PutManifestError, Referrer, TagMove, TagUpdate, UploadSession,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::error::{RegistryError, Result};
+use crate::policy;
 
 /// A request body as the service sees it.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -35,6 +38,15 @@ struct Progress {
 /// Per-session lock that serializes this process's requests on one session (requests
 /// through other nodes are ordered by the compare-and-set on the recorded offset).
 type SessionSlot = Arc<tokio::sync::Mutex<()>>;
+
+/// A manifest as stored by [`Registry::put_manifest`].
+#[derive(Debug)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    /// The tags that moved (the pushed ones and the floats), in name order.
+    pub moves: Vec<TagMove>,
+}
 
 pub struct Registry {
     pub(crate) blobs: Arc<dyn BlobStore>,
@@ -546,8 +558,10 @@ impl Registry {
 
     // ---------------------------------------------------------------- manifests
 
-    /// Validates and stores a manifest under `reference` and any extra `tags`.
-    /// Returns its digest and its subject, if it has one.
+    /// Validates and stores a manifest under `reference` and any extra `tags`, as the
+    /// repository's policies say (floating tags move with releases, immutable tags stay);
+    /// `actor` is who the tag history names. Returns its digest, its subject if it has
+    /// one, and the tags that moved.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -555,7 +569,8 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
         extra_tags: Vec<Tag>,
-    ) -> Result<(Digest, Option<Digest>)> {
+        actor: &str,
+    ) -> Result<StoredManifest> {
         if body.len() > manifest::MAX_MANIFEST_BYTES {
             return Err(RegistryError::ManifestTooLarge {
                 limit: manifest::MAX_MANIFEST_BYTES,
@@ -579,6 +594,17 @@ impl Registry {
                 Algorithm::Sha256.digest_of(&body)
             }
         };
+        let policy = policy::for_repository(&*self.meta, repo).await?;
+        let update = TagUpdate {
+            immutable: tags
+                .iter()
+                .filter(|t| policy.is_immutable(t.as_str()))
+                .cloned()
+                .collect(),
+            tags,
+            semver_floats: policy.semver_floats,
+            actor: actor.to_owned(),
+        };
         let record = ManifestRecord {
             digest: digest.clone(),
             media_type: parsed.media_type,
@@ -589,13 +615,21 @@ impl Registry {
         };
         match self
             .meta
-            .put_manifest(repo, &record, &parsed.blobs, &parsed.manifests, &tags)
+            .put_manifest_with(repo, &record, &parsed.blobs, &parsed.manifests, &update)
             .await
         {
-            Ok(()) => Ok((digest, parsed.subject)),
+            Ok(moves) => Ok(StoredManifest {
+                digest,
+                subject: parsed.subject,
+                moves,
+            }),
             Err(PutManifestError::MissingBlob(d) | PutManifestError::MissingManifest(d)) => {
                 Err(RegistryError::ManifestBlobUnknown(d))
             }
+            Err(PutManifestError::TagImmutable(tag)) => Err(RegistryError::TagImmutable {
+                repository: repo.clone(),
+                tag: tag.as_str().to_owned(),
+            }),
             Err(PutManifestError::Store(e)) => Err(e.into()),
         }
     }
@@ -613,10 +647,36 @@ impl Registry {
     }
 
     /// By digest: deletes the manifest and its tags. By tag: deletes that tag only.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    /// Refused if an immutable tag would go.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        actor: &str,
+    ) -> Result<()> {
+        let policy = policy::for_repository(&*self.meta, repo).await?;
+        let immutable = |tag: &str| RegistryError::TagImmutable {
+            repository: repo.clone(),
+            tag: tag.to_owned(),
+        };
         let deleted = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => {
+                if !policy.immutable.is_empty() {
+                    let tags = self.meta.manifest_tags(repo, d).await?;
+                    if let Some(tag) = tags.iter().find(|t| policy.is_immutable(t)) {
+                        return Err(immutable(tag));
+                    }
+                }
+                self.meta.delete_manifest(repo, d, actor).await?
+            }
+            Reference::Tag(t) => {
+                if policy.is_immutable(t.as_str())
+                    && self.meta.manifest_by_tag(repo, t).await?.is_some()
+                {
+                    return Err(immutable(t.as_str()));
+                }
+                self.meta.delete_tag(repo, t, actor).await?
+            }
         };
         if deleted {
             Ok(())

@@ -173,7 +173,7 @@ pub enum NamespaceCommand {
     },
 }
 
-async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
+pub(crate) async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
     let database = crate::serve::database_of(
         store.config.as_deref(),
         store.data_dir.clone(),
@@ -222,7 +222,7 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((text.trim_end_matches(['\n', '\r']).to_owned(), false))
 }
 
-fn when(t: Option<i64>) -> String {
+pub(crate) fn when(t: Option<i64>) -> String {
     match t {
         Some(t) => humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),

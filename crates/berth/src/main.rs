@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod gc;
+mod policy;
 mod serve;
 
 // jemalloc hands memory back to the system a few seconds after a burst (decay, run by
@@ -47,6 +48,13 @@ enum Command {
     /// Namespace settings.
     #[command(subcommand)]
     Namespace(admin::NamespaceCommand),
+    /// Tag policies on namespaces and repositories: floating semver tags, immutable tags,
+    /// golden bases.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// What tag policies did and would do: tag history, the dry run of a push.
+    #[command(subcommand)]
+    Tag(policy::TagCommand),
     /// Collect garbage once: blobs no manifest uses any more (same storage, database
     /// and settings as `berth serve`; safe beside running servers).
     Gc(Box<gc::GcArgs>),
@@ -87,6 +95,8 @@ fn main() -> ExitCode {
             Command::Token(c) => admin::token(c).await,
             Command::Repo(c) => admin::repo(c).await,
             Command::Namespace(c) => admin::namespace(c).await,
+            Command::Policy(c) => policy::policy(c).await,
+            Command::Tag(c) => policy::tag(c).await,
         }
     });
     match result {

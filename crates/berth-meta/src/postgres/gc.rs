@@ -344,7 +344,7 @@ pub(super) async fn remove_untagged(
     .await
     .map_err(backend)?;
     if !confirmed.is_empty() {
-        delete_manifests(conn, repo_id, &confirmed, now()).await?;
+        delete_manifests(conn, repo_id, &confirmed, now(), "gc").await?;
     }
     Ok(confirmed)
 }

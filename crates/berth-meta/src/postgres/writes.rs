@@ -19,8 +19,10 @@
 use berth_core::{Digest, RepoName, Tag};
 use sqlx::PgConnection;
 
-use super::{UPLOAD_CLIENT_LOCKS, backend, now};
-use crate::{ManifestRecord, PutManifestError, Result, UploadSession};
+use super::{FLOAT_LOCKS, UPLOAD_CLIENT_LOCKS, backend, now};
+use crate::{
+    ManifestRecord, PutManifestError, Result, TagMove, TagMoveReason, TagUpdate, UploadSession,
+};
 
 /// Removes the link and releases the blob, in one statement: the blob row is locked
 /// first (blobs before links, as everywhere).
@@ -128,10 +130,13 @@ pub(super) async fn complete_upload(
 
 /// Deletes the tag and marks its manifest untagged now, in one statement (the tag row,
 /// then the manifest's).
+/// Deletes the tag and marks its manifest untagged now, in one statement (the tag row,
+/// then the manifest's), recording the deletion in the tag's history.
 pub(super) async fn delete_tag(
     conn: &mut PgConnection,
     repository: &RepoName,
     tag: &Tag,
+    actor: &str,
 ) -> Result<bool> {
     let deleted: i64 = sqlx::query_scalar(
         "WITH gone AS (
@@ -141,12 +146,16 @@ pub(super) async fn delete_tag(
          ), untagged AS (
              UPDATE manifests m SET untagged_at = $3 FROM gone
              WHERE m.repository_id = gone.repository_id AND m.digest = gone.digest
+         ), recorded AS (
+             INSERT INTO tag_history (repository_id, tag, from_digest, to_digest, reason, actor, at)
+             SELECT repository_id, $1, digest, NULL, 'delete', $4, $3 FROM gone
          )
          SELECT count(*) FROM gone",
     )
     .bind(tag.as_str())
     .bind(repository.as_str())
     .bind(now())
+    .bind(actor)
     .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
@@ -337,8 +346,8 @@ pub(super) async fn put_manifest(
     manifest: &ManifestRecord,
     blobs: &[Digest],
     children: &[Digest],
-    tags: &[Tag],
-) -> std::result::Result<(), PutManifestError> {
+    update: &TagUpdate,
+) -> std::result::Result<Vec<TagMove>, PutManifestError> {
     let t = now();
     let repo_id = ensure_repository(conn, repository, t).await?;
     // What was found is locked until the commit, so no committed state has this
@@ -432,59 +441,183 @@ pub(super) async fn put_manifest(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    // In name order, each once: two pushes moving the same tags lock them in the same
-    // order (no deadlock), and one statement may not update a row twice.
-    let mut names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
-    if !names.is_empty() {
-        // The manifests the tags leave count as untagged from now.
-        let mut left: Vec<String> = sqlx::query_scalar(
-            "SELECT digest FROM tags WHERE repository_id = $1 AND name = ANY($2)
-             ORDER BY name FOR NO KEY UPDATE",
-        )
-        .bind(repo_id)
-        .bind(&names)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?;
-        let digest = manifest.digest.to_string();
-        left.retain(|d| *d != digest);
-        left.sort_unstable();
-        left.dedup();
-        sqlx::query(
+    move_tags(conn, repository, repo_id, &manifest.digest, update, t).await
+}
+
+/// Points the update's tags (and, with semver floats, the floats its releases move) at
+/// `digest`, refusing to move an immutable one, and records each change.
+///
+/// Tags are taken in name order, each once: two pushes moving the same tags lock them
+/// in the same order (no deadlock). A tag that did not exist is inserted `ON CONFLICT
+/// DO NOTHING`: if a concurrent push created it first, it is locked and treated as
+/// existing, so an immutable tag is never overwritten by a racing twin. Pushes that may
+/// move floats take turns per repository (an advisory lock), and read the tags after
+/// taking it: each sees the releases pushed before it, so floats end at the highest.
+async fn move_tags(
+    conn: &mut PgConnection,
+    repository: &RepoName,
+    repo_id: i64,
+    digest: &Digest,
+    update: &TagUpdate,
+    t: i64,
+) -> std::result::Result<Vec<TagMove>, PutManifestError> {
+    let existing: Vec<String> = if crate::pushes_releases(update) {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(FLOAT_LOCKS)
+            .bind(repository.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        sqlx::query_scalar("SELECT name FROM tags WHERE repository_id = $1")
+            .bind(repo_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?
+    } else {
+        Vec::new()
+    };
+    let wanted = crate::tags_to_move(update, &existing);
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = wanted.iter().map(|(name, _)| name.as_str()).collect();
+    let to = digest.to_string();
+    let mut held = lock_tags(conn, repo_id, &names).await?;
+    let absent: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !held.iter().any(|(name, _)| name == n))
+        .collect();
+    let mut created: Vec<String> = Vec::new();
+    if !absent.is_empty() {
+        created = sqlx::query_scalar(
             "INSERT INTO tags (repository_id, name, digest, updated_at)
              SELECT $1, name, $3, $4 FROM unnest($2::TEXT[]) WITH ORDINALITY AS t(name, n)
              ORDER BY n
-             ON CONFLICT (repository_id, name) DO UPDATE
-             SET digest = excluded.digest, updated_at = excluded.updated_at",
+             ON CONFLICT (repository_id, name) DO NOTHING
+             RETURNING name",
         )
         .bind(repo_id)
-        .bind(&names)
-        .bind(&digest)
+        .bind(&absent)
+        .bind(&to)
+        .bind(t)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let raced: Vec<&str> = absent
+            .iter()
+            .copied()
+            .filter(|n| !created.iter().any(|c| c == n))
+            .collect();
+        if !raced.is_empty() {
+            held.extend(lock_tags(conn, repo_id, &raced).await?);
+        }
+    }
+    let mut changes: Vec<(&str, Option<String>, TagMoveReason)> = Vec::new();
+    for (name, reason) in &wanted {
+        if created.iter().any(|c| c == name) {
+            changes.push((name, None, *reason));
+            continue;
+        }
+        let Some((_, from)) = held.iter().find(|(held_name, _)| held_name == name) else {
+            continue;
+        };
+        if *from == to {
+            continue;
+        }
+        if *reason == TagMoveReason::Push
+            && let Some(tag) = update.immutable.iter().find(|t| t.as_str() == name)
+        {
+            return Err(PutManifestError::TagImmutable(tag.clone()));
+        }
+        changes.push((name, Some(from.clone()), *reason));
+    }
+    let moved: Vec<&str> = changes
+        .iter()
+        .filter(|(_, from, _)| from.is_some())
+        .map(|(name, _, _)| *name)
+        .collect();
+    if !moved.is_empty() {
+        sqlx::query(
+            "UPDATE tags SET digest = $3, updated_at = $4
+             WHERE repository_id = $1 AND name = ANY($2)",
+        )
+        .bind(repo_id)
+        .bind(&moved)
+        .bind(&to)
         .bind(t)
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-        if !left.is_empty() {
-            sqlx::query(
-                "UPDATE manifests SET untagged_at = $3 WHERE repository_id = $1 AND digest = ANY($2)",
-            )
-            .bind(repo_id)
-            .bind(&left)
-            .bind(t)
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-        }
+        // The manifests the tags leave count as untagged from now.
+        let mut left: Vec<&str> = changes
+            .iter()
+            .filter_map(|(_, from, _)| from.as_deref())
+            .collect();
+        left.sort_unstable();
+        left.dedup();
+        sqlx::query(
+            "UPDATE manifests SET untagged_at = $3 WHERE repository_id = $1 AND digest = ANY($2)",
+        )
+        .bind(repo_id)
+        .bind(&left)
+        .bind(t)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
     }
-    Ok(())
+    let mut moves = Vec::with_capacity(changes.len());
+    for (name, from, reason) in changes {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tag_history (repository_id, tag, from_digest, to_digest, reason, actor, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(repo_id)
+        .bind(name)
+        .bind(&from)
+        .bind(&to)
+        .bind(reason.as_str())
+        .bind(&update.actor)
+        .bind(t)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        moves.push(TagMove {
+            id,
+            repository: repository.clone(),
+            tag: name.to_owned(),
+            from: from.as_deref().map(super::parse_digest).transpose()?,
+            to: Some(digest.clone()),
+            reason,
+            actor: update.actor.clone(),
+            at: t,
+        });
+    }
+    Ok(moves)
+}
+
+/// Locks the existing ones of `names` (in name order); returns them with their digests.
+async fn lock_tags(
+    conn: &mut PgConnection,
+    repo_id: i64,
+    names: &[&str],
+) -> Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT name, digest FROM tags WHERE repository_id = $1 AND name = ANY($2)
+         ORDER BY name FOR NO KEY UPDATE",
+    )
+    .bind(repo_id)
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)
 }
 
 pub(super) async fn delete_manifest(
     conn: &mut PgConnection,
     repository: &RepoName,
     digest: &Digest,
+    actor: &str,
 ) -> Result<bool> {
     let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
         .bind(repository.as_str())
@@ -494,7 +627,7 @@ pub(super) async fn delete_manifest(
     let Some(repo_id) = repo_id else {
         return Ok(false);
     };
-    let deleted = delete_manifests(conn, repo_id, &[digest.to_string()], now()).await?;
+    let deleted = delete_manifests(conn, repo_id, &[digest.to_string()], now(), actor).await?;
     Ok(deleted > 0)
 }
 
@@ -506,6 +639,7 @@ pub(super) async fn delete_manifests(
     repo_id: i64,
     digests: &[String],
     t: i64,
+    actor: &str,
 ) -> Result<u64> {
     // Released: the blobs' time of release is now, and this repository's links of them
     // stop protecting them (a push that links them again protects them again).
@@ -536,12 +670,21 @@ pub(super) async fn delete_manifests(
         .await
         .map_err(backend)?;
     }
-    sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND digest = ANY($2)")
-        .bind(repo_id)
-        .bind(digests)
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+    sqlx::query(
+        "WITH gone AS (
+             DELETE FROM tags WHERE repository_id = $1 AND digest = ANY($2)
+             RETURNING name, digest
+         )
+         INSERT INTO tag_history (repository_id, tag, from_digest, to_digest, reason, actor, at)
+         SELECT $1, name, digest, NULL, 'delete', $3, $4 FROM gone ORDER BY name",
+    )
+    .bind(repo_id)
+    .bind(digests)
+    .bind(actor)
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
     let deleted: i64 = sqlx::query_scalar(
         "WITH refs AS (
              DELETE FROM manifest_blobs WHERE repository_id = $1 AND manifest = ANY($2)

@@ -158,7 +158,7 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &GcWrite) -> Resul
         GcWrite::Untagged { scopes, cutoffs } => {
             let found = untagged(&mut *conn, scopes, cutoffs).await?;
             for (repository, digest) in &found {
-                delete_manifest(conn, repository, digest).await?;
+                delete_manifest(conn, repository, digest, "gc").await?;
             }
             Ok(Outcome::Manifests(found))
         }

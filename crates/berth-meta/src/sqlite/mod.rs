@@ -12,8 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Row, SqlitePool};
 
 use crate::{
-    GcBlob, GcCutoffs, ManifestRecord, MetaError, MetaStore, Page, PutManifestError, Referrer,
-    RepositoryUsage, Result, UploadSession,
+    GcBlob, GcCutoffs, ManifestRecord, MetaError, MetaStore, Page, PolicySetting, PutManifestError,
+    Referrer, RepositoryUsage, Result, TagMove, TagMoveReason, TagUpdate, UploadSession,
 };
 
 mod accounts;
@@ -192,6 +192,28 @@ CREATE TABLE sign_in_attempts (
 ) WITHOUT ROWID;
 CREATE INDEX sign_in_attempts_by_start ON sign_in_attempts(window_start);
 "#,
+    // Tag policies, and the history of every tag move.
+    r#"
+CREATE TABLE policies (
+    scope      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+CREATE TABLE tag_history (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    repository_id INTEGER NOT NULL REFERENCES repositories(id),
+    tag           TEXT NOT NULL,
+    from_digest   TEXT,
+    to_digest     TEXT,
+    reason        TEXT NOT NULL,
+    actor         TEXT NOT NULL,
+    at            INTEGER NOT NULL
+);
+CREATE INDEX tag_history_by_tag ON tag_history(repository_id, tag, id);
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -210,6 +232,7 @@ fn changed(outcome: Result<Outcome>) -> Result<bool> {
         | Outcome::Number(_)
         | Outcome::Blobs(_)
         | Outcome::Manifests(_)
+        | Outcome::Moves(_)
         | Outcome::Window(_) => Ok(true),
     }
 }
@@ -325,6 +348,27 @@ async fn apply_migrations(conn: &mut sqlx::SqliteConnection) -> Result<()> {
             .map_err(backend)?;
     }
     tx.commit().await.map_err(backend)
+}
+
+fn tag_move_from_row(repository: &RepoName, row: &sqlx::sqlite::SqliteRow) -> Result<TagMove> {
+    let digest = |i: usize| -> Result<Option<Digest>> {
+        row.get::<Option<String>, _>(i)
+            .as_deref()
+            .map(parse_digest)
+            .transpose()
+    };
+    let reason: String = row.get(4);
+    Ok(TagMove {
+        id: row.get(0),
+        repository: repository.clone(),
+        tag: row.get(1),
+        from: digest(2)?,
+        to: digest(3)?,
+        reason: TagMoveReason::parse(&reason)
+            .ok_or_else(|| corrupt(format!("tag move reason {reason:?}")))?,
+        actor: row.get(5),
+        at: row.get(6),
+    })
 }
 
 fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
@@ -499,24 +543,25 @@ impl MetaStore for SqliteMetaStore {
             .map_err(backend)
     }
 
-    async fn put_manifest(
+    async fn put_manifest_with(
         &self,
         repository: &RepoName,
         manifest: &ManifestRecord,
         blobs: &[Digest],
         children: &[Digest],
-        tags: &[Tag],
-    ) -> std::result::Result<(), PutManifestError> {
+        update: &TagUpdate,
+    ) -> std::result::Result<Vec<TagMove>, PutManifestError> {
         let write = Write::PutManifest {
             repository: repository.clone(),
             manifest: manifest.clone(),
             blobs: blobs.to_vec(),
             children: children.to_vec(),
-            tags: tags.to_vec(),
+            update: update.clone(),
         };
         match self.write(write).await? {
             Outcome::Refused(refused) => Err(refused),
-            _ => Ok(()),
+            Outcome::Moves(moves) => Ok(moves),
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -558,24 +603,111 @@ impl MetaStore for SqliteMetaStore {
         row.as_ref().map(manifest_from_row).transpose()
     }
 
-    async fn delete_manifest(&self, repository: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn delete_manifest(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        actor: &str,
+    ) -> Result<bool> {
         changed(
             self.write(Write::DeleteManifest {
                 repository: repository.clone(),
                 digest: digest.clone(),
+                actor: actor.to_owned(),
             })
             .await,
         )
     }
 
-    async fn delete_tag(&self, repository: &RepoName, tag: &Tag) -> Result<bool> {
+    async fn delete_tag(&self, repository: &RepoName, tag: &Tag, actor: &str) -> Result<bool> {
         changed(
             self.write(Write::DeleteTag {
                 repository: repository.clone(),
                 tag: tag.clone(),
+                actor: actor.to_owned(),
             })
             .await,
         )
+    }
+
+    async fn manifest_tags(&self, repository: &RepoName, digest: &Digest) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ? AND t.digest = ? ORDER BY t.name",
+        )
+        .bind(repository.as_str())
+        .bind(digest.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)
+    }
+
+    async fn tag_history(
+        &self,
+        repository: &RepoName,
+        tag: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TagMove>> {
+        let rows = sqlx::query(
+            "SELECT h.id, h.tag, h.from_digest, h.to_digest, h.reason, h.actor, h.at
+             FROM tag_history h JOIN repositories r ON r.id = h.repository_id
+             WHERE r.name = ? AND (? IS NULL OR h.tag = ?) AND h.id < ?
+             ORDER BY h.id DESC LIMIT ?",
+        )
+        .bind(repository.as_str())
+        .bind(tag)
+        .bind(tag)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| tag_move_from_row(repository, row))
+            .collect()
+    }
+
+    async fn set_policy(
+        &self,
+        scope: &str,
+        key: &str,
+        value: Option<&str>,
+        actor: &str,
+    ) -> Result<()> {
+        self.write(Write::SetPolicy {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            value: value.map(str::to_owned),
+            actor: actor.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn policies(&self, scopes: &[&str]) -> Result<Vec<PolicySetting>> {
+        let mut found = Vec::new();
+        for scope in scopes {
+            let rows = sqlx::query(
+                "SELECT scope, key, value, updated_by, updated_at FROM policies
+                 WHERE scope = ? ORDER BY key",
+            )
+            .bind(*scope)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+            for row in rows {
+                found.push(PolicySetting {
+                    scope: row.get(0),
+                    key: row.get(1),
+                    value: row.get(2),
+                    updated_by: row.get(3),
+                    updated_at: row.get(4),
+                });
+            }
+        }
+        found.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
+        Ok(found)
     }
 
     async fn list_tags(

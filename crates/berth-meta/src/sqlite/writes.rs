@@ -15,7 +15,7 @@ use super::gc::GcWrite;
 use super::{backend, now};
 use crate::{
     AccountRefusal, GcBlob, ManifestRecord, MetaError, PutManifestError, Result, SignInWindow,
-    UploadSession,
+    TagMove, TagMoveReason, TagUpdate, UploadSession,
 };
 
 /// Most writes folded into one transaction.
@@ -64,15 +64,23 @@ pub(super) enum Write {
         manifest: ManifestRecord,
         blobs: Vec<Digest>,
         children: Vec<Digest>,
-        tags: Vec<Tag>,
+        update: TagUpdate,
     },
     DeleteManifest {
         repository: RepoName,
         digest: Digest,
+        actor: String,
     },
     DeleteTag {
         repository: RepoName,
         tag: Tag,
+        actor: String,
+    },
+    SetPolicy {
+        scope: String,
+        key: String,
+        value: Option<String>,
+        actor: String,
     },
     Account(AccountWrite),
     Gc(GcWrite),
@@ -96,6 +104,8 @@ pub(super) enum Outcome {
     Manifests(Vec<(RepoName, Digest)>),
     /// A sign-in window after counting an attempt.
     Window(SignInWindow),
+    /// The tags a manifest PUT moved.
+    Moves(Vec<TagMove>),
 }
 
 struct Job {
@@ -217,6 +227,7 @@ async fn apply_in_transaction(
                 | Outcome::Number(_)
                 | Outcome::Blobs(_)
                 | Outcome::Manifests(_)
+                | Outcome::Moves(_)
                 | Outcome::Window(_))
         );
         if !keep {
@@ -342,27 +353,72 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             manifest,
             blobs,
             children,
-            tags,
-        } => match put_manifest(conn, repository, manifest, blobs, children, tags).await {
-            Ok(()) => Ok(Outcome::Done),
+            update,
+        } => match put_manifest(conn, repository, manifest, blobs, children, update).await {
+            Ok(moves) => Ok(Outcome::Moves(moves)),
             Err(PutManifestError::Store(e)) => Err(e),
             Err(refused) => Ok(Outcome::Refused(refused)),
         },
-        Write::DeleteManifest { repository, digest } => delete_manifest(conn, repository, digest)
+        Write::DeleteManifest {
+            repository,
+            digest,
+            actor,
+        } => delete_manifest(conn, repository, digest, actor)
             .await
             .map(Outcome::Changed),
-        Write::DeleteTag { repository, tag } => {
+        Write::DeleteTag {
+            repository,
+            tag,
+            actor,
+        } => {
             untag(conn, repository, tag).await?;
-            let done = sqlx::query(
+            let gone: Option<(i64, String)> = sqlx::query_as(
                 "DELETE FROM tags WHERE name = ?
-                 AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+                 AND repository_id = (SELECT id FROM repositories WHERE name = ?)
+                 RETURNING repository_id, digest",
             )
             .bind(tag.as_str())
             .bind(repository.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+            if let Some((repo_id, digest)) = &gone {
+                let change = TagChange {
+                    tag: tag.as_str(),
+                    from: Some(digest),
+                    to: None,
+                    reason: TagMoveReason::Delete,
+                };
+                record_tag_move(conn, *repo_id, &change, actor, now()).await?;
+            }
+            Ok(Outcome::Changed(gone.is_some()))
+        }
+        Write::SetPolicy {
+            scope,
+            key,
+            value,
+            actor,
+        } => {
+            match value {
+                Some(value) => sqlx::query(
+                    "INSERT INTO policies (scope, key, value, updated_by, updated_at)
+                     VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
+                       updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind(value)
+                .bind(actor)
+                .bind(now()),
+                None => sqlx::query("DELETE FROM policies WHERE scope = ? AND key = ?")
+                    .bind(scope)
+                    .bind(key),
+            }
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
-            Ok(Outcome::Changed(done.rows_affected() > 0))
+            Ok(Outcome::Done)
         }
         Write::Account(write) => super::accounts::apply(conn, write).await,
         Write::Gc(write) => super::gc::apply(conn, write).await,
@@ -539,8 +595,8 @@ async fn put_manifest(
     manifest: &ManifestRecord,
     blobs: &[Digest],
     children: &[Digest],
-    tags: &[Tag],
-) -> std::result::Result<(), PutManifestError> {
+    update: &TagUpdate,
+) -> std::result::Result<Vec<TagMove>, PutManifestError> {
     let t = now();
     let repo_id = ensure_repository(conn, repository, t).await?;
     for digest in blobs {
@@ -588,22 +644,130 @@ async fn put_manifest(
     .await
     .map_err(backend)?;
     record_references(conn, repo_id, &manifest.digest, blobs, children).await?;
-    for tag in tags {
-        untag(conn, repository, tag).await?;
+    move_tags(conn, repository, repo_id, &manifest.digest, update, t).await
+}
+
+/// Points the update's tags (and, with semver floats, the floats its releases move) at
+/// `digest`, refusing to move an immutable one; records each change. The single writer
+/// makes the floats' decision and their move one step.
+async fn move_tags(
+    conn: &mut SqliteConnection,
+    repository: &RepoName,
+    repo_id: i64,
+    digest: &Digest,
+    update: &TagUpdate,
+    t: i64,
+) -> std::result::Result<Vec<TagMove>, PutManifestError> {
+    let existing: Vec<String> = if crate::pushes_releases(update) {
+        sqlx::query_scalar("SELECT name FROM tags WHERE repository_id = ?")
+            .bind(repo_id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?
+    } else {
+        Vec::new()
+    };
+    let to = digest.to_string();
+    let mut moves = Vec::new();
+    for (name, reason) in crate::tags_to_move(update, &existing) {
+        let from: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM tags WHERE repository_id = ? AND name = ?")
+                .bind(repo_id)
+                .bind(&name)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(backend)?;
+        if from.as_deref() == Some(to.as_str()) {
+            continue;
+        }
+        if from.is_some()
+            && reason == TagMoveReason::Push
+            && let Some(tag) = update.immutable.iter().find(|t| t.as_str() == name)
+        {
+            return Err(PutManifestError::TagImmutable(tag.clone()));
+        }
+        if let Some(left) = &from {
+            // The manifest the tag leaves counts as untagged from now.
+            sqlx::query(
+                "UPDATE manifests SET untagged_at = ? WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(t)
+            .bind(repo_id)
+            .bind(left)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        }
         sqlx::query(
             "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (repository_id, name) DO UPDATE
              SET digest = excluded.digest, updated_at = excluded.updated_at",
         )
         .bind(repo_id)
-        .bind(tag.as_str())
-        .bind(manifest.digest.to_string())
+        .bind(&name)
+        .bind(&to)
         .bind(t)
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
+        let change = TagChange {
+            tag: &name,
+            from: from.as_deref(),
+            to: Some(&to),
+            reason,
+        };
+        let id = record_tag_move(conn, repo_id, &change, &update.actor, t).await?;
+        moves.push(change.into_move(id, repository, &update.actor, t)?);
     }
-    Ok(())
+    Ok(moves)
+}
+
+/// A tag change on its way to the history.
+pub(super) struct TagChange<'a> {
+    pub tag: &'a str,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub reason: TagMoveReason,
+}
+
+impl TagChange<'_> {
+    fn into_move(self, id: i64, repository: &RepoName, actor: &str, at: i64) -> Result<TagMove> {
+        let digest = |d: Option<&str>| d.map(super::parse_digest).transpose();
+        Ok(TagMove {
+            id,
+            repository: repository.clone(),
+            tag: self.tag.to_owned(),
+            from: digest(self.from)?,
+            to: digest(self.to)?,
+            reason: self.reason,
+            actor: actor.to_owned(),
+            at,
+        })
+    }
+}
+
+/// Appends one change to the tag history; returns its id.
+pub(super) async fn record_tag_move(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    change: &TagChange<'_>,
+    actor: &str,
+    at: i64,
+) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO tag_history (repository_id, tag, from_digest, to_digest, reason, actor, at)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(repo_id)
+    .bind(change.tag)
+    .bind(change.from)
+    .bind(change.to)
+    .bind(change.reason.as_str())
+    .bind(actor)
+    .bind(at)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)
 }
 
 /// Records what a manifest references (replacing what an earlier PUT recorded).
@@ -691,6 +855,7 @@ pub(super) async fn delete_manifest(
     conn: &mut SqliteConnection,
     repository: &RepoName,
     digest: &Digest,
+    actor: &str,
 ) -> Result<bool> {
     let repo_id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
         .bind(repository.as_str())
@@ -707,11 +872,24 @@ pub(super) async fn delete_manifest(
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-    sqlx::query("DELETE FROM tags WHERE repository_id = ? AND digest = ?")
-        .bind(repo_id)
-        .bind(digest.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(backend)?;
+    let from = digest.to_string();
+    let gone: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM tags WHERE repository_id = ? AND digest = ? RETURNING name",
+    )
+    .bind(repo_id)
+    .bind(&from)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let t = now();
+    for tag in &gone {
+        let change = TagChange {
+            tag,
+            from: Some(&from),
+            to: None,
+            reason: TagMoveReason::Delete,
+        };
+        record_tag_move(conn, repo_id, &change, actor, t).await?;
+    }
     Ok(done.rows_affected() > 0)
 }

@@ -73,6 +73,18 @@ impl Access {
         }
     }
 
+    /// Who a change is recorded as done by (the tag history): the signed-in user, else
+    /// `anonymous@ADDRESS`.
+    pub fn actor(&self, origin: &RequestOrigin) -> String {
+        match self {
+            Access::Checked {
+                caller: Some(caller),
+                ..
+            } if !caller.name().is_empty() => caller.name().to_owned(),
+            _ => format!("anonymous@{}", origin.client),
+        }
+    }
+
     pub fn viewer(&self) -> Viewer<'_> {
         match self {
             Access::Open => Viewer::All,

@@ -107,6 +107,7 @@ impl From<RegistryError> for ApiError {
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                     .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
             }
+            RegistryError::TagImmutable { .. } => ApiError::new(ErrorCode::Denied, message),
             RegistryError::Internal(cause) => ApiError::internal(cause),
         }
     }

@@ -41,7 +41,13 @@ pub async fn get(
     Ok(response(StatusCode::OK, headers, body))
 }
 
-pub async fn put(app: &AppState, repo: &RepoName, reference: &Reference, req: Req) -> ApiResult {
+pub async fn put(
+    app: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    req: Req,
+    actor: &str,
+) -> ApiResult {
     let content_type = req.header(&header::CONTENT_TYPE).map(str::to_owned);
     let mut tags = Vec::new();
     for (key, value) in &req.query {
@@ -69,7 +75,7 @@ pub async fn put(app: &AppState, repo: &RepoName, reference: &Reference, req: Re
             ),
             busy => busy.into(),
         })?;
-    let (digest, subject) = app
+    let stored = app
         .registry
         .put_manifest(
             repo,
@@ -77,8 +83,10 @@ pub async fn put(app: &AppState, repo: &RepoName, reference: &Reference, req: Re
             content_type.as_deref(),
             body.bytes.clone(),
             tags.clone(),
+            actor,
         )
         .await?;
+    let (digest, subject) = (stored.digest, stored.subject);
     let mut headers = vec![
         (header::LOCATION, format!("/v2/{repo}/manifests/{digest}")),
         (CONTENT_DIGEST, digest.to_string()),
@@ -94,8 +102,13 @@ pub async fn put(app: &AppState, repo: &RepoName, reference: &Reference, req: Re
     Ok(response(StatusCode::CREATED, headers, Body::empty()))
 }
 
-pub async fn delete(registry: &Registry, repo: &RepoName, reference: &Reference) -> ApiResult {
-    registry.delete_manifest(repo, reference).await?;
+pub async fn delete(
+    registry: &Registry,
+    repo: &RepoName,
+    reference: &Reference,
+    actor: &str,
+) -> ApiResult {
+    registry.delete_manifest(repo, reference, actor).await?;
     Ok(response(
         StatusCode::ACCEPTED,
         vec![(header::CONTENT_LENGTH, "0".into())],

@@ -161,10 +161,12 @@ async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -
             head,
         } => manifests::get(registry, &name, &reference, head).await,
         Endpoint::PutManifest { name, reference } => {
-            manifests::put(app, &name, &reference, req).await
+            let actor = access.actor(&req.origin);
+            manifests::put(app, &name, &reference, req, &actor).await
         }
         Endpoint::DeleteManifest { name, reference } => {
-            manifests::delete(registry, &name, &reference).await
+            let actor = access.actor(&req.origin);
+            manifests::delete(registry, &name, &reference, &actor).await
         }
         Endpoint::Referrers { name, digest } => {
             manifests::referrers(registry, &name, &digest, req).await

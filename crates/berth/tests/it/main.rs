@@ -23,6 +23,7 @@ mod nodes;
 mod oci_client;
 mod process;
 mod real_clients;
+mod tag_policies;
 mod uploads;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

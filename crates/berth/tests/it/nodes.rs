@@ -139,31 +139,39 @@ async fn blob_downloads_can_redirect_to_presigned_urls() {
 
 // ---------------------------------------------------------------- real binaries
 
-/// Two `berth serve` processes on different ports over one PostgreSQL database and one
-/// S3 prefix: one registry.
+/// `berth serve` processes on different ports over one PostgreSQL database and one S3
+/// prefix: one registry.
 struct Cluster {
     nodes: Vec<crate::process::BerthProcess>,
-    _database: crate::ScratchDatabase,
+    storage: String,
+    database: crate::ScratchDatabase,
 }
 
 impl Cluster {
     async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// `n` nodes, each started with `--open` and `extra` besides the shared stores.
+    async fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let database = crate::ScratchDatabase::create();
         let storage = s3_scratch_url();
         let mut nodes = Vec::new();
         for _ in 0..n {
-            let args = [
+            let mut args = vec![
                 "--open",
                 "--storage",
                 storage.as_str(),
                 "--database",
                 database.url.as_str(),
             ];
+            args.extend_from_slice(extra);
             nodes.push(crate::process::BerthProcess::start_with(&args, &[]).await);
         }
         Cluster {
             nodes,
-            _database: database,
+            storage,
+            database,
         }
     }
 
@@ -328,23 +336,9 @@ async fn bucket_blobs(storage: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn collection_while_skopeo_pushes_and_pulls_through_both_nodes() {
     use crate::clients::*;
-    let database = crate::ScratchDatabase::create();
-    let storage = s3_scratch_url();
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let args = [
-            "--open",
-            "--storage",
-            storage.as_str(),
-            "--database",
-            database.url.as_str(),
-        ];
-        nodes.push(crate::process::BerthProcess::start_with(&args, &[]).await);
-    }
-    let hosts: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
+    let cluster = Cluster::start(2).await;
+    let (storage, database) = (&cluster.storage, &cluster.database);
+    let hosts = [cluster.host(0), cluster.host(1)];
     let tmp = tempfile::tempdir().unwrap();
     let layout = |name: &str| tmp.path().join(name);
     for (name, seed) in [("kept", "gc-kept"), ("gone", "gc-gone"), ("new", "gc-new")] {
@@ -408,7 +402,7 @@ async fn collection_while_skopeo_pushes_and_pulls_through_both_nodes() {
 
     // The deleted image's blobs are gone from the bucket; the rest pulls identical
     // through either node.
-    let stored = bucket_blobs(&storage).await;
+    let stored = bucket_blobs(storage).await;
     for name in layout_blob_names(&layout("gone")) {
         let digest = format!("sha256:{name}");
         let shared_with_kept = layout_blob_names(&layout("kept")).contains(&name);
@@ -524,22 +518,9 @@ impl Drop for LoadBalancer {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_set_up_two_nodes_behind_nginx() {
     use crate::clients::*;
-    let database = crate::ScratchDatabase::create();
-    let storage = s3_scratch_url();
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let args = [
-            "--open",
-            "--trust-forwarded-for",
-            "--trust-forwarded-host",
-            "--storage",
-            storage.as_str(),
-            "--database",
-            database.url.as_str(),
-        ];
-        nodes.push(crate::process::BerthProcess::start_with(&args, &[]).await);
-    }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let cluster =
+        Cluster::start_with(2, &["--trust-forwarded-for", "--trust-forwarded-host"]).await;
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
     let balancer = LoadBalancer::start(&ports);
     let front = format!("127.0.0.1:{}", balancer.port);
 

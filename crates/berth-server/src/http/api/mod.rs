@@ -1,7 +1,7 @@
 //! `/api/v1`: account administration over HTTP JSON, for the web site and scripts.
 //! The same operations as the `berth user|org|token|repo` commands, one module per
 //! resource: [`sessions`], [`users`], [`orgs`], [`tokens`], [`repositories`],
-//! [`namespaces`].
+//! [`namespaces`], [`policies`], [`tags`] (tag history and the dry run of a push).
 //!
 //! Callers sign in with a session cookie (`POST /api/v1/session`), Basic credentials
 //! (a password or an access token) or `Authorization: Bearer <access token>`; bearer
@@ -36,8 +36,10 @@ use crate::http::{AppState, json_response};
 mod error;
 mod namespaces;
 mod orgs;
+mod policies;
 mod repositories;
 mod sessions;
+mod tags;
 mod tokens;
 mod users;
 
@@ -242,6 +244,9 @@ async fn route(ctx: &Ctx<'_>) -> ApiResult {
         ["tokens", rest @ ..] => tokens::handle(ctx, method, rest).await,
         ["repositories", rest @ ..] => repositories::handle(ctx, method, rest).await,
         ["namespaces", rest @ ..] => namespaces::handle(ctx, method, rest).await,
+        ["policies", rest @ ..] => policies::handle(ctx, method, rest).await,
+        ["tag-history", rest @ ..] => tags::history(ctx, method, rest).await,
+        ["tag-plan", rest @ ..] => tags::plan(ctx, method, rest).await,
         _ => Err(ApiFailure::not_found(format!(
             "no endpoint {method} /api/v1/{path}"
         ))),

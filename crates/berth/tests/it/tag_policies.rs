@@ -1,0 +1,522 @@
+//! Tag policies end to end: floating semver tags and immutable tags with the Docker
+//! engine, races of releases over HTTP, `/api/v1/policies`, the tag history and the dry
+//! run, and the `berth policy` / `berth tag` commands.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::accounts::{PASSWORD, add_user, admin, call};
+use crate::clients::*;
+use crate::{TestServer, basic, http, push_image};
+
+/// Sets `key` on `scope` as the administrator, through `/api/v1`.
+async fn set_policy(server: &TestServer, scope: &str, key: &str, value: &str) {
+    let r = call(
+        server,
+        Method::PUT,
+        &format!("/api/v1/policies/{scope}/{key}"),
+        Some(&admin()),
+        Some(json!({ "value": value })),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// The digest a tag resolves to (`None`: no such tag).
+async fn resolve(server: &TestServer, repo: &str, tag: &str) -> Option<String> {
+    let r = http()
+        .head(server.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    match r.status().as_u16() {
+        200 => Some(
+            r.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ),
+        404 => None,
+        other => panic!("HEAD {repo}:{tag}: {other}"),
+    }
+}
+
+/// The manifest digest from the "TAG: digest: sha256:… size: N" line of `docker push`.
+fn pushed_digest(push_output: &str, tag: &str) -> String {
+    let prefix = format!("{tag}: digest: ");
+    let line = push_output
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no '{prefix}' line in docker push output:\n{push_output}"));
+    line[prefix.len()..]
+        .split_once(" size: ")
+        .unwrap()
+        .0
+        .to_owned()
+}
+
+/// The sequence with the Docker engine: with `floating-tags semver` on the
+/// namespace, push 2.1.106, 2.2.31, 2.1.107; after each, `latest`, `2`, `2.1`, `2.2`
+/// resolve as they should, and `docker pull …:2` gets the right image. Then with
+/// `immutable-tags *.*.*`, re-pushing 2.1.106 with other content fails in the Docker
+/// CLI with the message, the same image re-pushes fine, and deleting the tag is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_floats_follow_releases_and_immutable_tags_hold() {
+    let server = TestServer::start_with(|c| c.open = true).await;
+    set_policy(&server, "gallery", "floating-tags", "semver").await;
+    let port = server.port;
+    let tmp = tempfile::tempdir().unwrap();
+    let versions = ["2.1.106", "2.2.31", "2.1.107"];
+    // One image per version (their own seeds: different configs and layers).
+    let mut images = Vec::new();
+    for v in versions {
+        let name = format!("localhost:{port}/gallery/ui:{v}");
+        let tar = tmp.path().join(format!("{v}.tar"));
+        let summary = mkimage(
+            &tmp.path().join(v),
+            &[
+                "--layers",
+                "300K,200K",
+                "--tag",
+                v,
+                "--seed",
+                &format!("ui-{v}"),
+                "--docker-archive",
+                &tar.to_string_lossy(),
+                "--docker-name",
+                &name,
+            ],
+        );
+        let config = json_str(&summary[0]["images"][0], "config").to_owned();
+        images.push((name, tar, config));
+    }
+    let mut pushed = Vec::new();
+    // After each push: which version each float should resolve to (None: absent).
+    let expected: [[Option<usize>; 4]; 3] = [
+        // latest, 2, 2.1, 2.2
+        [Some(0), Some(0), Some(0), None],
+        [Some(1), Some(1), Some(0), Some(1)],
+        [Some(1), Some(1), Some(2), Some(1)],
+    ];
+    for (i, (name, tar, _)) in images.iter().enumerate() {
+        let (name, tar) = (name.clone(), tar.clone());
+        let push = blocking(move || {
+            let docker = DockerDaemon::shared();
+            docker.docker_ok(&["load", "-i", &tar.to_string_lossy()]);
+            docker.docker_ok(&["image", "push", &name])
+        })
+        .await;
+        pushed.push(pushed_digest(&push, versions[i]));
+        for (float, want) in ["latest", "2", "2.1", "2.2"].iter().zip(expected[i]) {
+            assert_eq!(
+                resolve(&server, "gallery/ui", float).await,
+                want.map(|w| pushed[w].clone()),
+                "after pushing {}: {float}",
+                versions[i]
+            );
+        }
+    }
+    // docker pull of the float gets 2.2.31's image.
+    let (two, config_2231) = (
+        format!("localhost:{port}/gallery/ui:2"),
+        images[1].2.clone(),
+    );
+    let want_digest = pushed[1].clone();
+    blocking(move || {
+        let docker = DockerDaemon::shared();
+        let pull = docker.docker_ok(&["pull", &two]);
+        assert!(pull.contains(&format!("Digest: {want_digest}")), "{pull}");
+        let id = docker.docker_ok(&["image", "inspect", "--format", "{{.Id}}", &two]);
+        assert_eq!(id.trim(), config_2231);
+    })
+    .await;
+
+    // Immutable releases.
+    set_policy(&server, "gallery/ui", "immutable-tags", "*.*.*").await;
+    let (first, other_config, first_config) = (
+        images[0].0.clone(),
+        images[1].2.clone(),
+        images[0].2.clone(),
+    );
+    blocking(move || {
+        let docker = DockerDaemon::shared();
+        docker.docker_ok(&["tag", &other_config, &first]);
+        let out = docker.docker(&["image", "push", &first]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "re-push with other content succeeded"
+        );
+        assert!(
+            stderr.contains("tag gallery/ui:2.1.106 is immutable"),
+            "docker said: {stderr}"
+        );
+        // The same image again: an idempotent retry.
+        docker.docker_ok(&["tag", &first_config, &first]);
+        docker.docker_ok(&["image", "push", &first]);
+    })
+    .await;
+    assert_eq!(
+        resolve(&server, "gallery/ui", "2.1.106").await,
+        Some(pushed[0].clone())
+    );
+    for reference in ["2.1.106", pushed[0].as_str()] {
+        let r = http()
+            .delete(server.url(&format!("/v2/gallery/ui/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "DELETE {reference}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        assert_eq!(
+            body["errors"][0]["message"],
+            "tag gallery/ui:2.1.106 is immutable"
+        );
+    }
+    // Floats are never immutable: the float 2.1 can be deleted.
+    let r = http()
+        .delete(server.url("/v2/gallery/ui/manifests/2.1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    // The history has every move, newest first, with who did it.
+    let r = call(
+        &server,
+        Method::GET,
+        "/api/v1/tag-history/gallery/ui?tag=2.1",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let history: Value = r.json().await.unwrap();
+    let moves: Vec<(Option<&str>, Option<&str>, &str)> = history["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["from"].as_str(),
+                m["to"].as_str(),
+                m["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (Some(pushed[2].as_str()), None, "delete"),
+            (Some(pushed[0].as_str()), Some(pushed[2].as_str()), "float"),
+            (None, Some(pushed[0].as_str()), "float"),
+        ]
+    );
+    assert!(
+        history["moves"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("anonymous@")
+    );
+}
+
+/// Releases pushed concurrently over HTTP: the floats end at the highest of each line,
+/// whatever order the pushes commit in.
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_releases_leave_floats_at_the_highest() {
+    let server = TestServer::start().await;
+    set_policy(&server, "race", "floating-tags", "semver").await;
+    let versions = [
+        "3.0.1", "3.0.9", "3.1.0", "3.1.4", "3.0.10", "2.9.9", "3.1.2", "3.0.2",
+    ];
+    let mut pushes = Vec::new();
+    for v in versions {
+        let base = server.base.clone();
+        pushes.push(tokio::spawn(async move {
+            push_image(&base, "race/app", v, &format!("race {v}"))
+                .await
+                .0
+        }));
+    }
+    let mut digests = Vec::new();
+    for p in pushes {
+        digests.push(p.await.unwrap());
+    }
+    let of = |v: &str| Some(digests[versions.iter().position(|x| *x == v).unwrap()].clone());
+    for (float, want) in [
+        ("latest", "3.1.4"),
+        ("3", "3.1.4"),
+        ("3.1", "3.1.4"),
+        ("3.0", "3.0.10"),
+        ("2", "2.9.9"),
+        ("2.9", "2.9.9"),
+    ] {
+        assert_eq!(
+            resolve(&server, "race/app", float).await,
+            of(want),
+            "{float}"
+        );
+    }
+}
+
+/// `/api/v1/policies`: who may set what, values checked, a repository's setting over
+/// its namespace's, and the dry run of a push.
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_over_the_api() {
+    let server = TestServer::start_with(|c| c.open = false).await;
+    add_user(&server, "alice").await;
+    add_user(&server, "mallory").await;
+    let alice = basic("alice", PASSWORD);
+    let mallory = basic("mallory", PASSWORD);
+    let put = |who: String, path: &'static str, value: &'static str| {
+        let server = &server;
+        async move {
+            call(
+                server,
+                Method::PUT,
+                path,
+                Some(&who),
+                Some(json!({ "value": value })),
+            )
+            .await
+        }
+    };
+    // The owner of a namespace sets policies on it; others may not.
+    let r = put(
+        alice.clone(),
+        "/api/v1/policies/alice/floating-tags",
+        "semver",
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = put(
+        mallory.clone(),
+        "/api/v1/policies/alice/floating-tags",
+        "off",
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = put(
+        mallory.clone(),
+        "/api/v1/policies/alice/app/floating-tags",
+        "off",
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = anonymous_put(&server, "/api/v1/policies/alice/floating-tags").await;
+    assert_eq!(r.status(), 401);
+    // An administrator may set one on a namespace no one owns yet.
+    let r = put(
+        admin(),
+        "/api/v1/policies/company/immutable-tags",
+        "release-*",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // Values and keys are checked.
+    for (path, value) in [
+        ("/api/v1/policies/alice/floating-tags", "calver"),
+        ("/api/v1/policies/alice/immutable-tags", "a/b"),
+        ("/api/v1/policies/alice/require-golden-base", "always"),
+    ] {
+        let r = put(alice.clone(), path, value).await;
+        assert_eq!(r.status(), 400, "{path} {value}");
+    }
+    let r = put(alice.clone(), "/api/v1/policies/alice/colour", "red").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("unknown policy"));
+
+    // A repository's setting wins; `inherit` (or DELETE) removes it.
+    let r = put(
+        alice.clone(),
+        "/api/v1/policies/alice/app/floating-tags",
+        "off",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["effective"]["floating-tags"], "off");
+    let r = put(
+        alice.clone(),
+        "/api/v1/policies/alice/app/immutable-tags",
+        "*.*.*",
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["effective"]["immutable-tags"], "*.*.*");
+    assert_eq!(body["settings"].as_array().unwrap().len(), 3, "{body}");
+    let r = put(
+        alice.clone(),
+        "/api/v1/policies/alice/app/floating-tags",
+        "inherit",
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["effective"]["floating-tags"], "semver");
+    assert_eq!(body["settings"][0]["updated_by"], "alice");
+
+    // The dry run: what a push of 1.2.3 would move, before and after one.
+    let base = server.base.clone();
+    let plan = |tag: &'static str| {
+        let server = &server;
+        let alice = alice.clone();
+        async move {
+            let r = call(
+                server,
+                Method::GET,
+                &format!("/api/v1/tag-plan/alice/app?tag={tag}"),
+                Some(&alice),
+                None,
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    push_as(&base, &alice, "alice/app", "1.2.3").await;
+    let p = plan("1.3.0").await;
+    let tags: Vec<&str> = p["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["1.3.0", "1.3", "1", "latest"]);
+    assert!(
+        p["moves"][2]["current"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let p = plan("1.2.0").await;
+    assert_eq!(
+        p["moves"].as_array().unwrap().len(),
+        1,
+        "1.2.3 holds every float: {p}"
+    );
+    let p = plan("1.2.3").await;
+    assert_eq!(p["moves"][0]["immutable"], true);
+    // A private repository's policies and history are not found by others.
+    let r = call(
+        &server,
+        Method::GET,
+        "/api/v1/policies/alice/app",
+        Some(&mallory),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200, "public by default");
+    let r = call(
+        &server,
+        Method::GET,
+        "/api/v1/tag-history/alice/none",
+        Some(&mallory),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+}
+
+async fn anonymous_put(server: &TestServer, path: &str) -> reqwest::Response {
+    call(
+        server,
+        Method::PUT,
+        path,
+        None,
+        Some(json!({ "value": "off" })),
+    )
+    .await
+}
+
+/// Pushes a small image as `who` (Basic credentials straight to `/v2/`).
+async fn push_as(base: &str, who: &str, repo: &str, tag: &str) -> String {
+    let client = reqwest::Client::new();
+    let config = format!("{{\"tag\":\"{tag}\"}}").into_bytes();
+    for blob in [&config] {
+        let digest = crate::sha256(blob);
+        let r = client
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+            .header("authorization", who)
+            .header("content-type", "application/octet-stream")
+            .body(blob.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let manifest = crate::image_manifest(&config, &[]);
+    let r = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("authorization", who)
+        .header("content-type", crate::OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    crate::sha256(&manifest)
+}
+
+/// `berth policy set|show` and `berth tag history|plan` against a data dir, beside no
+/// server: the same store, as an administrator.
+#[test]
+fn policy_and_tag_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let berth = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .args(["--data-dir", &data])
+            .env_remove("BERTH_DATABASE")
+            .env_remove("BERTH_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = berth(&["policy", "set", "gallery", "floating-tags", "semver"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "gallery: floating-tags semver");
+    let (ok, _, err) = berth(&[
+        "policy",
+        "set",
+        "gallery/ui",
+        "immutable-tags",
+        "*.*.*, release-*",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = berth(&["policy", "set", "gallery/ui", "floating-tags", "sometimes"]);
+    assert!(!ok);
+    assert!(err.contains("use semver, off or inherit"), "{err}");
+    let (ok, _, err) = berth(&["policy", "set", "Gallery", "floating-tags", "semver"]);
+    assert!(!ok && err.contains("scope"), "{err}");
+    let (ok, out, err) = berth(&["policy", "show", "gallery/ui"]);
+    assert!(ok, "{err}");
+    let row = |key: &str| out.lines().find(|l| l.starts_with(key)).unwrap().to_owned();
+    assert!(row("floating-tags").contains("semver") && row("floating-tags").contains("gallery by"));
+    assert!(row("immutable-tags").contains("*.*.*,release-*"));
+    assert!(row("require-golden-base").contains("(default)"));
+    let (ok, out, _) = berth(&["policy", "show", "gallery"]);
+    assert!(
+        ok && out.contains("floating-tags") && !out.contains("immutable-tags"),
+        "{out}"
+    );
+    let (ok, out, err) = berth(&["tag", "plan", "gallery/ui:1.0.0"]);
+    assert!(ok, "{err}");
+    for tag in ["1.0.0 ", "1.0 ", "1 ", "latest "] {
+        assert!(out.lines().any(|l| l.starts_with(tag)), "{tag} in {out}");
+    }
+    let (ok, out, err) = berth(&["tag", "history", "gallery/ui:1.0"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
+    let (ok, _, err) = berth(&["tag", "plan", "gallery/ui"]);
+    assert!(!ok && err.contains("REPO:TAG"), "{err}");
+}
