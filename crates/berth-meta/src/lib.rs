@@ -180,6 +180,29 @@ pub struct PolicySetting {
     pub updated_at: i64,
 }
 
+/// A golden image entry: every tag of `repository`, or those matching `tags`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoldenImage {
+    pub repository: RepoName,
+    /// A tag glob (`2.*`); `None`: every tag.
+    pub tags: Option<String>,
+    pub added_by: String,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+/// A warning recorded about a pushed manifest (`require-golden-base warn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushWarning {
+    pub id: i64,
+    pub repository: RepoName,
+    pub digest: Digest,
+    pub message: String,
+    pub actor: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
 #[async_trait]
 pub trait MetaStore: AccountStore {
     // ---- blobs ----
@@ -301,6 +324,33 @@ pub trait MetaStore: AccountStore {
     ) -> Result<()>;
     /// The settings on any of `scopes`, by scope then key.
     async fn policies(&self, scopes: &[&str]) -> Result<Vec<PolicySetting>>;
+
+    // ---- trust: golden images, namespace marks, push warnings ----
+    /// Adds a golden image entry; `false` if it was there already.
+    async fn add_golden(
+        &self,
+        repository: &RepoName,
+        tags: Option<&str>,
+        actor: &str,
+    ) -> Result<bool>;
+    /// Removes one; `false` if there was none.
+    async fn remove_golden(&self, repository: &RepoName, tags: Option<&str>) -> Result<bool>;
+    /// Every golden image entry, by repository then tag glob.
+    async fn golden_images(&self) -> Result<Vec<GoldenImage>>;
+    /// Marks a namespace (`official`, `verified`), or with `None` removes its mark.
+    async fn set_namespace_mark(&self, namespace: &str, mark: Option<&str>) -> Result<()>;
+    /// Every namespace mark `(namespace, mark)` that was set, by namespace.
+    async fn namespace_marks(&self) -> Result<Vec<(String, String)>>;
+    /// Records a warning about a pushed manifest.
+    async fn record_push_warning(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        message: &str,
+        actor: &str,
+    ) -> Result<()>;
+    /// The repository's push warnings, newest first, at most `limit`.
+    async fn push_warnings(&self, repository: &RepoName, limit: u32) -> Result<Vec<PushWarning>>;
     /// Tags after `last`, at most `limit`; `None` if the repository does not exist.
     async fn list_tags(
         &self,

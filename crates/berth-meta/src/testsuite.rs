@@ -95,6 +95,7 @@ macro_rules! meta_store_contract {
             immutable_tags_refuse_to_move,
             tag_history_records_every_move,
             policies_set_and_removed_per_scope,
+            golden_images_marks_and_warnings,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -2747,4 +2748,81 @@ pub async fn race_new_immutable_tag_has_one_winner(a: Arc<dyn MetaStore>, b: Arc
     let history = b.tag_history(&r, Some("1.0.0"), None, 100).await.unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].actor, format!("pusher-{}", winners[0]));
+}
+
+pub async fn golden_images_marks_and_warnings(store: &dyn MetaStore) {
+    let base = repo("gallery/base");
+    assert!(store.add_golden(&base, None, "root").await.unwrap());
+    assert!(
+        !store.add_golden(&base, None, "root").await.unwrap(),
+        "once"
+    );
+    assert!(store.add_golden(&base, Some("2.*"), "alice").await.unwrap());
+    assert!(
+        store
+            .add_golden(&repo("company/jdk"), Some("17*"), "bob")
+            .await
+            .unwrap()
+    );
+    let listed: Vec<(String, Option<String>, String)> = store
+        .golden_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.repository.to_string(), g.tags, g.added_by))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("company/jdk".into(), Some("17*".into()), "bob".into()),
+            ("gallery/base".into(), None, "root".into()),
+            ("gallery/base".into(), Some("2.*".into()), "alice".into()),
+        ]
+    );
+    assert!(store.remove_golden(&base, None).await.unwrap());
+    assert!(!store.remove_golden(&base, None).await.unwrap());
+    assert_eq!(store.golden_images().await.unwrap().len(), 2);
+
+    store
+        .set_namespace_mark("acme", Some("verified"))
+        .await
+        .unwrap();
+    store
+        .set_namespace_mark("tools", Some("verified"))
+        .await
+        .unwrap();
+    store
+        .set_namespace_mark("tools", Some("official"))
+        .await
+        .unwrap();
+    store.set_namespace_mark("acme", None).await.unwrap();
+    assert_eq!(
+        store.namespace_marks().await.unwrap(),
+        [("tools".to_owned(), "official".to_owned())]
+    );
+
+    let r = repo("gallery/app");
+    let (d1, d2) = (digest("warned 1"), digest("warned 2"));
+    store
+        .record_push_warning(&r, &d1, "first", "alice")
+        .await
+        .unwrap();
+    store
+        .record_push_warning(&r, &d2, "second", "bob")
+        .await
+        .unwrap();
+    let warnings = store.push_warnings(&r, 10).await.unwrap();
+    let seen: Vec<(&Digest, &str, &str)> = warnings
+        .iter()
+        .map(|w| (&w.digest, w.message.as_str(), w.actor.as_str()))
+        .collect();
+    assert_eq!(seen, [(&d2, "second", "bob"), (&d1, "first", "alice")]);
+    assert_eq!(store.push_warnings(&r, 1).await.unwrap().len(), 1);
+    assert!(
+        store
+            .push_warnings(&repo("gallery/none"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

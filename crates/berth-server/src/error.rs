@@ -35,6 +35,10 @@ pub enum RegistryError {
     /// The `immutable-tags` policy protects the tag (the message is what Docker shows).
     #[error("tag {repository}:{tag} is immutable")]
     TagImmutable { repository: RepoName, tag: String },
+    /// `require-golden-base enforce` refused an image (the message names the closest
+    /// golden image).
+    #[error("{0}")]
+    NotGolden(String),
     #[error("range not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     /// A fault of the server or its stores: logged with its cause, sent as `UNKNOWN`.

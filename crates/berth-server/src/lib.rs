@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod config;
 pub mod error;
 pub mod gc;
+pub mod golden;
 pub mod http;
 pub mod policy;
 pub mod registry;

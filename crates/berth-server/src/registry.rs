@@ -22,7 +22,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::error::{RegistryError, Result};
-use crate::policy;
+use crate::golden;
+use crate::policy::{self, GoldenMode};
 
 /// A request body as the service sees it.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -46,6 +47,8 @@ pub struct StoredManifest {
     pub subject: Option<Digest>,
     /// The tags that moved (the pushed ones and the floats), in name order.
     pub moves: Vec<TagMove>,
+    /// Why `require-golden-base warn` let it through with a warning (recorded).
+    pub warning: Option<String>,
 }
 
 pub struct Registry {
@@ -595,6 +598,17 @@ impl Registry {
             }
         };
         let policy = policy::for_repository(&*self.meta, repo).await?;
+        // require-golden-base: checked before anything is stored.
+        let mut warning = None;
+        if policy.golden != GoldenMode::Off
+            && let Some(image) = berth_core::golden::image_layers(&body)
+            && let Some(why) = golden::check(&*self.meta, repo, &tags, &image).await?
+        {
+            if policy.golden == GoldenMode::Enforce {
+                return Err(RegistryError::NotGolden(why));
+            }
+            warning = Some(why);
+        }
         let update = TagUpdate {
             immutable: tags
                 .iter()
@@ -618,11 +632,19 @@ impl Registry {
             .put_manifest_with(repo, &record, &parsed.blobs, &parsed.manifests, &update)
             .await
         {
-            Ok(moves) => Ok(StoredManifest {
-                digest,
-                subject: parsed.subject,
-                moves,
-            }),
+            Ok(moves) => {
+                if let Some(why) = &warning {
+                    self.meta
+                        .record_push_warning(repo, &digest, why, actor)
+                        .await?;
+                }
+                Ok(StoredManifest {
+                    digest,
+                    subject: parsed.subject,
+                    moves,
+                    warning,
+                })
+            }
             Err(PutManifestError::MissingBlob(d) | PutManifestError::MissingManifest(d)) => {
                 Err(RegistryError::ManifestBlobUnknown(d))
             }

@@ -55,6 +55,9 @@ enum Command {
     /// What tag policies did and would do: tag history, the dry run of a push.
     #[command(subcommand)]
     Tag(policy::TagCommand),
+    /// Golden images: the bases that `require-golden-base` and `berth lint` accept.
+    #[command(subcommand)]
+    Golden(policy::GoldenCommand),
     /// Collect garbage once: blobs no manifest uses any more (same storage, database
     /// and settings as `berth serve`; safe beside running servers).
     Gc(Box<gc::GcArgs>),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             Command::Namespace(c) => admin::namespace(c).await,
             Command::Policy(c) => policy::policy(c).await,
             Command::Tag(c) => policy::tag(c).await,
+            Command::Golden(c) => policy::golden(c).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
-//! `berth policy set|show` and `berth tag history|plan`: tag policies on namespaces and
-//! repositories, and what they did. Like the account commands, they act on the
+//! `berth policy set|show`, `berth tag history|plan` and `berth golden add|ls|rm`: tag
+//! policies on namespaces and repositories, what they did, and the golden images that
+//! `require-golden-base` checks pushes against. Like the account commands, they act on the
 //! metadata store directly, as an administrator.
 
 use anyhow::Context;
@@ -55,6 +56,90 @@ pub enum TagCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum GoldenCommand {
+    /// Make REPO's images golden: every tag, or those matching TAG-GLOB (`2.*`).
+    Add {
+        /// REPO or REPO:TAG-GLOB
+        reference: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the golden images.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a golden image entry, exactly as it was added.
+    Rm {
+        /// REPO or REPO:TAG-GLOB
+        reference: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `REPO[:TAG-GLOB]`.
+fn golden_reference(reference: &str) -> anyhow::Result<(RepoName, Option<String>)> {
+    let slash = reference.rfind('/').unwrap_or(0);
+    let (repo, glob) = match reference[slash..].find(':') {
+        Some(i) => (&reference[..slash + i], Some(&reference[slash + i + 1..])),
+        None => (reference, None),
+    };
+    let repo: RepoName = repo
+        .parse()
+        .with_context(|| format!("repository {repo:?}"))?;
+    let glob = glob
+        .map(|g| berth_core::tag_policy::TagPattern::parse(g).map(|p| p.as_str().to_owned()))
+        .transpose()?;
+    Ok((repo, glob))
+}
+
+pub async fn golden(command: GoldenCommand) -> anyhow::Result<()> {
+    match command {
+        GoldenCommand::Add { reference, store } => {
+            let (repo, glob) = golden_reference(&reference)?;
+            let accounts = open(&store).await?;
+            let added = accounts
+                .meta()
+                .add_golden(&repo, glob.as_deref(), CLI_ACTOR)
+                .await?;
+            let what = format!("{repo}:{}", glob.as_deref().unwrap_or("*"));
+            if added {
+                println!("golden: {what}");
+            } else {
+                println!("golden already: {what}");
+            }
+        }
+        GoldenCommand::Ls { store } => {
+            let accounts = open(&store).await?;
+            println!("{:<40} {:<16} ADDED", "REPOSITORY", "TAGS");
+            for g in accounts.meta().golden_images().await? {
+                println!(
+                    "{:<40} {:<16} by {} at {}",
+                    g.repository.as_str(),
+                    g.tags.as_deref().unwrap_or("*"),
+                    g.added_by,
+                    when(Some(g.added_at))
+                );
+            }
+        }
+        GoldenCommand::Rm { reference, store } => {
+            let (repo, glob) = golden_reference(&reference)?;
+            let accounts = open(&store).await?;
+            if !accounts
+                .meta()
+                .remove_golden(&repo, glob.as_deref())
+                .await?
+            {
+                anyhow::bail!("{reference} is not a golden image entry (berth golden ls)");
+            }
+            println!("removed golden image entry {reference}");
+        }
+    }
+    Ok(())
 }
 
 pub async fn policy(command: PolicyCommand) -> anyhow::Result<()> {

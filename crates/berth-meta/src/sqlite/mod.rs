@@ -12,8 +12,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Row, SqlitePool};
 
 use crate::{
-    GcBlob, GcCutoffs, ManifestRecord, MetaError, MetaStore, Page, PolicySetting, PutManifestError,
-    Referrer, RepositoryUsage, Result, TagMove, TagMoveReason, TagUpdate, UploadSession,
+    GcBlob, GcCutoffs, GoldenImage, ManifestRecord, MetaError, MetaStore, Page, PolicySetting,
+    PushWarning, PutManifestError, Referrer, RepositoryUsage, Result, TagMove, TagMoveReason,
+    TagUpdate, UploadSession,
 };
 
 mod accounts;
@@ -21,7 +22,7 @@ mod gc;
 mod writes;
 
 use gc::GcWrite;
-use writes::{Outcome, Write, Writer};
+use writes::{Outcome, TrustWrite, Write, Writer};
 
 /// Schema changes in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -213,6 +214,29 @@ CREATE TABLE tag_history (
     at            INTEGER NOT NULL
 );
 CREATE INDEX tag_history_by_tag ON tag_history(repository_id, tag, id);
+"#,
+    // Trust: golden images (tags '' = every tag), namespace marks, push warnings.
+    r#"
+CREATE TABLE golden_images (
+    repository TEXT NOT NULL,
+    tags       TEXT NOT NULL,
+    added_by   TEXT NOT NULL,
+    added_at   INTEGER NOT NULL,
+    PRIMARY KEY (repository, tags)
+) WITHOUT ROWID;
+CREATE TABLE namespace_marks (
+    namespace TEXT PRIMARY KEY,
+    mark      TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE push_warnings (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    repository TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE INDEX push_warnings_by_repository ON push_warnings(repository, id);
 "#,
 ];
 
@@ -708,6 +732,111 @@ impl MetaStore for SqliteMetaStore {
         }
         found.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
         Ok(found)
+    }
+
+    async fn add_golden(
+        &self,
+        repository: &RepoName,
+        tags: Option<&str>,
+        actor: &str,
+    ) -> Result<bool> {
+        changed(
+            self.write(Write::Trust(TrustWrite::AddGolden {
+                repository: repository.as_str().to_owned(),
+                tags: tags.unwrap_or_default().to_owned(),
+                actor: actor.to_owned(),
+            }))
+            .await,
+        )
+    }
+
+    async fn remove_golden(&self, repository: &RepoName, tags: Option<&str>) -> Result<bool> {
+        changed(
+            self.write(Write::Trust(TrustWrite::RemoveGolden {
+                repository: repository.as_str().to_owned(),
+                tags: tags.unwrap_or_default().to_owned(),
+            }))
+            .await,
+        )
+    }
+
+    async fn golden_images(&self) -> Result<Vec<GoldenImage>> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT repository, tags, added_by, added_at FROM golden_images
+             ORDER BY repository, tags",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|(repository, tags, added_by, added_at)| {
+                Ok(GoldenImage {
+                    repository: repository
+                        .parse()
+                        .map_err(|_| corrupt(format!("golden repository {repository:?}")))?,
+                    tags: Some(tags).filter(|t| !t.is_empty()),
+                    added_by,
+                    added_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_namespace_mark(&self, namespace: &str, mark: Option<&str>) -> Result<()> {
+        self.write(Write::Trust(TrustWrite::SetMark {
+            namespace: namespace.to_owned(),
+            mark: mark.map(str::to_owned),
+        }))
+        .await
+        .map(drop)
+    }
+
+    async fn namespace_marks(&self) -> Result<Vec<(String, String)>> {
+        sqlx::query_as("SELECT namespace, mark FROM namespace_marks ORDER BY namespace")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
+    async fn record_push_warning(
+        &self,
+        repository: &RepoName,
+        digest: &Digest,
+        message: &str,
+        actor: &str,
+    ) -> Result<()> {
+        self.write(Write::Trust(TrustWrite::Warn {
+            repository: repository.as_str().to_owned(),
+            digest: digest.to_string(),
+            message: message.to_owned(),
+            actor: actor.to_owned(),
+        }))
+        .await
+        .map(drop)
+    }
+
+    async fn push_warnings(&self, repository: &RepoName, limit: u32) -> Result<Vec<PushWarning>> {
+        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
+            "SELECT id, digest, message, actor, at FROM push_warnings
+             WHERE repository = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(repository.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|(id, digest, message, actor, at)| {
+                Ok(PushWarning {
+                    id,
+                    repository: repository.clone(),
+                    digest: parse_digest(&digest)?,
+                    message,
+                    actor,
+                    at,
+                })
+            })
+            .collect()
     }
 
     async fn list_tags(

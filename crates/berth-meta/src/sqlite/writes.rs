@@ -84,6 +84,30 @@ pub(super) enum Write {
     },
     Account(AccountWrite),
     Gc(GcWrite),
+    Trust(TrustWrite),
+}
+
+/// Golden images, namespace marks and push warnings.
+pub(super) enum TrustWrite {
+    AddGolden {
+        repository: String,
+        tags: String,
+        actor: String,
+    },
+    RemoveGolden {
+        repository: String,
+        tags: String,
+    },
+    SetMark {
+        namespace: String,
+        mark: Option<String>,
+    },
+    Warn {
+        repository: String,
+        digest: String,
+        message: String,
+        actor: String,
+    },
 }
 
 /// What a write reports back.
@@ -420,6 +444,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             .map_err(backend)?;
             Ok(Outcome::Done)
         }
+        Write::Trust(write) => apply_trust(conn, write).await,
         Write::Account(write) => super::accounts::apply(conn, write).await,
         Write::Gc(write) => super::gc::apply(conn, write).await,
     }
@@ -892,4 +917,57 @@ pub(super) async fn delete_manifest(
         record_tag_move(conn, repo_id, &change, actor, t).await?;
     }
     Ok(done.rows_affected() > 0)
+}
+
+async fn apply_trust(conn: &mut SqliteConnection, write: &TrustWrite) -> Result<Outcome> {
+    let done = match write {
+        TrustWrite::AddGolden {
+            repository,
+            tags,
+            actor,
+        } => sqlx::query(
+            "INSERT INTO golden_images (repository, tags, added_by, added_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(repository)
+        .bind(tags)
+        .bind(actor)
+        .bind(now()),
+        TrustWrite::RemoveGolden { repository, tags } => {
+            sqlx::query("DELETE FROM golden_images WHERE repository = ? AND tags = ?")
+                .bind(repository)
+                .bind(tags)
+        }
+        TrustWrite::SetMark {
+            namespace,
+            mark: Some(mark),
+        } => sqlx::query(
+            "INSERT INTO namespace_marks (namespace, mark) VALUES (?, ?)
+             ON CONFLICT (namespace) DO UPDATE SET mark = excluded.mark",
+        )
+        .bind(namespace)
+        .bind(mark),
+        TrustWrite::SetMark {
+            namespace,
+            mark: None,
+        } => sqlx::query("DELETE FROM namespace_marks WHERE namespace = ?").bind(namespace),
+        TrustWrite::Warn {
+            repository,
+            digest,
+            message,
+            actor,
+        } => sqlx::query(
+            "INSERT INTO push_warnings (repository, digest, message, actor, at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(repository)
+        .bind(digest)
+        .bind(message)
+        .bind(actor)
+        .bind(now()),
+    }
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(Outcome::Changed(done.rows_affected() > 0))
 }

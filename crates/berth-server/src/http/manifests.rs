@@ -98,6 +98,11 @@ pub async fn put(
     if let Reference::Tag(tag) = reference {
         headers.push((OCI_TAG, tag.to_string()));
     }
+    if let Some(why) = &stored.warning {
+        // RFC 7234's form, which the distribution spec lets registries send.
+        let quoted = why.replace(['"', '\\'], "'");
+        headers.push((header::WARNING, format!("299 - \"{quoted}\"")));
+    }
     headers.extend(tags.iter().map(|t| (OCI_TAG, t.to_string())));
     Ok(response(StatusCode::CREATED, headers, Body::empty()))
 }

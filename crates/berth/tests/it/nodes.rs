@@ -446,7 +446,9 @@ impl LoadBalancer {
             .collect();
         let d = dir.path().display();
         let conf = format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+            // One process (no master): killing it leaves no worker behind holding the
+            // test runner's output pipes.
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;
              events {{ worker_connections 1024; }}
              http {{
                log_format upstream '$upstream_addr $request_method $status';

@@ -520,3 +520,254 @@ fn policy_and_tag_commands() {
     let (ok, _, err) = berth(&["tag", "plan", "gallery/ui"]);
     assert!(!ok && err.contains("REPO:TAG"), "{err}");
 }
+
+fn layout_ref(layout: &std::path::Path, tag: &str) -> String {
+    format!("oci:{}:{tag}", layout.display())
+}
+
+/// `require-golden-base`: with the `oci-client`-free path of real clients (skopeo) and
+/// images made by mkimage.py, an image built on a golden base is accepted under
+/// `enforce`, one on another base is refused naming the closest golden image, `warn`
+/// accepts and records; declared bases (annotations) must be golden too.
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_bases_are_enforced_warned_and_declared() {
+    let server = TestServer::start_with(|c| c.open = true).await;
+    let host = server.host.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, app, other) = (
+        tmp.path().join("base"),
+        tmp.path().join("app"),
+        tmp.path().join("other"),
+    );
+    // The golden base (2 layers), an app on it (both layers + 1), and an image that
+    // shares only the base's first layer.
+    for (out, shared) in [(&app, "2"), (&other, "1")] {
+        mkimage(
+            &base,
+            &[
+                "--layers",
+                "300K,200K",
+                "--tag",
+                "2.1",
+                "--seed",
+                "golden",
+                "--derived-out",
+                &out.to_string_lossy(),
+                "--derived-tag",
+                "1.0",
+                "--shared",
+                shared,
+                "--derived-layers",
+                "100K",
+            ],
+        );
+    }
+    let copy = |from: String, to: String| -> Result<String, String> {
+        let out = Skopeo::new().run(&["copy", "--dest-tls-verify=false", &from, &to]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let push = |layout: &std::path::Path, target: &str| {
+        let (from, to) = (
+            layout_ref(
+                layout,
+                if layout.ends_with("base") {
+                    "2.1"
+                } else {
+                    "1.0"
+                },
+            ),
+            format!("docker://{host}/{target}"),
+        );
+        blocking(move || copy(from, to))
+    };
+    push(&base, "gallery/base:2.1").await.unwrap();
+    let r = call(
+        &server,
+        Method::POST,
+        "/api/v1/golden",
+        Some(&admin()),
+        Some(json!({ "repository": "gallery/base", "tags": "2.*" })),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    set_policy(&server, "apps", "require-golden-base", "enforce").await;
+
+    push(&app, "apps/app:1.0")
+        .await
+        .expect("built on the golden base");
+    let refused = push(&other, "apps/other:1.0").await.unwrap_err();
+    assert!(
+        refused.contains(
+            "apps/other:1.0 is not built on a golden image; the closest is gallery/base:2.1 \
+             (the first 1 of its 2 layers)"
+        ),
+        "skopeo said: {refused}"
+    );
+    assert_eq!(
+        resolve(&server, "apps/other", "1.0").await,
+        None,
+        "nothing stored"
+    );
+
+    // warn: accepted, and the warning recorded.
+    set_policy(&server, "apps/other", "require-golden-base", "warn").await;
+    push(&other, "apps/other:1.0").await.expect("warn accepts");
+    let r = call(
+        &server,
+        Method::GET,
+        "/api/v1/push-warnings/apps/other",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let warnings: Value = r.json().await.unwrap();
+    assert_eq!(
+        warnings["warnings"].as_array().unwrap().len(),
+        1,
+        "{warnings}"
+    );
+    assert!(
+        warnings["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the closest is gallery/base:2.1"),
+        "{warnings}"
+    );
+    let r = call(
+        &server,
+        Method::GET,
+        "/api/v1/push-warnings/apps/app",
+        None,
+        None,
+    )
+    .await;
+    let none: Value = r.json().await.unwrap();
+    assert!(none["warnings"].as_array().unwrap().is_empty());
+
+    // Declared bases: the app's manifest with annotations naming a base.
+    let manifest: Value = http()
+        .get(server.url("/v2/apps/app/manifests/1.0"))
+        .header("accept", crate::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let base_digest = resolve(&server, "gallery/base", "2.1").await.unwrap();
+    for (name, digest, accepted) in [
+        (
+            format!("{host}/gallery/base:2.1"),
+            base_digest.clone(),
+            true,
+        ),
+        ("gallery/base:2.1".to_owned(), base_digest.clone(), true),
+        (
+            "docker.io/library/debian:12".to_owned(),
+            base_digest.clone(),
+            false,
+        ),
+        (
+            "gallery/base:2.1".to_owned(),
+            crate::sha256(b"another manifest"),
+            false,
+        ),
+    ] {
+        let mut declared = manifest.clone();
+        declared["annotations"] = json!({
+            "org.opencontainers.image.base.name": name,
+            "org.opencontainers.image.base.digest": digest,
+        });
+        let r = crate::put_manifest(
+            &server.base,
+            "apps/app",
+            "declared",
+            &serde_json::to_vec(&declared).unwrap(),
+        )
+        .await;
+        if accepted {
+            assert_eq!(r.status(), 201, "{name}@{digest}");
+        } else {
+            assert_eq!(r.status(), 403, "{name}@{digest}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["errors"][0]["code"], "DENIED");
+            let message = body["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains("declares its base"), "{message}");
+        }
+    }
+
+    // A golden image's own new tags pass, whatever their layers (and become golden).
+    set_policy(&server, "gallery", "require-golden-base", "enforce").await;
+    push(&other, "gallery/base:2.2")
+        .await
+        .expect("a golden repository's own tag");
+    push(&other, "apps/third:1.0")
+        .await
+        .expect("built on gallery/base:2.2 now");
+
+    // The list: for anyone who may pull the repository.
+    let r = call(&server, Method::GET, "/api/v1/golden", None, None).await;
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(listed["golden"][0]["repository"], "gallery/base");
+    assert_eq!(listed["golden"][0]["tags"], "2.*");
+    let r = call(
+        &server,
+        Method::DELETE,
+        "/api/v1/golden/gallery/base?tags=2.*",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let r = call(
+        &server,
+        Method::DELETE,
+        "/api/v1/golden/gallery/base?tags=2.*",
+        Some(&admin()),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+}
+
+/// `berth golden add|ls|rm`.
+#[test]
+fn golden_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let berth = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .args(["--data-dir", &data])
+            .env_remove("BERTH_DATABASE")
+            .env_remove("BERTH_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(berth(&["golden", "add", "company/base"]).0);
+    let (ok, out, _) = berth(&["golden", "add", "company/jdk:17*"]);
+    assert!(ok && out.contains("golden: company/jdk:17*"), "{out}");
+    let (ok, out, _) = berth(&["golden", "add", "company/jdk:17*"]);
+    assert!(ok && out.contains("already"), "{out}");
+    let (ok, _, err) = berth(&["golden", "add", "company/jdk:bad/glob"]);
+    assert!(!ok, "{err}");
+    let (ok, out, _) = berth(&["golden", "ls"]);
+    assert!(ok);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].starts_with("company/base") && rows[0].contains(" * "));
+    assert!(rows[1].starts_with("company/jdk") && rows[1].contains("17*"));
+    assert!(berth(&["golden", "rm", "company/jdk:17*"]).0);
+    let (ok, _, err) = berth(&["golden", "rm", "company/jdk:17*"]);
+    assert!(!ok && err.contains("not a golden image entry"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! `/api/v1`: account administration over HTTP JSON, for the web site and scripts.
 //! The same operations as the `berth user|org|token|repo` commands, one module per
 //! resource: [`sessions`], [`users`], [`orgs`], [`tokens`], [`repositories`],
-//! [`namespaces`], [`policies`], [`tags`] (tag history and the dry run of a push).
+//! [`namespaces`], [`policies`], [`tags`] (tag history and the dry run of a push),
+//! [`golden`] (golden images and push warnings).
 //!
 //! Callers sign in with a session cookie (`POST /api/v1/session`), Basic credentials
 //! (a password or an access token) or `Authorization: Bearer <access token>`; bearer
@@ -34,6 +35,7 @@ use crate::http::origin::RequestOrigin;
 use crate::http::{AppState, json_response};
 
 mod error;
+mod golden;
 mod namespaces;
 mod orgs;
 mod policies;
@@ -247,6 +249,8 @@ async fn route(ctx: &Ctx<'_>) -> ApiResult {
         ["policies", rest @ ..] => policies::handle(ctx, method, rest).await,
         ["tag-history", rest @ ..] => tags::history(ctx, method, rest).await,
         ["tag-plan", rest @ ..] => tags::plan(ctx, method, rest).await,
+        ["golden", rest @ ..] => golden::handle(ctx, method, rest).await,
+        ["push-warnings", rest @ ..] => golden::warnings(ctx, method, rest).await,
         _ => Err(ApiFailure::not_found(format!(
             "no endpoint {method} /api/v1/{path}"
         ))),
