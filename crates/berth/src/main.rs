@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod gc;
+mod lint;
 mod policy;
 mod serve;
 
@@ -55,6 +56,10 @@ enum Command {
     /// What tag policies did and would do: tag history, the dry run of a push.
     #[command(subcommand)]
     Tag(policy::TagCommand),
+    /// Check Dockerfiles in CI: every image a build uses must be a golden image of the
+    /// registry (or allowed), tagged, and with --require-digest pinned. Exits 0 when
+    /// clean, 1 with findings, 2 on a usage or parse error.
+    Lint(Box<lint::LintArgs>),
     /// Golden images: the bases that `require-golden-base` and `berth lint` accept.
     #[command(subcommand)]
     Golden(policy::GoldenCommand),
@@ -89,8 +94,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        let done = match cli.command {
+            Command::Lint(args) => return Ok(lint::lint(*args).await),
             Command::Serve(args) => serve::serve(*args).await,
             Command::Gc(args) => gc::gc(*args).await,
             Command::User(c) => admin::user(c).await,
@@ -101,10 +107,11 @@ fn main() -> ExitCode {
             Command::Policy(c) => policy::policy(c).await,
             Command::Tag(c) => policy::tag(c).await,
             Command::Golden(c) => policy::golden(c).await,
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE

@@ -771,3 +771,128 @@ fn golden_commands() {
     let (ok, _, err) = berth(&["golden", "rm", "company/jdk:17*"]);
     assert!(!ok && err.contains("not a golden image entry"), "{err}");
 }
+
+/// `berth lint` against a running registry: golden images from `/api/v1/golden`, exit
+/// statuses 0/1/2, the pinned reference suggested from the registry, JSON and SARIF.
+#[tokio::test(flavor = "multi_thread")]
+async fn lint_checks_dockerfiles_against_the_registrys_golden_images() {
+    let server = TestServer::start_with(|c| c.open = true).await;
+    let (base_digest, _) = push_image(&server.base, "company/base", "2.1", "lint base").await;
+    let r = call(
+        &server,
+        Method::POST,
+        "/api/v1/golden",
+        Some(&admin()),
+        Some(json!({ "repository": "company/base", "tags": "2.*" })),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let host = server.host.clone();
+    let registry = format!("http://{host}");
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let good = write(
+        "good.Dockerfile",
+        format!(
+            "# syntax=docker/dockerfile:1\nARG BASE={host}/company/base:2.1\nFROM $BASE AS build\nRUN make\nFROM build\n"
+        ),
+    );
+    let bad = write(
+        "bad.Dockerfile",
+        format!(
+            "FROM {host}/company/base:2.1 AS build\nFROM debian:12\nCOPY --from=build /app /app\n"
+        ),
+    );
+    let broken = write(
+        "broken.Dockerfile",
+        "FROM alpine:3\nRUN <<EOF\necho never ends\n".into(),
+    );
+    let lint = move |args: Vec<String>| {
+        blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+                .arg("lint")
+                .args(&args)
+                .env("LINT_TOKEN", "berth_pat_not_needed_here")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["--registry".to_owned(), registry.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let (code, out, err) = lint(args(&[&good])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, _) = lint(args(&[&good, &bad])).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("{bad}:2 BL001")) && out.contains("docker.io/library/debian:12"),
+        "{out}"
+    );
+    assert!(!out.contains("good.Dockerfile"), "{out}");
+    // Allowed explicitly: clean.
+    let (code, out, _) = lint(args(&["--allow", "debian:12", &bad])).await;
+    assert_eq!(code, Some(0), "{out}");
+    // Pinning: the suggestion is the reference resolved here.
+    let (code, out, _) = lint(args(&["--require-digest", &good])).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("BL004"), "{out}");
+    assert!(
+        out.contains(&format!("pin it: {host}/company/base:2.1@{base_digest}")),
+        "{out}"
+    );
+    // JSON: rule, file, line (an integer), message.
+    let (code, out, _) = lint(args(&["--format", "json", &bad])).await;
+    assert_eq!(code, Some(1));
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let finding = &json["findings"][0];
+    assert_eq!(finding["rule"], "BL001");
+    assert_eq!(finding["file"], bad.as_str());
+    assert_eq!(finding["line"], 2);
+    assert!(finding["message"].as_str().unwrap().contains("debian"));
+    // SARIF 2.1.0 (the schema check is berth-lint's test).
+    let (_, out, _) = lint(args(&["--format", "sarif", &bad])).await;
+    let sarif: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "BL001");
+    // Exit 2: a parse error, a missing file, a bad flag, a token variable not set,
+    // a registry that does not answer.
+    let (code, out, _) = lint(args(&[&broken])).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("BL000"), "{out}");
+    let missing = tmp.path().join("nope").to_string_lossy().into_owned();
+    let (code, _, err) = lint(args(&[&good, &missing])).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot read"), "{err}");
+    let (code, _, _) = lint(args(&["--format", "yaml", &good])).await;
+    assert_eq!(code, Some(2));
+    let (code, _, err) = lint(args(&["--token-env", "BERTH_NO_SUCH_VARIABLE", &good])).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("BERTH_NO_SUCH_VARIABLE"), "{err}");
+    let (code, _, _) = lint(args(&["--token-env", "LINT_TOKEN", &good])).await;
+    assert_eq!(
+        code,
+        Some(2),
+        "a token the registry does not know is refused"
+    );
+    let (code, _, _) = lint(vec![
+        "--registry".into(),
+        "http://127.0.0.1:1".into(),
+        good.clone(),
+    ])
+    .await;
+    assert_eq!(code, Some(2));
+    // Without a registry only --allow counts.
+    let (code, out, _) = lint(vec![good.clone()]).await;
+    assert_eq!(code, Some(1), "{out}");
+}
