@@ -88,9 +88,22 @@ impl FromStr for RepoName {
                 );
             }
         }
-        Ok(RepoName(s.to_owned()))
+        if s.contains('/') {
+            Ok(RepoName(s.to_owned()))
+        } else {
+            // A bare name is an official image, as on Docker Hub: `alpine` is
+            // `library/alpine` (`localhost:5000/alpine` pulls it).
+            let full = format!("{OFFICIAL_NAMESPACE}/{s}");
+            if full.len() > MAX_NAME_LEN {
+                return invalid("the name is longer than 255 characters");
+            }
+            Ok(RepoName(full))
+        }
     }
 }
+
+/// The namespace of official images, and of bare names.
+pub const OFFICIAL_NAMESPACE: &str = "library";
 
 impl fmt::Display for RepoName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -193,6 +206,22 @@ mod tests {
         ] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_bare_name_is_an_official_image() {
+        let alpine: RepoName = "alpine".parse().unwrap();
+        assert_eq!(alpine.as_str(), "library/alpine");
+        assert_eq!(alpine.namespace(), "library");
+        assert_eq!(
+            "library/alpine".parse::<RepoName>().unwrap(),
+            alpine,
+            "written out, the same repository"
+        );
+        assert!(
+            "x".repeat(248).parse::<RepoName>().is_err(),
+            "too long once qualified"
+        );
     }
 
     #[test]

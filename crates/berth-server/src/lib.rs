@@ -18,6 +18,7 @@ pub mod error;
 pub mod gc;
 pub mod golden;
 pub mod http;
+pub mod marks;
 pub mod policy;
 pub mod registry;
 pub mod transport;

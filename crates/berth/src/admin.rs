@@ -171,6 +171,16 @@ pub enum NamespaceCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Mark a namespace official or verified (a verified publisher), or remove its mark.
+    /// `library` (where bare names such as `alpine` live) is official unless marked
+    /// otherwise.
+    Mark {
+        name: String,
+        #[arg(value_parser = ["official", "verified", "none"])]
+        mark: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 pub(crate) async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
@@ -449,11 +459,24 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 pub async fn namespace(command: NamespaceCommand) -> anyhow::Result<()> {
-    let NamespaceCommand::Visibility {
-        name,
-        visibility,
-        store,
-    } = command;
+    let (name, visibility, store) = match command {
+        NamespaceCommand::Visibility {
+            name,
+            visibility,
+            store,
+        } => (name, visibility, store),
+        NamespaceCommand::Mark { name, mark, store } => {
+            format!("{name}/x")
+                .parse::<RepoName>()
+                .with_context(|| format!("namespace {name:?}"))?;
+            let mark = berth_server::marks::NamespaceMark::parse(&mark)
+                .context("use official, verified or none")?;
+            let accounts = open(&store).await?;
+            berth_server::marks::set(accounts.meta(), &name, mark).await?;
+            println!("{name} is now {}", mark.as_str());
+            return Ok(());
+        }
+    };
     let public = match visibility.as_str() {
         "public" => Some(true),
         "private" => Some(false),

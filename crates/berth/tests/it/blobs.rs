@@ -192,7 +192,7 @@ async fn end_11_mount_of_an_unknown_blob_falls_back_to_an_upload_session() {
             .await
             .unwrap();
         assert_eq!(r.status(), 202, "{query}");
-        assert!(header(&r, "location").starts_with("/v2/dst/blobs/uploads/"));
+        assert!(header(&r, "location").starts_with("/v2/library/dst/blobs/uploads/"));
     }
     // A blob that exists, but not in `from`, is not mounted from there.
     let elsewhere = push_blob(&s.base, "elsewhere", b"elsewhere").await;

@@ -48,7 +48,7 @@ async fn end_7_put_returns_location_and_digest_and_keeps_unknown_fields() {
     let digest = sha256(body.as_bytes());
     assert_eq!(
         header(&r, "location"),
-        format!("/v2/keep/manifests/{digest}")
+        format!("/v2/library/keep/manifests/{digest}")
     );
     assert_eq!(header(&r, "docker-content-digest"), digest);
     let r = http()
@@ -369,16 +369,16 @@ async fn end_9_delete_by_digest_removes_the_manifest_and_its_tags() {
 #[tokio::test(flavor = "multi_thread")]
 async fn end_8_tags_are_sorted_and_paginated_with_link() {
     let s = TestServer::start().await;
-    push_blob(&s.base, "paged", EMPTY_CONFIG).await;
+    push_blob(&s.base, "ns/paged", EMPTY_CONFIG).await;
     let body = image_manifest(EMPTY_CONFIG, &[]);
     for tag in ["latest", "2", "2.1", "2.1.106", "1", "Zeta"] {
         assert_eq!(
-            put_manifest(&s.base, "paged", tag, &body).await.status(),
+            put_manifest(&s.base, "ns/paged", tag, &body).await.status(),
             201
         );
     }
     let r = http()
-        .get(s.url("/v2/paged/tags/list"))
+        .get(s.url("/v2/ns/paged/tags/list"))
         .send()
         .await
         .unwrap();
@@ -387,43 +387,43 @@ async fn end_8_tags_are_sorted_and_paginated_with_link() {
     let all: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
         all,
-        serde_json::json!({"name": "paged", "tags": ["1", "2", "2.1", "2.1.106", "Zeta", "latest"]})
+        serde_json::json!({"name": "ns/paged", "tags": ["1", "2", "2.1", "2.1.106", "Zeta", "latest"]})
     );
 
     let r = http()
-        .get(s.url("/v2/paged/tags/list?n=2"))
+        .get(s.url("/v2/ns/paged/tags/list?n=2"))
         .send()
         .await
         .unwrap();
     assert_eq!(
         header(&r, "link"),
-        "</v2/paged/tags/list?n=2&last=2>; rel=\"next\""
+        "</v2/ns/paged/tags/list?n=2&last=2>; rel=\"next\""
     );
     let page: serde_json::Value = r.json().await.unwrap();
     assert_eq!(page["tags"], serde_json::json!(["1", "2"]));
     let r = http()
-        .get(s.url("/v2/paged/tags/list?n=2&last=2"))
+        .get(s.url("/v2/ns/paged/tags/list?n=2&last=2"))
         .send()
         .await
         .unwrap();
     let page: serde_json::Value = r.json().await.unwrap();
     assert_eq!(page["tags"], serde_json::json!(["2.1", "2.1.106"]));
     let r = http()
-        .get(s.url("/v2/paged/tags/list?last=Zeta"))
+        .get(s.url("/v2/ns/paged/tags/list?last=Zeta"))
         .send()
         .await
         .unwrap();
     let page: serde_json::Value = r.json().await.unwrap();
     assert_eq!(page["tags"], serde_json::json!(["latest"]));
     let r = http()
-        .get(s.url("/v2/paged/tags/list?n=0"))
+        .get(s.url("/v2/ns/paged/tags/list?n=0"))
         .send()
         .await
         .unwrap();
     let page: serde_json::Value = r.json().await.unwrap();
     assert_eq!(page["tags"], serde_json::json!([]));
     let r = http()
-        .get(s.url("/v2/paged/tags/list?n=-1"))
+        .get(s.url("/v2/ns/paged/tags/list?n=-1"))
         .send()
         .await
         .unwrap();

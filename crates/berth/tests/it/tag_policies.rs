@@ -896,3 +896,98 @@ async fn lint_checks_dockerfiles_against_the_registrys_golden_images() {
     let (code, out, _) = lint(vec![good.clone()]).await;
     assert_eq!(code, Some(1), "{out}");
 }
+
+/// Official and verified namespaces: a bare name is `library/NAME` (official by
+/// default), `berth namespace mark` (on the server's own database) marks a publisher
+/// verified, and the marks show in `/api/v1`.
+#[tokio::test(flavor = "multi_thread")]
+async fn official_and_verified_namespaces() {
+    let server = TestServer::start().await;
+    let (digest, _) = push_image(&server.base, "alpine", "3", "bare alpine").await;
+    assert_eq!(
+        resolve(&server, "library/alpine", "3").await,
+        Some(digest.clone())
+    );
+    assert_eq!(resolve(&server, "alpine", "3").await, Some(digest));
+    let r = http()
+        .get(server.url("/v2/alpine/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let tags: Value = r.json().await.unwrap();
+    assert_eq!(tags["name"], "library/alpine");
+
+    let get = |path: &'static str| {
+        let server = &server;
+        async move {
+            let r = call(server, Method::GET, path, Some(&admin()), None).await;
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(get("/api/v1/repositories/alpine").await["mark"], "official");
+    assert_eq!(get("/api/v1/namespaces/library").await["mark"], "official");
+    push_image(&server.base, "acme/tool", "1", "acme tool").await;
+    assert_eq!(get("/api/v1/repositories/acme/tool").await["mark"], "none");
+
+    // The command, on the server's own database.
+    let database = match &server.database {
+        berth_server::DatabaseConfig::Sqlite(url) | berth_server::DatabaseConfig::Postgres(url) => {
+            url.clone()
+        }
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "namespace",
+            "mark",
+            "acme",
+            "verified",
+            "--database",
+            &database,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        get("/api/v1/repositories/acme/tool").await["mark"],
+        "verified"
+    );
+    let listed = get("/api/v1/repositories").await;
+    assert_eq!(listed["marks"]["acme"], "verified");
+    assert_eq!(listed["marks"]["library"], "official");
+
+    // Only administrators mark; `none` unmarks, even the official default.
+    add_user(&server, "eve").await;
+    let r = call(
+        &server,
+        Method::PUT,
+        "/api/v1/namespaces/eve/mark",
+        Some(&basic("eve", PASSWORD)),
+        Some(json!({ "mark": "official" })),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = call(
+        &server,
+        Method::PUT,
+        "/api/v1/namespaces/library/mark",
+        Some(&admin()),
+        Some(json!({ "mark": "none" })),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(get("/api/v1/namespaces/library").await["mark"], "none");
+    let r = call(
+        &server,
+        Method::PUT,
+        "/api/v1/namespaces/acme/mark",
+        Some(&admin()),
+        Some(json!({ "mark": "gold" })),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+}

@@ -63,7 +63,11 @@ async fn end_4a_post_then_put_with_body() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(header(&r, "location"), format!("/v2/pp/blobs/{digest}"));
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/library/pp/blobs/{digest}"),
+        "a bare name is library/…"
+    );
     assert_eq!(header(&r, "docker-content-digest"), digest);
     assert_served(&s, "pp", &digest, b"put body").await;
 }

@@ -1,17 +1,55 @@
-//! Namespaces: `PUT /api/v1/namespaces/NS/default-visibility`, and `GET
-//! /api/v1/namespaces/NS/storage` (what its repositories hold; for who manages it).
+//! Namespaces: `GET /api/v1/namespaces/NS` (its mark: official, verified or none), `PUT
+//! /api/v1/namespaces/NS/mark` (administrators), `PUT
+//! /api/v1/namespaces/NS/default-visibility`, and `GET /api/v1/namespaces/NS/storage`
+//! (what its repositories hold; for who manages it).
 
 use axum::http::Method;
 use serde::Deserialize;
 
 use super::{ApiFailure, ApiResult, Ctx, no_content, parse_visibility, require_manage_scope};
+use crate::marks::{Marks, NamespaceMark};
 
 #[derive(Deserialize)]
 struct Visibility {
     visibility: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct Mark {
+    mark: String,
+}
+
 pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
+    if let [namespace] = rest {
+        if *method != Method::GET {
+            return Err(ApiFailure::method_not_allowed());
+        }
+        let marks = Marks::load(ctx.accounts.meta()).await?;
+        return super::ok(
+            axum::http::StatusCode::OK,
+            serde_json::json!({ "namespace": namespace, "mark": marks.of(namespace).as_str() }),
+        );
+    }
+    if let [namespace, "mark"] = rest {
+        if *method != Method::PUT {
+            return Err(ApiFailure::method_not_allowed());
+        }
+        let caller = ctx.caller()?;
+        super::require_admin(caller)?;
+        require_manage_scope(caller)?;
+        let wanted: Mark = ctx.json()?;
+        let mark = NamespaceMark::parse(&wanted.mark).ok_or_else(|| {
+            ApiFailure::invalid(format!(
+                "mark {:?}: use official, verified or none",
+                wanted.mark
+            ))
+        })?;
+        crate::marks::set(ctx.accounts.meta(), namespace, mark).await?;
+        return super::ok(
+            axum::http::StatusCode::OK,
+            serde_json::json!({ "namespace": namespace, "mark": mark.as_str() }),
+        );
+    }
     if let [namespace, "storage"] = rest {
         if *method != Method::GET {
             return Err(ApiFailure::method_not_allowed());

@@ -12,6 +12,7 @@ use super::{
     ApiFailure, ApiResult, Ctx, ok, parse_visibility, require_manage_scope, visibility_word,
 };
 use crate::accounts::Accounts;
+use crate::marks::Marks;
 
 /// Largest page of a repository listing.
 pub const MAX_PAGE: u32 = 1000;
@@ -60,10 +61,12 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
             match public {
                 Some(public) if rights.contains(Actions::PULL) => {
                     let usage = repository_usage(ctx, &repo).await?;
+                    let marks = Marks::load(ctx.accounts.meta()).await?;
                     ok(
                         StatusCode::OK,
                         json!({
                             "name": repo.as_str(),
+                            "mark": marks.of(repo.namespace()).as_str(),
                             "visibility": visibility_word(public),
                             "storage": usage_json(usage.as_ref()),
                         }),
@@ -122,8 +125,21 @@ async fn list(ctx: &Ctx<'_>, principal: &Principal) -> ApiResult {
         .meta()
         .visible_repositories(Accounts::viewer(principal), last.as_deref(), n)
         .await?;
+    // The mark of each namespace on the page (official, verified), for listings.
+    let marks = Marks::load(ctx.accounts.meta()).await?;
+    let mut namespaces: Vec<&str> = page
+        .items
+        .iter()
+        .map(|name| name.split('/').next().unwrap_or(name))
+        .collect();
+    namespaces.dedup();
+    let page_marks: serde_json::Map<String, serde_json::Value> = namespaces
+        .into_iter()
+        .map(|ns| (ns.to_owned(), marks.of(ns).as_str().into()))
+        .filter(|(_, mark)| mark != "none")
+        .collect();
     ok(
         StatusCode::OK,
-        json!({ "repositories": page.items, "more": page.more }),
+        json!({ "repositories": page.items, "more": page.more, "marks": page_marks }),
     )
 }
