@@ -991,3 +991,85 @@ async fn official_and_verified_namespaces() {
     .await;
     assert_eq!(r.status(), 400);
 }
+
+/// Multi-platform images: each platform of a pushed index is checked against the
+/// platforms of the golden indexes.
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_bases_of_multi_platform_images() {
+    let server = TestServer::start_with(|c| c.open = true).await;
+    let host = server.host.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, app, stranger) = (
+        tmp.path().join("base"),
+        tmp.path().join("app"),
+        tmp.path().join("stranger"),
+    );
+    mkimage(
+        &base,
+        &[
+            "--layers",
+            "100K,50K",
+            "--multiarch",
+            "--tag",
+            "1",
+            "--seed",
+            "multi-golden",
+            "--derived-out",
+            &app.to_string_lossy(),
+            "--derived-tag",
+            "1",
+            "--shared",
+            "2",
+            "--derived-layers",
+            "20K",
+        ],
+    );
+    mkimage(
+        &stranger,
+        &[
+            "--layers",
+            "100K,50K",
+            "--multiarch",
+            "--tag",
+            "1",
+            "--seed",
+            "multi-stranger",
+        ],
+    );
+    let push = |layout: std::path::PathBuf, target: &'static str| {
+        let host = host.clone();
+        blocking(move || {
+            let out = Skopeo::new().run(&[
+                "copy",
+                "--all",
+                "--dest-tls-verify=false",
+                &layout_ref(&layout, "1"),
+                &format!("docker://{host}/{target}"),
+            ]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        })
+    };
+    push(base, "company/multi:1").await.unwrap();
+    let r = call(
+        &server,
+        Method::POST,
+        "/api/v1/golden",
+        Some(&admin()),
+        Some(json!({ "repository": "company/multi" })),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    set_policy(&server, "apps", "require-golden-base", "enforce").await;
+    push(app, "apps/multi:1")
+        .await
+        .expect("every platform built on the golden one");
+    let refused = push(stranger, "apps/stranger:1").await.unwrap_err();
+    assert!(
+        refused.contains("apps/stranger is not built on a golden image"),
+        "skopeo said: {refused}"
+    );
+}
