@@ -102,6 +102,16 @@ impl FromStr for RepoName {
     }
 }
 
+/// Splits `REPO[:TAG]` (or `REPO:TAG-GLOB`) at the `:` after the last `/`; nothing is
+/// validated.
+pub fn split_tag(reference: &str) -> (&str, Option<&str>) {
+    let slash = reference.rfind('/').unwrap_or(0);
+    match reference[slash..].find(':') {
+        Some(i) => (&reference[..slash + i], Some(&reference[slash + i + 1..])),
+        None => (reference, None),
+    }
+}
+
 /// The namespace of official images, and of bare names.
 pub const OFFICIAL_NAMESPACE: &str = "library";
 

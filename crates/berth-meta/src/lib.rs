@@ -12,6 +12,7 @@ use berth_core::{Algorithm, Digest, RepoName, Tag};
 
 pub mod accounts;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod testsuite;
 

@@ -1297,7 +1297,7 @@ pub async fn gc_keeps_index_children_and_referrers(store: &dyn MetaStore) {
     let elsewhere = manifest("elsewhere", None, None);
     put(repo("nsx/r"), elsewhere.clone(), vec![], vec![], vec![]).await;
     put(repo("myxns/r"), elsewhere.clone(), vec![], vec![], vec![]).await;
-    put(repo("ns"), elsewhere.clone(), vec![], vec![], vec![]).await;
+    put(repo("ns/other"), elsewhere.clone(), vec![], vec![], vec![]).await;
 
     let t = next_second().await;
     let old = GcCutoffs {
@@ -1331,7 +1331,7 @@ pub async fn gc_keeps_index_children_and_referrers(store: &dyn MetaStore) {
     .await;
 
     let mut expected = vec![
-        (repo("ns"), elsewhere.digest.clone()),
+        (repo("ns/other"), elsewhere.digest.clone()),
         (r.clone(), dangling.digest.clone()),
         (r.clone(), plain.digest.clone()),
     ];
@@ -1511,7 +1511,7 @@ pub async fn storage_usage_per_repository_and_namespace(store: &dyn MetaStore) {
         repo("acme/a"),
         repo("acme/b"),
         repo("acmex/c"),
-        repo("acme"),
+        repo("acme/0"),
     );
     let (x, y, z) = (digest("usage x"), digest("usage y"), digest("usage z"));
     store.link_blob(&a, &x, 100).await.unwrap();
@@ -1550,7 +1550,7 @@ pub async fn storage_usage_per_repository_and_namespace(store: &dyn MetaStore) {
     );
     assert_eq!(
         store
-            .repository_usage(Some("acme"), Some("acme"), 1)
+            .repository_usage(Some("acme"), Some("acme/0"), 1)
             .await
             .unwrap(),
         all[1..2]

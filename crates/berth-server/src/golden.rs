@@ -177,11 +177,7 @@ fn declared_base_is_golden(
         }
         _ => without_digest,
     };
-    let slash = path.rfind('/').unwrap_or(0);
-    let (name, tag) = match path[slash..].find(':') {
-        Some(i) => (&path[..slash + i], Some(&path[slash + i + 1..])),
-        None => (path, None),
-    };
+    let (name, tag) = berth_core::name::split_tag(path);
     let Ok(repo) = name.parse::<RepoName>() else {
         return false;
     };

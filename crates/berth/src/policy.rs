@@ -83,11 +83,7 @@ pub enum GoldenCommand {
 
 /// `REPO[:TAG-GLOB]`.
 fn golden_reference(reference: &str) -> anyhow::Result<(RepoName, Option<String>)> {
-    let slash = reference.rfind('/').unwrap_or(0);
-    let (repo, glob) = match reference[slash..].find(':') {
-        Some(i) => (&reference[..slash + i], Some(&reference[slash + i + 1..])),
-        None => (reference, None),
-    };
+    let (repo, glob) = berth_core::name::split_tag(reference);
     let repo: RepoName = repo
         .parse()
         .with_context(|| format!("repository {repo:?}"))?;
@@ -233,13 +229,9 @@ pub async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `REPO[:TAG]` (a tag is what follows the last `:` after the last `/`).
+/// `REPO[:TAG]`.
 fn split_reference(reference: &str) -> anyhow::Result<(RepoName, Option<Tag>)> {
-    let slash = reference.rfind('/').unwrap_or(0);
-    let (repo, tag) = match reference[slash..].find(':') {
-        Some(i) => (&reference[..slash + i], Some(&reference[slash + i + 1..])),
-        None => (reference, None),
-    };
+    let (repo, tag) = berth_core::name::split_tag(reference);
     let repo: RepoName = repo
         .parse()
         .with_context(|| format!("repository {repo:?}"))?;

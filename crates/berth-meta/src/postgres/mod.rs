@@ -23,7 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use crate::{
     AccountRefusal, GcBlob, GcCutoffs, GoldenImage, ManifestRecord, MetaError, MetaStore, Page,
     PolicySetting, PushWarning, PutManifestError, Referrer, RepositoryUsage, Result, TagMove,
-    TagMoveReason, TagUpdate, UploadSession,
+    TagUpdate, UploadSession,
 };
 
 /// Runs `$attempt` (a block giving the outcome of one try) again when it failed on a
@@ -496,27 +496,6 @@ async fn migrate(pool: &PgPool) -> Result<()> {
     tx.commit().await.map_err(backend)
 }
 
-fn tag_move_from_row(repository: &RepoName, row: &PgRow) -> Result<TagMove> {
-    let digest = |i: usize| -> Result<Option<Digest>> {
-        row.get::<Option<String>, _>(i)
-            .as_deref()
-            .map(parse_digest)
-            .transpose()
-    };
-    let reason: String = row.get(4);
-    Ok(TagMove {
-        id: row.get(0),
-        repository: repository.clone(),
-        tag: row.get(1),
-        from: digest(2)?,
-        to: digest(3)?,
-        reason: TagMoveReason::parse(&reason)
-            .ok_or_else(|| corrupt(format!("tag move reason {reason:?}")))?,
-        actor: row.get(5),
-        at: row.get(6),
-    })
-}
-
 fn manifest_from_row(row: &PgRow) -> Result<ManifestRecord> {
     let digest: String = row.try_get("digest").map_err(backend)?;
     let subject: Option<String> = row.try_get("subject").map_err(backend)?;
@@ -747,7 +726,7 @@ impl MetaStore for PgMetaStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<TagMove>> {
-        let rows = sqlx::query(
+        let rows: Vec<crate::rows::TagMoveRow> = sqlx::query_as(
             "SELECT h.id, h.tag, h.from_digest, h.to_digest, h.reason, h.actor, h.at
              FROM tag_history h JOIN repositories r ON r.id = h.repository_id
              WHERE r.name = $1 AND ($2::TEXT IS NULL OR h.tag = $2) AND h.id < $3
@@ -760,8 +739,8 @@ impl MetaStore for PgMetaStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter()
-            .map(|row| tag_move_from_row(repository, row))
+        rows.into_iter()
+            .map(|row| crate::rows::tag_move(repository, row))
             .collect()
     }
 
@@ -853,25 +832,14 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn golden_images(&self) -> Result<Vec<GoldenImage>> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<crate::rows::GoldenRow> = sqlx::query_as(
             "SELECT repository, tags, added_by, added_at FROM golden_images
              ORDER BY repository, tags",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|(repository, tags, added_by, added_at)| {
-                Ok(GoldenImage {
-                    repository: repository
-                        .parse()
-                        .map_err(|_| corrupt(format!("golden repository {repository:?}")))?,
-                    tags: Some(tags).filter(|t| !t.is_empty()),
-                    added_by,
-                    added_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(crate::rows::golden).collect()
     }
 
     async fn set_namespace_mark(&self, namespace: &str, mark: Option<&str>) -> Result<()> {
@@ -926,7 +894,7 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn push_warnings(&self, repository: &RepoName, limit: u32) -> Result<Vec<PushWarning>> {
-        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<crate::rows::WarningRow> = sqlx::query_as(
             "SELECT id, digest, message, actor, at FROM push_warnings
              WHERE repository = $1 ORDER BY id DESC LIMIT $2",
         )
@@ -936,16 +904,7 @@ impl MetaStore for PgMetaStore {
         .await
         .map_err(backend)?;
         rows.into_iter()
-            .map(|(id, digest, message, actor, at)| {
-                Ok(PushWarning {
-                    id,
-                    repository: repository.clone(),
-                    digest: parse_digest(&digest)?,
-                    message,
-                    actor,
-                    at,
-                })
-            })
+            .map(|row| crate::rows::warning(repository, row))
             .collect()
     }
 

@@ -13,8 +13,8 @@ use sqlx::{ConnectOptions, Row, SqlitePool};
 
 use crate::{
     GcBlob, GcCutoffs, GoldenImage, ManifestRecord, MetaError, MetaStore, Page, PolicySetting,
-    PushWarning, PutManifestError, Referrer, RepositoryUsage, Result, TagMove, TagMoveReason,
-    TagUpdate, UploadSession,
+    PushWarning, PutManifestError, Referrer, RepositoryUsage, Result, TagMove, TagUpdate,
+    UploadSession,
 };
 
 mod accounts;
@@ -374,27 +374,6 @@ async fn apply_migrations(conn: &mut sqlx::SqliteConnection) -> Result<()> {
     tx.commit().await.map_err(backend)
 }
 
-fn tag_move_from_row(repository: &RepoName, row: &sqlx::sqlite::SqliteRow) -> Result<TagMove> {
-    let digest = |i: usize| -> Result<Option<Digest>> {
-        row.get::<Option<String>, _>(i)
-            .as_deref()
-            .map(parse_digest)
-            .transpose()
-    };
-    let reason: String = row.get(4);
-    Ok(TagMove {
-        id: row.get(0),
-        repository: repository.clone(),
-        tag: row.get(1),
-        from: digest(2)?,
-        to: digest(3)?,
-        reason: TagMoveReason::parse(&reason)
-            .ok_or_else(|| corrupt(format!("tag move reason {reason:?}")))?,
-        actor: row.get(5),
-        at: row.get(6),
-    })
-}
-
 fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
     let digest: String = row.try_get("digest").map_err(backend)?;
     let subject: Option<String> = row.try_get("subject").map_err(backend)?;
@@ -673,7 +652,7 @@ impl MetaStore for SqliteMetaStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<TagMove>> {
-        let rows = sqlx::query(
+        let rows: Vec<crate::rows::TagMoveRow> = sqlx::query_as(
             "SELECT h.id, h.tag, h.from_digest, h.to_digest, h.reason, h.actor, h.at
              FROM tag_history h JOIN repositories r ON r.id = h.repository_id
              WHERE r.name = ? AND (? IS NULL OR h.tag = ?) AND h.id < ?
@@ -687,8 +666,8 @@ impl MetaStore for SqliteMetaStore {
         .fetch_all(&self.reader)
         .await
         .map_err(backend)?;
-        rows.iter()
-            .map(|row| tag_move_from_row(repository, row))
+        rows.into_iter()
+            .map(|row| crate::rows::tag_move(repository, row))
             .collect()
     }
 
@@ -761,25 +740,14 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn golden_images(&self) -> Result<Vec<GoldenImage>> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<crate::rows::GoldenRow> = sqlx::query_as(
             "SELECT repository, tags, added_by, added_at FROM golden_images
              ORDER BY repository, tags",
         )
         .fetch_all(&self.reader)
         .await
         .map_err(backend)?;
-        rows.into_iter()
-            .map(|(repository, tags, added_by, added_at)| {
-                Ok(GoldenImage {
-                    repository: repository
-                        .parse()
-                        .map_err(|_| corrupt(format!("golden repository {repository:?}")))?,
-                    tags: Some(tags).filter(|t| !t.is_empty()),
-                    added_by,
-                    added_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(crate::rows::golden).collect()
     }
 
     async fn set_namespace_mark(&self, namespace: &str, mark: Option<&str>) -> Result<()> {
@@ -816,7 +784,7 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn push_warnings(&self, repository: &RepoName, limit: u32) -> Result<Vec<PushWarning>> {
-        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<crate::rows::WarningRow> = sqlx::query_as(
             "SELECT id, digest, message, actor, at FROM push_warnings
              WHERE repository = ? ORDER BY id DESC LIMIT ?",
         )
@@ -826,16 +794,7 @@ impl MetaStore for SqliteMetaStore {
         .await
         .map_err(backend)?;
         rows.into_iter()
-            .map(|(id, digest, message, actor, at)| {
-                Ok(PushWarning {
-                    id,
-                    repository: repository.clone(),
-                    digest: parse_digest(&digest)?,
-                    message,
-                    actor,
-                    at,
-                })
-            })
+            .map(|row| crate::rows::warning(repository, row))
             .collect()
     }
 

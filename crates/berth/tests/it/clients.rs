@@ -172,6 +172,30 @@ pub fn mkimage(out: &Path, args: &[&str]) -> Value {
 }
 
 /// A string field of a JSON value, panicking with context when absent.
+/// An OCI layout reference as skopeo takes it: `oci:DIR:TAG`.
+pub fn oci_ref(layout: &Path, tag: &str) -> String {
+    format!("oci:{}:{tag}", layout.display())
+}
+
+/// The manifest digest from the "TAG: digest: sha256:… size: N" line of `docker push`.
+pub fn pushed_digest(push_output: &str, tag: &str) -> String {
+    let prefix = format!("{tag}: digest: ");
+    let line = push_output
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no '{prefix}' line in docker push output:\n{push_output}"));
+    let rest = &line[prefix.len()..];
+    let (digest, size) = rest
+        .split_once(" size: ")
+        .unwrap_or_else(|| panic!("no size in {line:?}"));
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "bad digest in {line:?}"
+    );
+    assert!(size.trim().parse::<u64>().is_ok(), "bad size in {line:?}");
+    digest.to_string()
+}
+
 pub fn json_str<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key]
         .as_str()

@@ -180,10 +180,6 @@ impl Cluster {
     }
 }
 
-fn oci_ref(layout: &std::path::Path, tag: &str) -> String {
-    format!("oci:{}:{tag}", layout.display())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn skopeo_pushes_through_one_node_and_pulls_identical_through_the_other() {
     use crate::clients::*;

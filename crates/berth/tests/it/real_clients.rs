@@ -5,17 +5,12 @@
 //! Client commands block, so each test runs them through [`blocking`] (the
 //! server runs on the same tokio runtime).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::TestServer;
 use crate::clients::*;
-
-fn oci_ref(layout: &Path, tag: &str) -> String {
-    format!("oci:{}:{tag}", layout.display())
-}
 
 fn tags_of(list_tags: &Value) -> Vec<String> {
     list_tags["Tags"]
@@ -390,25 +385,6 @@ async fn skopeo_list_tags_and_delete() {
 /// layer's diff_id.
 fn short_id(diff_id: &str) -> &str {
     &hex_of(diff_id)[..12]
-}
-
-/// The manifest digest from the "TAG: digest: sha256:… size: N" line.
-fn pushed_digest(push_output: &str, tag: &str) -> String {
-    let prefix = format!("{tag}: digest: ");
-    let line = push_output
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no '{prefix}' line in docker push output:\n{push_output}"));
-    let rest = &line[prefix.len()..];
-    let (digest, size) = rest
-        .split_once(" size: ")
-        .unwrap_or_else(|| panic!("no size in {line:?}"));
-    assert!(
-        digest.starts_with("sha256:") && digest.len() == 71,
-        "bad digest in {line:?}"
-    );
-    assert!(size.trim().parse::<u64>().is_ok(), "bad size in {line:?}");
-    digest.to_string()
 }
 
 /// e. Docker engine: load, push, remove, pull back (same image id); then a

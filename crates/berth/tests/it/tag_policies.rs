@@ -9,6 +9,64 @@ use crate::accounts::{PASSWORD, add_user, admin, call};
 use crate::clients::*;
 use crate::{TestServer, basic, http, push_image};
 
+/// Runs `berth ARGS --data-dir DATA` (the commands act on the store directly); returns
+/// (success, stdout, stderr).
+fn berth_cli(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("BERTH_DATABASE")
+        .env_remove("BERTH_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `skopeo copy [--all] oci:LAYOUT:TAG docker://HOST/TARGET`: `Err` holds what skopeo
+/// said when the registry refused.
+async fn skopeo_push(
+    layout: &std::path::Path,
+    tag: &str,
+    host: &str,
+    target: &str,
+    all: bool,
+) -> Result<(), String> {
+    let from = oci_ref(layout, tag);
+    let to = format!("docker://{host}/{target}");
+    blocking(move || {
+        let mut args = vec!["copy", "--dest-tls-verify=false"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([from.as_str(), to.as_str()]);
+        let out = Skopeo::new().run(&args);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await
+}
+
+/// Makes REPO (the tags matching `tags`, or every tag) golden, as the administrator.
+async fn add_golden(server: &TestServer, repository: &str, tags: Option<&str>) {
+    let r = call(
+        server,
+        Method::POST,
+        "/api/v1/golden",
+        Some(&admin()),
+        Some(json!({ "repository": repository, "tags": tags })),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+}
+
 /// Sets `key` on `scope` as the administrator, through `/api/v1`.
 async fn set_policy(server: &TestServer, scope: &str, key: &str, value: &str) {
     let r = call(
@@ -43,20 +101,6 @@ async fn resolve(server: &TestServer, repo: &str, tag: &str) -> Option<String> {
         404 => None,
         other => panic!("HEAD {repo}:{tag}: {other}"),
     }
-}
-
-/// The manifest digest from the "TAG: digest: sha256:… size: N" line of `docker push`.
-fn pushed_digest(push_output: &str, tag: &str) -> String {
-    let prefix = format!("{tag}: digest: ");
-    let line = push_output
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no '{prefix}' line in docker push output:\n{push_output}"));
-    line[prefix.len()..]
-        .split_once(" size: ")
-        .unwrap()
-        .0
-        .to_owned()
 }
 
 /// The sequence with the Docker engine: with `floating-tags semver` on the
@@ -467,21 +511,7 @@ async fn push_as(base: &str, who: &str, repo: &str, tag: &str) -> String {
 #[test]
 fn policy_and_tag_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_string_lossy().into_owned();
-    let berth = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(args)
-            .args(["--data-dir", &data])
-            .env_remove("BERTH_DATABASE")
-            .env_remove("BERTH_CONFIG")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let berth = |args: &[&str]| berth_cli(dir.path(), args);
     let (ok, out, err) = berth(&["policy", "set", "gallery", "floating-tags", "semver"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "gallery: floating-tags semver");
@@ -521,10 +551,6 @@ fn policy_and_tag_commands() {
     assert!(!ok && err.contains("REPO:TAG"), "{err}");
 }
 
-fn layout_ref(layout: &std::path::Path, tag: &str) -> String {
-    format!("oci:{}:{tag}", layout.display())
-}
-
 /// `require-golden-base`: with the `oci-client`-free path of real clients (skopeo) and
 /// images made by mkimage.py, an image built on a golden base is accepted under
 /// `enforce`, one on another base is refused naming the closest golden image, `warn`
@@ -562,38 +588,17 @@ async fn golden_bases_are_enforced_warned_and_declared() {
             ],
         );
     }
-    let copy = |from: String, to: String| -> Result<String, String> {
-        let out = Skopeo::new().run(&["copy", "--dest-tls-verify=false", &from, &to]);
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    };
     let push = |layout: &std::path::Path, target: &str| {
-        let (from, to) = (
-            layout_ref(
-                layout,
-                if layout.ends_with("base") {
-                    "2.1"
-                } else {
-                    "1.0"
-                },
-            ),
-            format!("docker://{host}/{target}"),
-        );
-        blocking(move || copy(from, to))
+        let tag = if layout.ends_with("base") {
+            "2.1"
+        } else {
+            "1.0"
+        };
+        let (layout, target, host) = (layout.to_path_buf(), target.to_owned(), host.clone());
+        async move { skopeo_push(&layout, tag, &host, &target, false).await }
     };
     push(&base, "gallery/base:2.1").await.unwrap();
-    let r = call(
-        &server,
-        Method::POST,
-        "/api/v1/golden",
-        Some(&admin()),
-        Some(json!({ "repository": "gallery/base", "tags": "2.*" })),
-    )
-    .await;
-    assert_eq!(r.status(), 201);
+    add_golden(&server, "gallery/base", Some("2.*")).await;
     set_policy(&server, "apps", "require-golden-base", "enforce").await;
 
     push(&app, "apps/app:1.0")
@@ -739,21 +744,7 @@ async fn golden_bases_are_enforced_warned_and_declared() {
 #[test]
 fn golden_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_string_lossy().into_owned();
-    let berth = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(args)
-            .args(["--data-dir", &data])
-            .env_remove("BERTH_DATABASE")
-            .env_remove("BERTH_CONFIG")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let berth = |args: &[&str]| berth_cli(dir.path(), args);
     assert!(berth(&["golden", "add", "company/base"]).0);
     let (ok, out, _) = berth(&["golden", "add", "company/jdk:17*"]);
     assert!(ok && out.contains("golden: company/jdk:17*"), "{out}");
@@ -778,15 +769,7 @@ fn golden_commands() {
 async fn lint_checks_dockerfiles_against_the_registrys_golden_images() {
     let server = TestServer::start_with(|c| c.open = true).await;
     let (base_digest, _) = push_image(&server.base, "company/base", "2.1", "lint base").await;
-    let r = call(
-        &server,
-        Method::POST,
-        "/api/v1/golden",
-        Some(&admin()),
-        Some(json!({ "repository": "company/base", "tags": "2.*" })),
-    )
-    .await;
-    assert_eq!(r.status(), 201);
+    add_golden(&server, "company/base", Some("2.*")).await;
     let host = server.host.clone();
     let registry = format!("http://{host}");
     let tmp = tempfile::tempdir().unwrap();
@@ -1038,31 +1021,10 @@ async fn golden_bases_of_multi_platform_images() {
     );
     let push = |layout: std::path::PathBuf, target: &'static str| {
         let host = host.clone();
-        blocking(move || {
-            let out = Skopeo::new().run(&[
-                "copy",
-                "--all",
-                "--dest-tls-verify=false",
-                &layout_ref(&layout, "1"),
-                &format!("docker://{host}/{target}"),
-            ]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        })
+        async move { skopeo_push(&layout, "1", &host, target, true).await }
     };
     push(base, "company/multi:1").await.unwrap();
-    let r = call(
-        &server,
-        Method::POST,
-        "/api/v1/golden",
-        Some(&admin()),
-        Some(json!({ "repository": "company/multi" })),
-    )
-    .await;
-    assert_eq!(r.status(), 201);
+    add_golden(&server, "company/multi", None).await;
     set_policy(&server, "apps", "require-golden-base", "enforce").await;
     push(app, "apps/multi:1")
         .await
