@@ -6,7 +6,8 @@
 //!   round-trip through `to_string`, and whatever is accepted keeps the grammar's
 //!   promises (length, alphabet, no empty, `.` or `..` component);
 //! - [`Endpoint::parse`] never panics, and an endpoint it returns names a repository
-//!   that round-trips and is exactly the raw path between `/v2/` and the marker.
+//!   that round-trips and is exactly the raw path between `/v2/` and the marker (a bare
+//!   name `NAME` being `library/NAME`).
 #![no_main]
 
 use std::str::FromStr;
@@ -35,8 +36,14 @@ fuzz_target!(|data: &[u8]| {
         let rest = path
             .strip_prefix("/v2/")
             .expect("an endpoint with a repository comes from a /v2/ path");
+        let written = name.as_str();
         let after = rest
-            .strip_prefix(name.as_str())
+            .strip_prefix(written)
+            .or_else(|| {
+                // A bare name in the path is the official `library/NAME`.
+                let bare = written.strip_prefix("library/")?;
+                rest.strip_prefix(bare).filter(|_| !bare.contains('/'))
+            })
             .expect("the repository name is the start of the path");
         assert!(
             after.starts_with('/'),
@@ -63,7 +70,11 @@ fn check_name(s: &str) {
         return;
     };
     round_trips(&name);
-    assert_eq!(name.as_str(), s);
+    if s.contains('/') {
+        assert_eq!(name.as_str(), s);
+    } else {
+        assert_eq!(name.as_str(), format!("library/{s}"), "a bare name is official");
+    }
     assert!(!s.is_empty() && s.len() <= MAX_NAME_LEN, "{s:?}");
     assert!(
         s.bytes()
@@ -83,7 +94,11 @@ fn check_name(s: &str) {
             "{s:?}"
         );
     }
-    assert!(s.starts_with(name.namespace()));
+    if s.contains('/') {
+        assert!(s.starts_with(name.namespace()));
+    } else {
+        assert_eq!(name.namespace(), "library");
+    }
 }
 
 fn check_tag(s: &str) {
