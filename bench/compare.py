@@ -30,6 +30,7 @@ import argparse
 import base64
 import concurrent.futures
 import datetime
+import glob
 import hashlib
 import http.client
 import json
@@ -1829,6 +1830,128 @@ def pg_listings(args, tmp, pgurl, ts):
 # report
 # --------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------
+# 8. tags and trust: manifest PUTs under tag policies, berth lint
+# --------------------------------------------------------------------------
+
+def trust_stage(kind, args, tmp):
+    """Manifest PUTs (--trust-puts, 16 connections, medians of --runs) with no policy;
+    for berth also with `floating-tags semver` (each PUT a new release X.Y.Z, which reads
+    the repository's tags and moves up to three floats in the same transaction) and
+    with `require-golden-base enforce` against --trust-golden golden images (each PUT
+    compared with the layers of all of them). Policies and golden images are set with
+    the CLI on the server's own data dir. The peer is Distribution's plain manifest PUT:
+    it has neither feature. Then, for berth, `berth lint` over the berth-lint corpus."""
+    port = free_port()
+    data = os.path.join(tmp, "%s-trust" % kind)
+    os.makedirs(data)
+    slog = os.path.join(tmp, "%s-trust.log" % kind)
+    env = berth_env() if kind == "berth" else dist_env()
+    pr = Proc(server_cmd(kind, args, port, data, tmp), slog, port, env=env)
+    LIVE.append(pr)
+    out = {"rows": {}}
+    cl = Client(port)
+    n = args.trust_puts
+
+    def cli(*words):
+        p = subprocess.run([args.berth_bin] + list(words) + ["--data-dir", data], capture_output=True,
+                           text=True, env=berth_env(), timeout=60)
+        if p.returncode != 0:
+            raise Failure("berth %s: %s" % (" ".join(words), p.stderr.strip()[:300]))
+
+    def blob(repo, data_):
+        return {"mediaType": OCI_LAYER, "digest": upload_blob(cl, repo, data_), "size": len(data_)}
+
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+
+    def manifest(layers, note):
+        return json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(cfg), "size": len(cfg)},
+            "layers": layers, "annotations": {"bench": note},
+        }, separators=(",", ":")).encode()
+
+    def measure(label, repo, layers, tag_of):
+        upload_blob(cl, repo, cfg)
+        rates = []
+        for run in range(args.runs):
+            bodies = [(tag_of(run, i), manifest(layers, "%s %d %d" % (label, run, i))) for i in range(n)]
+
+            def put(job):
+                tag, body = job
+                st, h, resp = cl.request("PUT", "/v2/%s/manifests/%s" % (repo, tag), body,
+                                         {"Content-Type": OCI_MANIFEST})
+                if st != 201:
+                    raise Failure("%s: PUT %s:%s: %d %r" % (label, repo, tag, st, resp[:300]))
+            t0 = now()
+            pool(16, bodies, put)
+            rates.append(n / (now() - t0))
+        out["rows"][label] = {"runs": rates, "median": median(rates)}
+        log("%s %s: %s manifest PUTs/s" % (NAMES[kind], label, " / ".join(fmt(r) for r in rates)))
+
+    try:
+        own = os.urandom(64)
+        measure("plain", "trust/plain", [blob("trust/plain", own)], lambda run, i: "r%d-%d" % (run, i))
+        if kind == "berth":
+            cli("policy", "set", "floats", "floating-tags", "semver")
+            measure("floating-tags semver", "floats/app", [blob("floats/app", own)],
+                    lambda run, i: "%d.%d.%d" % (run + 1, i % 10, i // 10))
+            golden_layers = []
+            for g in range(args.trust_golden):
+                layers = [blob("golden/base", os.urandom(64)) for _ in range(2)]
+                upload_blob(cl, "golden/base", cfg)
+                st, h, resp = cl.request("PUT", "/v2/golden/base/manifests/%d.0" % g, manifest(layers, "golden %d" % g),
+                                         {"Content-Type": OCI_MANIFEST})
+                if st != 201:
+                    raise Failure("golden %d: %d %r" % (g, st, resp[:200]))
+                golden_layers.append(layers)
+            cli("golden", "add", "golden/base")
+            cli("policy", "set", "gold", "require-golden-base", "enforce")
+            # Built on the last golden image: every check compares with all of them.
+            base = golden_layers[-1]
+            for d in base:
+                st, h, resp = cl.request("POST", "/v2/gold/app/blobs/uploads/?mount=%s&from=golden/base" % d["digest"],
+                                         headers={"Content-Length": "0"})
+                if st != 201:
+                    raise Failure("mount %s: %d" % (d["digest"], st))
+            measure("require-golden-base enforce, %d golden images" % args.trust_golden, "gold/app",
+                    base + [blob("gold/app", own)], lambda run, i: "r%d-%d" % (run, i))
+            st, h, resp = cl.request("PUT", "/v2/gold/app/manifests/stray", manifest([blob("gold/app", os.urandom(64))], "x"),
+                                     {"Content-Type": OCI_MANIFEST})
+            if st != 403:
+                raise Failure("an image on no golden base was not refused: %d" % st)
+            corpus = sorted(glob.glob(os.path.join(ROOT, "crates", "berth-lint", "tests", "corpus", "*.Dockerfile")))
+            times = []
+            for run in range(args.runs):
+                t0 = now()
+                p = subprocess.run([args.berth_bin, "lint"] + corpus, capture_output=True, env=berth_env())
+                times.append(now() - t0)
+                if p.returncode not in (0, 1, 2):
+                    raise Failure("berth lint: exit %d" % p.returncode)
+            out["lint"] = {"files": len(corpus), "runs": times, "median_ms": median(times) * 1000}
+            log("berth lint over %d Dockerfiles: %s ms" % (len(corpus), " / ".join(fmt(t * 1000) for t in times)))
+    finally:
+        pr.stop()
+        LIVE.remove(pr)
+    return out
+
+
+def trust_table(t, args):
+    b, d = t.get("berth") or {}, t.get("distribution") or {}
+    peer = (d.get("rows") or {}).get("plain", {}).get("median")
+    out = ["| manifest PUTs/s, 16 connections ↑ | berth | Distribution (plain) | berth/Distribution |",
+           "|---|---:|---:|---:|"]
+    for label, row in (b.get("rows") or {}).items():
+        out.append("| %s | %s | %s | %s |" % (label, fmt(row["median"]), fmt(peer), ratio(row["median"], peer)))
+    lint = b.get("lint")
+    if lint:
+        out.append("")
+        out.append("`berth lint` over the %d Dockerfiles of the berth-lint corpus (one process, no registry): "
+                   "%s ms (medians of %d). Distribution has no counterpart." % (lint["files"], fmt(lint["median_ms"]), len(lint["runs"])))
+    return "\n".join(out)
+
+
+
 def p99_of(row):
     m = re.search(r"p99 ([\d.]+) ms", row.get("note") or "")
     return float(m.group(1)) if m else None
@@ -2323,6 +2446,19 @@ def report(args, info, c, results, g, a, errors, started, command, xs=None):
                      "of the repository, unsorted, on every request.")
         L.append("")
     L.extend(scale_sections(args, xs or {}))
+    if (xs or {}).get("trust"):
+        L.append("")
+        L.append("## Tags and trust")
+        L.append("")
+        L.append("Manifest PUTs of small images (config + 1 layer of 64 bytes, distinct annotations), %d per run, "
+                 "16 connections, server pinned, medians of %d runs. berth with no policy, then with "
+                 "`floating-tags semver` (every PUT a new release tag X.Y.Z that reads the repository's tags "
+                 "and moves up to three floats in its transaction), then with `require-golden-base enforce` "
+                 "against %d golden images (every PUT compared with all of them); an image on no golden base is "
+                 "checked to be refused. Distribution pushes the same plain manifests (it has neither feature)."
+                 % (args.trust_puts, args.runs, args.trust_golden))
+        L.append("")
+        L.append(trust_table(xs["trust"], args))
     if c:
         L.append("## Ceilings (same machine, same pinning)")
         L.append("")
@@ -2416,6 +2552,11 @@ def main():
                     help="berth's stores for the gc stage: fs (files + SQLite) and/or s3 (S3 + PostgreSQL); "
                     "Distribution runs on files with fs (default fs,s3)")
     ap.add_argument("--gc-dir", default=None, help="where the gc stage's file stores go (default: scratch directory)")
+    ap.add_argument("--skip-trust", action="store_true", help="leave out the tags-and-trust rows")
+    ap.add_argument("--only-trust", action="store_true",
+                    help="only manifest PUTs under tag policies and berth lint")
+    ap.add_argument("--trust-puts", type=int, default=2000, help="manifest PUTs per run of the trust rows (default 2000)")
+    ap.add_argument("--trust-golden", type=int, default=20, help="golden images the golden check compares with (default 20)")
     ap.add_argument("--pg-url", default=os.environ.get("BERTH_TEST_POSTGRES"),
                     help="PostgreSQL to make scratch databases on (default $BERTH_TEST_POSTGRES; "
                     "scripts/start-postgres.sh prints it); the role needs CREATEDB")
@@ -2454,12 +2595,12 @@ def main():
     args = ap.parse_args()
     if args.dist_growth_tags is None:
         args.dist_growth_tags = args.growth_tags
-    only = [x for x in ("auth", "s3", "gc", "pg") if getattr(args, "only_" + x)]
+    only = [x for x in ("auth", "s3", "gc", "pg", "trust") if getattr(args, "only_" + x)]
     for x in only:
         if getattr(args, "skip_" + x):
             ap.error("--only-%s and --skip-%s" % (x, x))
     if only:
-        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg"):
+        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust"):
             if x not in only:
                 setattr(args, "skip_" + x, True)
     args.gc_backends = [x.strip() for x in args.gc_backends.split(",") if x.strip()]
@@ -2587,6 +2728,14 @@ def main():
                     except Exception as e:
                         errors.append("garbage collection, %s on %s: %s" % (NAMES[kind], backend, e))
                         log("FAILED: %s" % e)
+        if not args.skip_trust:
+            xs["trust"] = {}
+            for kind in servers:
+                try:
+                    xs["trust"][kind] = trust_stage(kind, args, tmp)
+                except Exception as e:
+                    errors.append("tags and trust, %s: %s" % (NAMES[kind], e))
+                    log("FAILED: %s" % e)
         if not args.skip_pg and "berth" in servers:
             try:
                 xs["pg"] = pg_listings(args, tmp, args.pg_url, ts)
@@ -2623,7 +2772,7 @@ def main():
                    "growth": {k: dict(v, rows={lab: {str(n): x for n, x in r.items()}
                                                for lab, r in v["rows"].items()})
                               for k, v in g.items()},
-                   "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"),
+                   "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"), "trust": xs.get("trust"),
                    "pg": dict(xs["pg"], rows={lab: {str(n): x for n, x in r.items()}
                                               for lab, r in xs["pg"]["rows"].items()}) if xs.get("pg") else None,
                    "errors": errors}, f, indent=1)
