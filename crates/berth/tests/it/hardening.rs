@@ -914,9 +914,15 @@ async fn half_sent_headers_and_idle_connections_are_closed_while_others_are_serv
         })
     };
     let half = open_connections(berth.port, local, 2000, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").await;
+    // On a loaded machine opening 2,000 connections one by one can take longer than the
+    // header timeout: the server holds (at least) every one opened less than 4 s ago.
+    let recent = half
+        .iter()
+        .filter(|(_, opened)| opened.elapsed() < Duration::from_secs(4))
+        .count();
     assert!(
-        berth.open_fds() >= fds_before + 2000,
-        "the server holds all 2,000 half-sent connections"
+        berth.open_fds() >= fds_before + recent,
+        "the server holds the {recent} half-sent connections opened in the last 4 s (of 2,000)"
     );
     // Watched from now on, so opening the idle ones below does not delay noticing a close.
     let half = watch_until_closed(half, None, Duration::from_secs(30));
