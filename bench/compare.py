@@ -1022,7 +1022,7 @@ def growth(kind, args, tmp, last=False):
         return "t%0*d" % (width, i)
 
     def repo_name(i):
-        return "r%0*d" % (width, i)
+        return "bench/r%0*d" % (width, i)
 
     def start(cpus):
         pr = Proc(server_cmd(kind, args, port, data, tmp, cpus), slog, port)
@@ -1726,7 +1726,7 @@ def pg_listings(args, tmp, pgurl, ts):
     out = {"sizes": [small, large], "rows": {}, "seed": {}, "start_ms": {}, "postgres": pg.version,
            "database": pg.name}
     width = max(6, len(str(large - 1)))
-    repo_name = lambda i: "r%0*d" % (width, i)
+    repo_name = lambda i: "bench/r%0*d" % (width, i)  # a bare name would be library/…
     tag = lambda i: "t%0*d" % (width, i)
     trepo = repo_name(0)   # the tag repository is the first of the catalog, and the mount source
 
