@@ -1274,18 +1274,10 @@ class PgScratch:
         self.url = urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + name, u.query, ""))
         self.created = False
 
-    def psql(self, sql):
+    def psql(self, sql, url=None):
+        """Runs sql on the server's admin database, or in the database of `url`."""
         env = dict(os.environ, PGCONNECT_TIMEOUT="10")
-        p = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", self.admin_url, "-c", sql],
-                           capture_output=True, text=True, env=env, timeout=300)
-        if p.returncode != 0:
-            raise Failure("psql %r: %s" % (sql, p.stderr.strip()[:300]))
-        return p.stdout.strip()
-
-    def psql_in(self, sql):
-        """Runs sql in the scratch database itself (as its owner)."""
-        env = dict(os.environ, PGCONNECT_TIMEOUT="10")
-        p = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", self.url, "-c", sql],
+        p = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", url or self.admin_url, "-c", sql],
                            capture_output=True, text=True, env=env, timeout=600)
         if p.returncode != 0:
             raise Failure("psql %r: %s" % (sql, p.stderr.strip()[:300]))
@@ -1791,7 +1783,7 @@ def pg_listings(args, tmp, pgurl, ts):
             # What autovacuum would do after a bulk fill, done now rather than while the
             # pages are measured (it would otherwise run in the middle of them).
             t0 = now()
-            pg.psql_in("VACUUM ANALYZE")
+            pg.psql("VACUUM ANALYZE", pg.url)
             log("PostgreSQL: VACUUM ANALYZE after the fill in %.1f s" % (now() - t0))
 
             # ---- restart pinned, check exact pages, measure

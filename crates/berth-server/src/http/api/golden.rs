@@ -5,9 +5,8 @@
 //! /api/v1/push-warnings/REPO` (what `require-golden-base warn` let through).
 
 use axum::http::{Method, StatusCode};
-use berth_auth::Principal;
+use berth_core::RepoName;
 use berth_core::tag_policy::TagPattern;
-use berth_core::{Actions, RepoName};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -34,31 +33,6 @@ fn tag_glob(tags: Option<&str>) -> Result<Option<String>, ApiFailure> {
         .transpose()
 }
 
-fn principal<'a>(ctx: &'a Ctx<'_>, anonymous: &'a Principal) -> &'a Principal {
-    ctx.caller.as_ref().map_or(anonymous, |c| &c.principal)
-}
-
-/// Whether the caller may see `repo`: pull it, or manage its namespace.
-async fn may_read(ctx: &Ctx<'_>, repo: &RepoName) -> Result<bool, ApiFailure> {
-    let anonymous = Principal::anonymous();
-    let principal = principal(ctx, &anonymous);
-    if ctx.accounts.may_manage(principal, repo.namespace()).await? {
-        return Ok(true);
-    }
-    let exists = ctx
-        .accounts
-        .meta()
-        .repository_visibility(repo)
-        .await?
-        .is_some();
-    Ok(exists
-        && ctx
-            .accounts
-            .rights(principal, repo)
-            .await?
-            .contains(Actions::PULL))
-}
-
 async fn require_manager(ctx: &Ctx<'_>, repo: &RepoName) -> Result<String, ApiFailure> {
     let caller = ctx.caller()?;
     require_manage_scope(caller)?;
@@ -77,7 +51,7 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
         (Method::GET, []) => {
             let mut listed = Vec::new();
             for g in ctx.accounts.meta().golden_images().await? {
-                if may_read(ctx, &g.repository).await? {
+                if ctx.may_read(&g.repository, true).await? {
                     listed.push(json!({
                         "repository": g.repository.as_str(),
                         "tags": g.tags,
@@ -134,7 +108,7 @@ pub async fn warnings(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResul
         return Err(ApiFailure::method_not_allowed());
     }
     let repo = repo_name(&rest.join("/"))?;
-    if !may_read(ctx, &repo).await? {
+    if !ctx.may_read(&repo, true).await? {
         return Err(ApiFailure::not_found(format!("repository {repo}")));
     }
     let listed: Vec<Value> = ctx

@@ -24,8 +24,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::credentials::{Presented, parse_authorization};
-use berth_core::Actions;
 use berth_core::endpoint::{first_value, query_pairs};
+use berth_core::{Actions, RepoName};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -73,6 +73,34 @@ impl Ctx<'_> {
     pub fn param(&self, key: &str) -> Option<String> {
         let query = query_pairs(self.parts.uri.query());
         first_value(&query, key).map(str::to_owned)
+    }
+
+    /// Whether the caller may read `repo`: it exists and they may pull it (a repository
+    /// they may not pull does not exist, as far as they can tell); with `or_manager`,
+    /// managing its namespace is enough (settings made before the first push).
+    pub async fn may_read(&self, repo: &RepoName, or_manager: bool) -> Result<bool, ApiFailure> {
+        let anonymous = berth_auth::Principal::anonymous();
+        let principal = self.caller.as_ref().map_or(&anonymous, |c| &c.principal);
+        if or_manager
+            && self
+                .accounts
+                .may_manage(principal, repo.namespace())
+                .await?
+        {
+            return Ok(true);
+        }
+        let exists = self
+            .accounts
+            .meta()
+            .repository_visibility(repo)
+            .await?
+            .is_some();
+        Ok(exists
+            && self
+                .accounts
+                .rights(principal, repo)
+                .await?
+                .contains(Actions::PULL))
     }
 
     /// The user a request is about: `?user=` or the caller; only administrators may

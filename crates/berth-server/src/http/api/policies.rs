@@ -4,8 +4,7 @@
 //! whoever manages the namespace (an administrator, also on a namespace no one owns).
 
 use axum::http::{Method, StatusCode};
-use berth_auth::Principal;
-use berth_core::{Actions, RepoName};
+use berth_core::RepoName;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -71,13 +70,7 @@ async fn show(ctx: &Ctx<'_>, scope: &str) -> ApiResult {
     let meta = ctx.accounts.meta();
     let settings = match scope.parse::<RepoName>() {
         Ok(repo) if scope.contains('/') => {
-            // A repository the caller may not pull does not exist, as far as they can tell.
-            let anonymous = Principal::anonymous();
-            let principal = ctx.caller.as_ref().map_or(&anonymous, |c| &c.principal);
-            let rights = ctx.accounts.rights(principal, &repo).await?;
-            let exists = meta.repository_visibility(&repo).await?.is_some();
-            let manages = ctx.accounts.may_manage(principal, repo.namespace()).await?;
-            if !(manages || exists && rights.contains(Actions::PULL)) {
+            if !ctx.may_read(&repo, true).await? {
                 return Err(ApiFailure::not_found(format!("repository {repo}")));
             }
             let settings = meta.policies(&[repo.namespace(), repo.as_str()]).await?;

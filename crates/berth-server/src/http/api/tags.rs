@@ -4,8 +4,7 @@
 //! (what pushing TAG would move under the repository's policy now).
 
 use axum::http::{Method, StatusCode};
-use berth_auth::Principal;
-use berth_core::{Actions, RepoName, Tag};
+use berth_core::{RepoName, Tag};
 use serde_json::{Value, json};
 
 use super::{ApiFailure, ApiResult, Ctx, ok};
@@ -21,16 +20,7 @@ async fn readable(ctx: &Ctx<'_>, segments: &[&str]) -> Result<RepoName, ApiFailu
         .join("/")
         .parse()
         .map_err(|e: berth_core::NameError| ApiFailure::invalid(e.to_string()))?;
-    let anonymous = Principal::anonymous();
-    let principal = ctx.caller.as_ref().map_or(&anonymous, |c| &c.principal);
-    let rights = ctx.accounts.rights(principal, &repo).await?;
-    let exists = ctx
-        .accounts
-        .meta()
-        .repository_visibility(&repo)
-        .await?
-        .is_some();
-    if exists && rights.contains(Actions::PULL) {
+    if ctx.may_read(&repo, false).await? {
         Ok(repo)
     } else {
         Err(ApiFailure::not_found(format!("repository {repo}")))
