@@ -78,12 +78,26 @@ if ! running; then
 fi
 
 # A one-node layout, applied once.
-if g layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
+# (Asked until the node answers: right after start it may not, and a failed `layout show`
+# must not be taken for a layout that exists.)
+layout=""
+for _ in $(seq 1 100); do
+    layout=$(g layout show 2>/dev/null) && break
+    sleep 0.2
+done
+if printf '%s\n' "$layout" | grep -q "No nodes currently have a role"; then
     node=$(g node id -q | cut -d@ -f1)
     g layout assign -z dc1 -c 10G "$node" >&2
     g layout apply --version 1 >&2
 fi
-g bucket info "$BUCKET" >/dev/null 2>&1 || g bucket create "$BUCKET" >&2
+# A freshly applied layout takes a moment to be ready ("Layout not ready"): retry.
+for attempt in $(seq 1 50); do
+    if g bucket info "$BUCKET" >/dev/null 2>&1 || g bucket create "$BUCKET" >&2; then
+        break
+    fi
+    [ "$attempt" -eq 50 ] && { log "could not create bucket $BUCKET"; exit 1; }
+    sleep 0.2
+done
 g key info "$KEY_ID" >/dev/null 2>&1 || g key import --yes -n berth "$KEY_ID" "$SECRET" >&2
 g bucket allow --read --write --owner "$BUCKET" --key "$KEY_ID" >/dev/null
 
