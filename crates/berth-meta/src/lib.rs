@@ -3,7 +3,8 @@
 //! Repositories, which blobs each repository may serve, manifests (stored whole: they
 //! are small and read on every pull), tags, the subject index behind referrers, and
 //! upload sessions, so that a session survives a restart and can later be shared by
-//! several nodes; and accounts ([`accounts`]). One trait method is one transaction;
+//! several nodes; accounts ([`accounts`]); and the catalog the web site and search
+//! read ([`catalog`]). One trait method is one transaction;
 //! lookups return `Option`, absence is not an error; no backend type (sqlx) crosses the
 //! trait.
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use berth_core::{Algorithm, Digest, RepoName, Tag};
 
 pub mod accounts;
+pub mod catalog;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -20,6 +22,7 @@ pub use accounts::{
     AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, SignInWindow,
     User, Viewer, WebSession,
 };
+pub use catalog::{CatalogStore, RepositoryCard, SearchQuery, SearchResults, TagRow};
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
@@ -205,7 +208,7 @@ pub struct PushWarning {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore {
+pub trait MetaStore: AccountStore + CatalogStore {
     // ---- blobs ----
     /// Size of `digest` if `repository` may serve it (pushed, mounted or linked there).
     async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;

@@ -96,6 +96,8 @@ macro_rules! meta_store_contract {
             tag_history_records_every_move,
             policies_set_and_removed_per_scope,
             golden_images_marks_and_warnings,
+            search_matches_names_and_descriptions_for_the_viewer,
+            recent_repositories_and_tag_rows,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -2821,6 +2823,275 @@ pub async fn golden_images_marks_and_warnings(store: &dyn MetaStore) {
     assert!(
         store
             .push_warnings(&repo("gallery/none"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Pushes one tagged manifest to `r` as `actor`.
+async fn push_tagged(store: &dyn MetaStore, r: &RepoName, seed: &str, tag_name: &str, actor: &str) {
+    let m = manifest(seed, None, None);
+    let update = TagUpdate::plain(&[tag(tag_name)], actor);
+    store
+        .put_manifest_with(r, &m, &[], &[], &update)
+        .await
+        .unwrap();
+}
+
+fn card_names(cards: &[crate::RepositoryCard]) -> Vec<String> {
+    cards.iter().map(|c| c.name.to_string()).collect()
+}
+
+pub async fn search_matches_names_and_descriptions_for_the_viewer(store: &dyn MetaStore) {
+    store
+        .create_user(&account("erin"), "h", false)
+        .await
+        .unwrap();
+    for name in [
+        "gallery/ui",
+        "gallery/api",
+        "tools/gallery-cli",
+        "erin/notes",
+    ] {
+        push_tagged(store, &repo(name), name, "1", "erin").await;
+    }
+    store
+        .set_repository_visibility(&repo("erin/notes"), false)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_repository_description(&repo("erin/notes"), "Private GALLERY sketches")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_repository_description(&repo("tools/gallery-cli"), "50% off_the\\shelf")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_repository_description(&repo("nobody/here"), "x")
+            .await
+            .unwrap(),
+        "no repository, nothing described"
+    );
+    let search = |text: &'static str, viewer: Viewer<'static>| async move {
+        store
+            .search_repositories(&crate::SearchQuery {
+                text,
+                viewer,
+                namespaces: None,
+                repositories: None,
+                offset: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+    };
+    // Any part of a name matches, ignoring case; name matches come before description
+    // matches, each in name order.
+    let found = search("GALLERY", Viewer::All).await;
+    assert_eq!(
+        card_names(&found.repositories),
+        [
+            "gallery/api",
+            "gallery/ui",
+            "tools/gallery-cli",
+            "erin/notes"
+        ]
+    );
+    assert_eq!((found.total, found.capped), (4, false));
+    // Private ones only for who may read them.
+    let anonymous = search("gallery", Viewer::Anonymous).await;
+    assert_eq!(anonymous.total, 3);
+    assert!(!card_names(&anonymous.repositories).contains(&"erin/notes".to_owned()));
+    let erin = search("sketch", Viewer::User("erin")).await;
+    assert_eq!(card_names(&erin.repositories), ["erin/notes"]);
+    assert!(!erin.repositories[0].public);
+    assert_eq!(search("sketch", Viewer::User("frank")).await.total, 0);
+    // Short terms and wildcards are text, not patterns.
+    assert_eq!(
+        card_names(&search("ui", Viewer::All).await.repositories),
+        ["gallery/ui"]
+    );
+    assert_eq!(
+        card_names(&search("0%", Viewer::All).await.repositories),
+        ["tools/gallery-cli"]
+    );
+    assert_eq!(search("_t", Viewer::All).await.total, 1);
+    assert_eq!(search("f_t", Viewer::All).await.total, 1, "off_the");
+    assert_eq!(search("o%f", Viewer::All).await.total, 0);
+    assert_eq!(search("\"", Viewer::All).await.total, 0);
+    // Filters, and pages.
+    let only_tools = vec!["tools".to_owned()];
+    let filtered = store
+        .search_repositories(&crate::SearchQuery {
+            text: "gallery",
+            viewer: Viewer::All,
+            namespaces: Some(&only_tools),
+            repositories: None,
+            offset: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(card_names(&filtered.repositories), ["tools/gallery-cli"]);
+    let just_ui = vec!["gallery/ui".to_owned()];
+    let filtered = store
+        .search_repositories(&crate::SearchQuery {
+            text: "gallery",
+            viewer: Viewer::All,
+            namespaces: None,
+            repositories: Some(&just_ui),
+            offset: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(card_names(&filtered.repositories), ["gallery/ui"]);
+    let second = store
+        .search_repositories(&crate::SearchQuery {
+            text: "gallery",
+            viewer: Viewer::All,
+            namespaces: None,
+            repositories: None,
+            offset: 1,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        card_names(&second.repositories),
+        ["gallery/ui", "tools/gallery-cli"]
+    );
+    let past = store
+        .search_repositories(&crate::SearchQuery {
+            text: "gallery",
+            viewer: Viewer::All,
+            namespaces: None,
+            repositories: None,
+            offset: 50,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert!(past.repositories.is_empty());
+    assert_eq!(past.total, 4, "the count holds past the last page");
+    // A rename of the description is searched at once; the old words no longer match.
+    store
+        .set_repository_description(&repo("erin/notes"), "plans")
+        .await
+        .unwrap();
+    assert_eq!(search("sketch", Viewer::All).await.total, 0);
+    assert_eq!(search("plans", Viewer::All).await.total, 1);
+}
+
+pub async fn recent_repositories_and_tag_rows(store: &dyn MetaStore) {
+    store
+        .create_user(&account("gina"), "h", false)
+        .await
+        .unwrap();
+    push_tagged(store, &repo("gina/old"), "old", "1", "gina").await;
+    push_tagged(store, &repo("library/redis"), "redis", "7", "root").await;
+    store
+        .set_namespace_mark("library", Some("official"))
+        .await
+        .unwrap();
+    store
+        .set_repository_visibility(&repo("gina/secret"), false)
+        .await
+        .unwrap();
+    // Never pushed: only on its namespace's page.
+    store
+        .set_repository_visibility(&repo("gina/empty"), true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    push_tagged(store, &repo("gina/secret"), "secret", "1", "gina").await;
+    push_tagged(store, &repo("gina/new"), "new", "2.0", "gina").await;
+
+    let recent = |viewer, namespace, marked| async move {
+        card_names(
+            &store
+                .recent_repositories(viewer, namespace, marked, 0, 10)
+                .await
+                .unwrap(),
+        )
+    };
+    let anonymous = recent(Viewer::Anonymous, None, None).await;
+    assert_eq!(anonymous[0], "gina/new", "{anonymous:?}");
+    assert!(!anonymous.contains(&"gina/secret".to_owned()));
+    assert!(!anonymous.contains(&"gina/empty".to_owned()));
+    assert_eq!(
+        recent(Viewer::User("gina"), None, None).await[..2],
+        ["gina/new".to_owned(), "gina/secret".to_owned()]
+    );
+    assert_eq!(
+        recent(Viewer::Anonymous, None, Some(true)).await,
+        ["library/redis"]
+    );
+    assert!(
+        !recent(Viewer::Anonymous, None, Some(false))
+            .await
+            .contains(&"library/redis".to_owned())
+    );
+    assert_eq!(
+        recent(Viewer::Anonymous, Some("gina"), None).await,
+        ["gina/new", "gina/old", "gina/empty"]
+    );
+    assert_eq!(
+        recent(Viewer::User("gina"), Some("gina"), None).await.len(),
+        4
+    );
+    let second = store
+        .recent_repositories(Viewer::Anonymous, Some("gina"), None, 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(card_names(&second), ["gina/old"]);
+
+    let card = store
+        .repository_card(&repo("library/redis"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(card.mark.as_deref(), Some("official"));
+    assert!(card.public && card.pushed_at.is_some());
+    let empty = store
+        .repository_card(&repo("gina/empty"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((empty.pushed_at, empty.mark), (None, None));
+    assert!(
+        store
+            .repository_card(&repo("gina/none"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Tags, newest first, with who moved them there.
+    let r = repo("gina/new");
+    push_tagged(store, &r, "new", "latest", "hal").await;
+    let rows = store.tag_rows(&r, 10).await.unwrap();
+    let seen: Vec<(&str, Option<&str>)> = rows
+        .iter()
+        .map(|t| (t.name.as_str(), t.pushed_by.as_deref()))
+        .collect();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.contains(&("2.0", Some("gina"))) && seen.contains(&("latest", Some("hal"))));
+    let m = manifest("new", None, None);
+    assert_eq!(rows[0].digest, m.digest.to_string());
+    assert_eq!(rows[0].manifest, m.body);
+    assert_eq!(rows[0].media_type, m.media_type);
+    assert_eq!(store.tag_rows(&r, 1).await.unwrap().len(), 1);
+    assert!(
+        store
+            .tag_rows(&repo("gina/none"), 10)
             .await
             .unwrap()
             .is_empty()

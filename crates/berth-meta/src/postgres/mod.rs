@@ -94,6 +94,7 @@ macro_rules! statement {
 }
 
 mod accounts;
+mod catalog;
 mod gc;
 mod writes;
 
@@ -356,6 +357,28 @@ CREATE TABLE push_warnings (
     at         BIGINT NOT NULL
 );
 CREATE INDEX push_warnings_by_repository ON push_warnings(repository, id);
+"#,
+    // The catalog: a repository's namespace (derived), description and last push; search
+    // over names and descriptions uses pg_trgm's trigram index where the extension can
+    // be created (a trusted extension since PostgreSQL 13), and scans otherwise.
+    r#"
+ALTER TABLE repositories
+    ADD COLUMN namespace TEXT COLLATE "C" GENERATED ALWAYS AS (split_part(name, '/', 1)) STORED,
+    ADD COLUMN description TEXT NOT NULL DEFAULT '',
+    ADD COLUMN pushed_at BIGINT;
+UPDATE repositories SET pushed_at =
+    (SELECT max(created_at) FROM manifests m WHERE m.repository_id = repositories.id);
+CREATE INDEX repositories_by_namespace ON repositories(namespace, pushed_at);
+CREATE INDEX public_repositories_by_push ON repositories(pushed_at) WHERE public;
+DO $$
+BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX repositories_search ON repositories
+        USING gin (name gin_trgm_ops, description gin_trgm_ops);
+EXCEPTION WHEN insufficient_privilege OR undefined_file OR feature_not_supported THEN
+    RAISE NOTICE 'pg_trgm is not available: repository search scans the table';
+END
+$$;
 "#,
 ];
 

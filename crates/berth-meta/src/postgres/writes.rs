@@ -414,6 +414,7 @@ pub(super) async fn put_manifest(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    mark_pushed(conn, repo_id, t).await?;
     // What it references, replacing what a previous PUT of it recorded. The manifest's
     // row, just written, keeps a concurrent PUT of it waiting until this commits.
     let blob_list: Vec<String> = blobs.iter().map(Digest::to_string).collect();
@@ -701,4 +702,19 @@ pub(super) async fn delete_manifests(
     .await
     .map_err(backend)?;
     Ok(deleted as u64)
+}
+
+/// Records a push's time on its repository (for "recently pushed"); at most one write a
+/// second per repository, so concurrent pushes rarely wait for each other's row lock.
+async fn mark_pushed(conn: &mut PgConnection, repo_id: i64, t: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE repositories SET pushed_at = $2
+         WHERE id = $1 AND (pushed_at IS NULL OR pushed_at < $2)",
+    )
+    .bind(repo_id)
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }

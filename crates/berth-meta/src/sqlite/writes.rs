@@ -85,6 +85,10 @@ pub(super) enum Write {
     Account(AccountWrite),
     Gc(GcWrite),
     Trust(TrustWrite),
+    Describe {
+        repository: String,
+        description: String,
+    },
 }
 
 /// Golden images, namespace marks and push warnings.
@@ -445,6 +449,18 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         Write::Trust(write) => apply_trust(conn, write).await,
+        Write::Describe {
+            repository,
+            description,
+        } => {
+            let done = sqlx::query("UPDATE repositories SET description = ? WHERE name = ?")
+                .bind(description)
+                .bind(repository)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Changed(done.rows_affected() > 0))
+        }
         Write::Account(write) => super::accounts::apply(conn, write).await,
         Write::Gc(write) => super::gc::apply(conn, write).await,
     }
@@ -668,6 +684,7 @@ async fn put_manifest(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    mark_pushed(conn, repo_id, t).await?;
     record_references(conn, repo_id, &manifest.digest, blobs, children).await?;
     move_tags(conn, repository, repo_id, &manifest.digest, update, t).await
 }
@@ -970,4 +987,19 @@ async fn apply_trust(conn: &mut SqliteConnection, write: &TrustWrite) -> Result<
     .await
     .map_err(backend)?;
     Ok(Outcome::Changed(done.rows_affected() > 0))
+}
+
+/// Records a push's time on its repository (for "recently pushed"); at most one write a
+/// second per repository.
+async fn mark_pushed(conn: &mut SqliteConnection, repo_id: i64, t: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE repositories SET pushed_at = ?2
+         WHERE id = ?1 AND (pushed_at IS NULL OR pushed_at < ?2)",
+    )
+    .bind(repo_id)
+    .bind(t)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
