@@ -24,8 +24,19 @@ pub struct RepositoryCard {
     pub description: String,
     /// When a manifest was last pushed to it (unix seconds); `None` before the first.
     pub pushed_at: Option<i64>,
-    /// Its namespace's mark (`official`, `verified`), if any.
-    pub mark: Option<String>,
+}
+
+/// Which repositories a listing of recent pushes covers.
+#[derive(Debug, Clone, Copy)]
+pub enum RecentScope<'a> {
+    /// Every pushed repository.
+    Pushed,
+    /// One namespace's repositories, pushed or not (its page).
+    Namespace(&'a str),
+    /// Pushed repositories in these namespaces (the marked ones, say).
+    Within(&'a [String]),
+    /// Pushed repositories in none of these namespaces.
+    Outside(&'a [String]),
 }
 
 /// What to search for.
@@ -71,14 +82,12 @@ pub struct TagRow {
 pub trait CatalogStore: Send + Sync + 'static {
     /// Repositories matching `query` that its viewer may read.
     async fn search_repositories(&self, query: &SearchQuery<'_>) -> Result<SearchResults>;
-    /// The most recently pushed repositories `viewer` may read, newest first; with
-    /// `namespace`, only its repositories; with `marked`, only those of marked
-    /// namespaces (`Some(true)`) or of unmarked ones (`Some(false)`).
+    /// The most recently pushed repositories of `scope` that `viewer` may read, newest
+    /// first (never pushed ones last, by name).
     async fn recent_repositories(
         &self,
         viewer: Viewer<'_>,
-        namespace: Option<&str>,
-        marked: Option<bool>,
+        scope: RecentScope<'_>,
         offset: u32,
         limit: u32,
     ) -> Result<Vec<RepositoryCard>>;

@@ -22,7 +22,7 @@ pub use accounts::{
     AccessToken, AccountRefusal, AccountStore, Member, Namespace, NamespaceKind, Org, SignInWindow,
     User, Viewer, WebSession,
 };
-pub use catalog::{CatalogStore, RepositoryCard, SearchQuery, SearchResults, TagRow};
+pub use catalog::{CatalogStore, RecentScope, RepositoryCard, SearchQuery, SearchResults, TagRow};
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 

@@ -2998,10 +2998,6 @@ pub async fn recent_repositories_and_tag_rows(store: &dyn MetaStore) {
     push_tagged(store, &repo("gina/old"), "old", "1", "gina").await;
     push_tagged(store, &repo("library/redis"), "redis", "7", "root").await;
     store
-        .set_namespace_mark("library", Some("official"))
-        .await
-        .unwrap();
-    store
         .set_repository_visibility(&repo("gina/secret"), false)
         .await
         .unwrap();
@@ -3014,41 +3010,43 @@ pub async fn recent_repositories_and_tag_rows(store: &dyn MetaStore) {
     push_tagged(store, &repo("gina/secret"), "secret", "1", "gina").await;
     push_tagged(store, &repo("gina/new"), "new", "2.0", "gina").await;
 
-    let recent = |viewer, namespace, marked| async move {
+    let recent = |viewer, scope| async move {
         card_names(
             &store
-                .recent_repositories(viewer, namespace, marked, 0, 10)
+                .recent_repositories(viewer, scope, 0, 10)
                 .await
                 .unwrap(),
         )
     };
-    let anonymous = recent(Viewer::Anonymous, None, None).await;
+    use crate::RecentScope;
+    let anonymous = recent(Viewer::Anonymous, RecentScope::Pushed).await;
     assert_eq!(anonymous[0], "gina/new", "{anonymous:?}");
     assert!(!anonymous.contains(&"gina/secret".to_owned()));
     assert!(!anonymous.contains(&"gina/empty".to_owned()));
     assert_eq!(
-        recent(Viewer::User("gina"), None, None).await[..2],
+        recent(Viewer::User("gina"), RecentScope::Pushed).await[..2],
         ["gina/new".to_owned(), "gina/secret".to_owned()]
     );
+    let library = vec!["library".to_owned()];
     assert_eq!(
-        recent(Viewer::Anonymous, None, Some(true)).await,
+        recent(Viewer::Anonymous, RecentScope::Within(&library)).await,
         ["library/redis"]
     );
-    assert!(
-        !recent(Viewer::Anonymous, None, Some(false))
-            .await
-            .contains(&"library/redis".to_owned())
-    );
+    let others = recent(Viewer::Anonymous, RecentScope::Outside(&library)).await;
+    assert!(!others.contains(&"library/redis".to_owned()));
+    assert!(others.contains(&"gina/old".to_owned()));
     assert_eq!(
-        recent(Viewer::Anonymous, Some("gina"), None).await,
+        recent(Viewer::Anonymous, RecentScope::Namespace("gina")).await,
         ["gina/new", "gina/old", "gina/empty"]
     );
     assert_eq!(
-        recent(Viewer::User("gina"), Some("gina"), None).await.len(),
+        recent(Viewer::User("gina"), RecentScope::Namespace("gina"))
+            .await
+            .len(),
         4
     );
     let second = store
-        .recent_repositories(Viewer::Anonymous, Some("gina"), None, 1, 1)
+        .recent_repositories(Viewer::Anonymous, RecentScope::Namespace("gina"), 1, 1)
         .await
         .unwrap();
     assert_eq!(card_names(&second), ["gina/old"]);
@@ -3058,14 +3056,13 @@ pub async fn recent_repositories_and_tag_rows(store: &dyn MetaStore) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(card.mark.as_deref(), Some("official"));
     assert!(card.public && card.pushed_at.is_some());
     let empty = store
         .repository_card(&repo("gina/empty"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((empty.pushed_at, empty.mark), (None, None));
+    assert_eq!(empty.pushed_at, None);
     assert!(
         store
             .repository_card(&repo("gina/none"))

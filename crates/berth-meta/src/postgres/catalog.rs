@@ -10,8 +10,8 @@ use super::{PgMetaStore, backend, corrupt};
 use crate::Result;
 use crate::accounts::Viewer;
 use crate::catalog::{
-    CatalogStore, RepositoryCard, SEARCH_CANDIDATES, SearchQuery, SearchResults, TagRow,
-    like_anywhere,
+    CatalogStore, RecentScope, RepositoryCard, SEARCH_CANDIDATES, SearchQuery, SearchResults,
+    TagRow, like_anywhere,
 };
 
 /// Which repositories a viewer may read, over `r`; `$2` is the user's name.
@@ -43,7 +43,6 @@ fn card_from_row(row: &PgRow) -> Result<RepositoryCard> {
         public: row.try_get("public").map_err(backend)?,
         description: row.try_get("description").map_err(backend)?,
         pushed_at: row.try_get("pushed_at").map_err(backend)?,
-        mark: row.try_get("mark").map_err(backend)?,
     })
 }
 
@@ -60,9 +59,9 @@ impl CatalogStore for PgMetaStore {
                  AND ($3::text[] IS NULL OR r.namespace = ANY($3))
                  AND ($4::text[] IS NULL OR r.name = ANY($4))
                LIMIT $8)
-             SELECT m.name, m.public, m.description, m.pushed_at, k.mark,
+             SELECT m.name, m.public, m.description, m.pushed_at,
                     (SELECT count(*) FROM m) AS total
-             FROM m LEFT JOIN namespace_marks k ON k.namespace = m.namespace
+             FROM m
              ORDER BY strpos(m.name, $5) = 0, m.name
              LIMIT $6 OFFSET $7",
             visible = visible(query.viewer),
@@ -108,32 +107,32 @@ impl CatalogStore for PgMetaStore {
     async fn recent_repositories(
         &self,
         viewer: Viewer<'_>,
-        namespace: Option<&str>,
-        marked: Option<bool>,
+        scope: RecentScope<'_>,
         offset: u32,
         limit: u32,
     ) -> Result<Vec<RepositoryCard>> {
-        // $1 namespace, $2 viewer, $3 limit, $4 offset.
-        let scope = if namespace.is_some() {
-            "r.namespace = $1"
-        } else {
-            "$1::text IS NULL AND r.pushed_at IS NOT NULL"
+        // $1 the scope's namespace list, $2 viewer, $3 limit, $4 offset.
+        let filter = match scope {
+            RecentScope::Pushed => "$1::text[] IS NULL AND r.pushed_at IS NOT NULL",
+            RecentScope::Namespace(_) => "r.namespace = ANY($1)",
+            RecentScope::Within(_) => "r.pushed_at IS NOT NULL AND r.namespace = ANY($1)",
+            RecentScope::Outside(_) => "r.pushed_at IS NOT NULL AND r.namespace <> ALL($1)",
         };
-        let marks = match marked {
-            None => "",
-            Some(true) => "AND k.mark IS NOT NULL",
-            Some(false) => "AND k.mark IS NULL",
+        let bound: Option<Vec<String>> = match scope {
+            RecentScope::Pushed => None,
+            RecentScope::Namespace(ns) => Some(vec![ns.to_owned()]),
+            RecentScope::Within(list) | RecentScope::Outside(list) => Some(list.to_vec()),
         };
         let sql = format!(
-            "SELECT r.name, r.public, r.description, r.pushed_at, k.mark
-             FROM repositories r LEFT JOIN namespace_marks k ON k.namespace = r.namespace
-             WHERE {scope} AND ({visible}) {marks}
+            "SELECT r.name, r.public, r.description, r.pushed_at
+             FROM repositories r
+             WHERE {filter} AND ({visible})
              ORDER BY r.pushed_at DESC NULLS LAST, r.name
              LIMIT $3 OFFSET $4",
             visible = visible(viewer),
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(namespace)
+            .bind(bound)
             .bind(viewer_name(viewer))
             .bind(i64::from(limit))
             .bind(i64::from(offset))
@@ -145,9 +144,8 @@ impl CatalogStore for PgMetaStore {
 
     async fn repository_card(&self, repository: &RepoName) -> Result<Option<RepositoryCard>> {
         let row = sqlx::query(
-            "SELECT r.name, r.public, r.description, r.pushed_at, k.mark
-             FROM repositories r LEFT JOIN namespace_marks k ON k.namespace = r.namespace
-             WHERE r.name = $1",
+            "SELECT r.name, r.public, r.description, r.pushed_at
+             FROM repositories r WHERE r.name = $1",
         )
         .bind(repository.as_str())
         .fetch_optional(&self.pool)

@@ -10,8 +10,8 @@ use super::{SqliteMetaStore, backend, changed, corrupt};
 use crate::Result;
 use crate::accounts::Viewer;
 use crate::catalog::{
-    CatalogStore, RepositoryCard, SEARCH_CANDIDATES, SearchQuery, SearchResults, TagRow,
-    fts_phrase, like_anywhere, uses_trigrams,
+    CatalogStore, RecentScope, RepositoryCard, SEARCH_CANDIDATES, SearchQuery, SearchResults,
+    TagRow, fts_phrase, like_anywhere, uses_trigrams,
 };
 
 /// Which repositories a viewer may read, over `r`; `?2` is the user's name.
@@ -47,7 +47,6 @@ fn card_from_row(row: &SqliteRow) -> Result<RepositoryCard> {
         public: row.try_get("public").map_err(backend)?,
         description: row.try_get("description").map_err(backend)?,
         pushed_at: row.try_get("pushed_at").map_err(backend)?,
-        mark: row.try_get("mark").map_err(backend)?,
     })
 }
 
@@ -74,9 +73,9 @@ impl CatalogStore for SqliteMetaStore {
                  AND (?3 IS NULL OR r.namespace IN (SELECT value FROM json_each(?3)))
                  AND (?4 IS NULL OR r.name IN (SELECT value FROM json_each(?4)))
                LIMIT ?8)
-             SELECT m.name, m.public, m.description, m.pushed_at, k.mark,
+             SELECT m.name, m.public, m.description, m.pushed_at,
                     (SELECT count(*) FROM m) AS total
-             FROM m LEFT JOIN namespace_marks k ON k.namespace = m.namespace
+             FROM m
              ORDER BY instr(m.name, ?5) = 0, m.name
              LIMIT ?6 OFFSET ?7",
             visible = visible(query.viewer),
@@ -122,33 +121,33 @@ impl CatalogStore for SqliteMetaStore {
     async fn recent_repositories(
         &self,
         viewer: Viewer<'_>,
-        namespace: Option<&str>,
-        marked: Option<bool>,
+        scope: RecentScope<'_>,
         offset: u32,
         limit: u32,
     ) -> Result<Vec<RepositoryCard>> {
-        // A namespace's page lists its repositories pushed or not; the registry-wide
-        // listings only pushed ones. ?1 namespace, ?2 viewer, ?3 limit, ?4 offset.
-        let scope = if namespace.is_some() {
-            "r.namespace = ?1"
-        } else {
-            "?1 IS NULL AND r.pushed_at IS NOT NULL"
-        };
-        let marks = match marked {
-            None => "",
-            Some(true) => "AND k.mark IS NOT NULL",
-            Some(false) => "AND k.mark IS NULL",
+        // ?1 the scope's namespace or JSON list, ?2 viewer, ?3 limit, ?4 offset.
+        let (filter, bound) = match scope {
+            RecentScope::Pushed => ("?1 IS NULL AND r.pushed_at IS NOT NULL", None),
+            RecentScope::Namespace(ns) => ("r.namespace = ?1", Some(ns.to_owned())),
+            RecentScope::Within(list) => (
+                "r.pushed_at IS NOT NULL AND r.namespace IN (SELECT value FROM json_each(?1))",
+                json_list(Some(list)),
+            ),
+            RecentScope::Outside(list) => (
+                "r.pushed_at IS NOT NULL AND r.namespace NOT IN (SELECT value FROM json_each(?1))",
+                json_list(Some(list)),
+            ),
         };
         let sql = format!(
-            "SELECT r.name, r.public, r.description, r.pushed_at, k.mark
-             FROM repositories r LEFT JOIN namespace_marks k ON k.namespace = r.namespace
-             WHERE {scope} AND ({visible}) {marks}
+            "SELECT r.name, r.public, r.description, r.pushed_at
+             FROM repositories r
+             WHERE {filter} AND ({visible})
              ORDER BY r.pushed_at IS NULL, r.pushed_at DESC, r.name
              LIMIT ?3 OFFSET ?4",
             visible = visible(viewer),
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(namespace)
+            .bind(bound)
             .bind(viewer_name(viewer))
             .bind(i64::from(limit))
             .bind(i64::from(offset))
@@ -160,9 +159,8 @@ impl CatalogStore for SqliteMetaStore {
 
     async fn repository_card(&self, repository: &RepoName) -> Result<Option<RepositoryCard>> {
         let row = sqlx::query(
-            "SELECT r.name, r.public, r.description, r.pushed_at, k.mark
-             FROM repositories r LEFT JOIN namespace_marks k ON k.namespace = r.namespace
-             WHERE r.name = ?",
+            "SELECT r.name, r.public, r.description, r.pushed_at
+             FROM repositories r WHERE r.name = ?",
         )
         .bind(repository.as_str())
         .fetch_optional(&self.reader)
