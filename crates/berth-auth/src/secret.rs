@@ -191,9 +191,45 @@ pub fn looks_like_token(secret: &str) -> bool {
     secret.starts_with(TOKEN_PREFIX)
 }
 
+/// A new random value for the web site's pre-session CSRF cookie.
+pub fn new_csrf_cookie() -> String {
+    random_hex(16)
+}
+
+/// The CSRF token a web form carries, derived from a cookie the browser holds (the
+/// session secret, or the pre-session CSRF cookie), which another site can neither read
+/// nor set. Labelled, so it never equals what the store keeps of a secret.
+pub fn csrf_token(cookie_secret: &str) -> String {
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"berth web form\0");
+    hash.update(cookie_secret.as_bytes());
+    hex::encode(hash.finalize())
+}
+
+/// Compares two tokens in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |differ, (x, y)| differ | (x ^ y))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csrf_tokens_follow_their_cookie() {
+        let a = csrf_token("berth_ses_a");
+        assert_eq!(a, csrf_token("berth_ses_a"));
+        assert_ne!(a, csrf_token("berth_ses_b"));
+        assert_ne!(a, hash_token_secret("berth_ses_a"));
+        assert!(same_secret(&a, &csrf_token("berth_ses_a")));
+        assert!(!same_secret(&a, &csrf_token("berth_ses_b")));
+        assert!(!same_secret(&a, &a[1..]));
+        assert!(!same_secret("", &a));
+    }
 
     #[test]
     fn passwords_verify_only_against_their_hash() {

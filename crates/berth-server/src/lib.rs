@@ -13,6 +13,7 @@ use berth_meta::{MetaStore, PgMetaStore, SqliteMetaStore};
 use tokio::net::TcpListener;
 
 pub mod accounts;
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod gc;
@@ -22,6 +23,7 @@ pub mod marks;
 pub mod policy;
 pub mod registry;
 pub mod transport;
+pub mod web;
 
 pub use accounts::Accounts;
 pub use config::{AuthConfig, Config, DatabaseConfig, Limits, StorageConfig};

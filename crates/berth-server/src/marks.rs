@@ -63,6 +63,22 @@ impl Marks {
             .copied()
             .unwrap_or_else(|| NamespaceMark::default_for(namespace))
     }
+
+    /// Every namespace whose mark is one of `wanted` (the default official namespace
+    /// included unless its mark was taken away).
+    pub fn namespaces_marked(&self, wanted: &[NamespaceMark]) -> Vec<String> {
+        let mut namespaces: Vec<String> = self
+            .0
+            .keys()
+            .map(String::as_str)
+            .chain([OFFICIAL_NAMESPACE])
+            .filter(|ns| wanted.contains(&self.of(ns)))
+            .map(str::to_owned)
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        namespaces
+    }
 }
 
 /// Sets a namespace's mark: stored unless it is the namespace's default.

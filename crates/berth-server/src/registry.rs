@@ -154,6 +154,29 @@ impl Registry {
         }
     }
 
+    /// A small blob whole (an image's config, for the web site), if this repository may
+    /// serve it and it has at most `max` bytes.
+    pub async fn read_small_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Option<Bytes>> {
+        match self.meta.repository_blob(repo, digest).await? {
+            Some(size) if size <= max => {}
+            _ => return Ok(None),
+        }
+        let mut body = self.open_blob(repo, digest, None).await?;
+        let mut bytes = Vec::with_capacity(body.len as usize);
+        while let Some(chunk) = body.stream.next().await {
+            bytes.extend_from_slice(&chunk.map_err(RegistryError::internal)?);
+            if bytes.len() as u64 > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(bytes.into()))
+    }
+
     /// Where the client should fetch a blob from instead of through berth, if the blob
     /// store sends clients to presigned URLs.
     pub async fn blob_redirect(&self, digest: &Digest) -> Result<Option<String>> {

@@ -30,6 +30,7 @@ pub mod error;
 pub mod limits;
 mod manifests;
 pub mod origin;
+mod search;
 pub mod token;
 
 pub use error::ApiError;
@@ -65,6 +66,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{*rest}", axum::routing::any(dispatch))
         .route("/token", axum::routing::any(token::token))
         .route("/api/v1/{*rest}", axum::routing::any(api::dispatch))
+        .route("/v1/_ping", axum::routing::get(search::ping))
+        .route("/v1/search", axum::routing::get(search::search))
+        .merge(crate::web::router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

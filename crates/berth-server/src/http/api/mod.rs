@@ -2,7 +2,7 @@
 //! The same operations as the `berth user|org|token|repo` commands, one module per
 //! resource: [`sessions`], [`users`], [`orgs`], [`tokens`], [`repositories`],
 //! [`namespaces`], [`policies`], [`tags`] (tag history and the dry run of a push),
-//! [`golden`] (golden images and push warnings).
+//! [`golden`] (golden images and push warnings), [`search`].
 //!
 //! Callers sign in with a session cookie (`POST /api/v1/session`), Basic credentials
 //! (a password or an access token) or `Authorization: Bearer <access token>`; bearer
@@ -40,6 +40,7 @@ mod namespaces;
 mod orgs;
 mod policies;
 mod repositories;
+mod search;
 mod sessions;
 mod tags;
 mod tokens;
@@ -273,6 +274,7 @@ async fn route(ctx: &Ctx<'_>) -> ApiResult {
         ["orgs", rest @ ..] => orgs::handle(ctx, method, rest).await,
         ["tokens", rest @ ..] => tokens::handle(ctx, method, rest).await,
         ["repositories", rest @ ..] => repositories::handle(ctx, method, rest).await,
+        ["search"] => search::handle(ctx, method).await,
         ["namespaces", rest @ ..] => namespaces::handle(ctx, method, rest).await,
         ["policies", rest @ ..] => policies::handle(ctx, method, rest).await,
         ["tag-history", rest @ ..] => tags::history(ctx, method, rest).await,

@@ -1,6 +1,6 @@
 //! Repositories: `GET /api/v1/repositories[?n=&last=]` (what the caller may read),
 //! `GET /api/v1/repositories/NAME` (with the storage it uses),
-//! `PUT /api/v1/repositories/NAME/visibility`.
+//! `PUT /api/v1/repositories/NAME/visibility`, `PUT /api/v1/repositories/NAME/description`.
 
 use axum::http::{Method, StatusCode};
 use berth_auth::Principal;
@@ -20,6 +20,11 @@ pub const MAX_PAGE: u32 = 1000;
 #[derive(Deserialize)]
 struct Visibility {
     visibility: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Description {
+    description: String,
 }
 
 pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
@@ -53,6 +58,29 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
                 json!({ "name": repo.as_str(), "visibility": visibility_word(public) }),
             )
         }
+        (Method::PUT, [name @ .., "description"]) => {
+            let repo = repo_name(name)?;
+            let caller = ctx.caller()?;
+            require_manage_scope(caller)?;
+            if !ctx.accounts.may_manage(principal, repo.namespace()).await? {
+                return Err(ApiFailure::forbidden("you may not manage this repository"));
+            }
+            let wanted: Description = ctx.json()?;
+            let description = crate::catalog::checked_description(&wanted.description)
+                .map_err(ApiFailure::invalid)?;
+            if !ctx
+                .accounts
+                .meta()
+                .set_repository_description(&repo, description)
+                .await?
+            {
+                return Err(ApiFailure::not_found(format!("repository {repo}")));
+            }
+            ok(
+                StatusCode::OK,
+                json!({ "name": repo.as_str(), "description": description }),
+            )
+        }
         (Method::GET, name) => {
             let repo = repo_name(name)?;
             // A repository the caller may not pull does not exist, as far as they can tell.
@@ -62,12 +90,15 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
                 Some(public) if rights.contains(Actions::PULL) => {
                     let usage = repository_usage(ctx, &repo).await?;
                     let marks = Marks::load(ctx.accounts.meta()).await?;
+                    let card = ctx.accounts.meta().repository_card(&repo).await?;
                     ok(
                         StatusCode::OK,
                         json!({
                             "name": repo.as_str(),
                             "mark": marks.of(repo.namespace()).as_str(),
                             "visibility": visibility_word(public),
+                            "description": card.as_ref().map(|c| c.description.as_str()),
+                            "pushed_at": card.as_ref().and_then(|c| c.pushed_at),
                             "storage": usage_json(usage.as_ref()),
                         }),
                     )
