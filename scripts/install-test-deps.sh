@@ -12,6 +12,9 @@
 #                   starts the cluster and creates the role; nothing is started here)
 #   nginx           the several-node tests put it in front of two berth nodes, as
 #                   the README's set-up does (the tests start their own instance)
+#   chromium        the web site's browser tests (headless, driven by Playwright from
+#                   npm; fonts-dejavu-core so pages render text)
+#   nodejs          runs those tests (the machine's Node.js 20 when present)
 #   curl, ca-certificates
 #
 # Usage: bash scripts/install-test-deps.sh      (as root, or with sudo on PATH)
@@ -33,6 +36,8 @@ have_cmd nginx   || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # The tests signal the real binary with /bin/kill (not the shell builtin `command -v` finds).
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 have_pkg ca-certificates || missing+=(ca-certificates)
+have_cmd chromium || missing+=(chromium fonts-dejavu-core)
+have_cmd node    || missing+=(nodejs npm)
 # A server, not just the client: pg_ctlcluster and some /usr/lib/postgresql/N/bin/postgres.
 have_postgres() {
     have_cmd pg_ctlcluster || return 1
@@ -44,7 +49,7 @@ have_postgres() {
 have_postgres || missing+=(postgresql)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql, nginx)"
+    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql, nginx, chromium, node)"
     exit 0
 fi
 
@@ -69,7 +74,7 @@ apt_opts=(-o DPkg::Lock::Timeout=300 -y -q)
 "${sudo[@]}" apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"
 
 # Check what the tests will look for.
-for c in skopeo dockerd containerd runc python3 curl pg_ctlcluster psql; do
+for c in skopeo dockerd containerd runc python3 curl pg_ctlcluster psql chromium node npm; do
     if ! have_cmd "$c"; then
         echo "install-test-deps: $c still missing after apt-get install" >&2
         exit 1

@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-test-deps.sh
+# Playwright (npm, no browser download: it drives Debian's chromium) for the web tests.
+if [ ! -d crates/berth/tests/browser/node_modules/playwright-core ]; then
+    (cd crates/berth/tests/browser && npm ci --no-audit --no-fund)
+fi
 
 if [ ! -f ../shared/tools/mkimage.py ] && [ -z "${BERTH_SHARED_DIR:-}" ]; then
     echo "test.sh: ../shared/tools/mkimage.py not found (set BERTH_SHARED_DIR)" >&2

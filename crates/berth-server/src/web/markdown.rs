@@ -1,8 +1,9 @@
-//! Repository descriptions: Markdown rendered to HTML, then sanitized with ammonia
-//! (which keeps formatting, links and code, and drops scripts, event handlers, styles
-//! and `javascript:` URLs), since descriptions come from users.
+//! Repository descriptions: Markdown rendered to HTML, since descriptions come from
+//! users, in two steps: HTML written into the Markdown is shown as text (escaped, never
+//! interpreted), and the result is sanitized with ammonia, which drops what Markdown
+//! itself can produce but a page must not have (`javascript:` links, say).
 
-use pulldown_cmark::{Options, Parser, html};
+use pulldown_cmark::{Event, Options, Parser, html};
 
 pub fn render(markdown: &str) -> String {
     let mut options = Options::empty();
@@ -10,7 +11,11 @@ pub fn render(markdown: &str) -> String {
     options.insert(Options::ENABLE_STRIKETHROUGH);
     options.insert(Options::ENABLE_TASKLISTS);
     let mut unsafe_html = String::with_capacity(markdown.len() * 3 / 2);
-    html::push_html(&mut unsafe_html, Parser::new_ext(markdown, options));
+    let events = Parser::new_ext(markdown, options).map(|event| match event {
+        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+        other => other,
+    });
+    html::push_html(&mut unsafe_html, events);
     ammonia::Builder::default()
         .link_rel(Some("noopener noreferrer nofollow"))
         .clean(&unsafe_html)
@@ -45,15 +50,31 @@ mod tests {
     }
 
     #[test]
-    fn scripts_handlers_and_script_urls_are_removed() {
+    fn html_in_markdown_is_shown_as_text() {
         let html = render(
             "<script>alert(1)</script>\n\n<img src=x onerror=alert(2)>\n\n\
-             [click](javascript:alert(3)) <a href=\"javascript:alert(4)\">x</a>\n\n\
+             text <a href=\"javascript:alert(4)\">x</a>\n\n\
              <iframe src=\"https://evil.example\"></iframe><style>body{}</style>",
         );
-        for bad in ["<script", "onerror", "javascript:", "<iframe", "<style"] {
+        for bad in ["<script", "<img", "<a ", "<iframe", "<style"] {
             assert!(!html.contains(bad), "{bad} in {html}");
         }
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(2)&gt;"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn script_links_are_removed() {
+        let html = render("[click](javascript:alert(3)) [data](data:text/html,x)");
+        assert!(!html.contains("javascript:"), "{html}");
+        assert!(!html.contains("data:text"), "{html}");
+        assert!(html.contains("click"), "{html}");
     }
 
     #[test]

@@ -660,6 +660,11 @@ impl DockerDaemon {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
+    /// DOCKER_CONFIG for this daemon's CLI (where `docker login` keeps credentials).
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
     /// DOCKER_HOST value for this daemon.
     pub fn host(&self) -> String {
         format!("unix://{}", self.socket.display())

@@ -25,6 +25,7 @@ mod process;
 mod real_clients;
 mod tag_policies;
 mod uploads;
+mod web;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
