@@ -200,6 +200,48 @@ async fn migrations_apply_once_when_nodes_start_together() {
     outcome.unwrap();
 }
 
+/// Where the role may create pg_trgm (a trusted extension: the database's owner may),
+/// search has its trigram index, and it serves search's condition (the planner takes
+/// it once scans are ruled out, as they are at a size where they would cost more).
+#[tokio::test]
+async fn search_uses_the_trigram_index() {
+    let scratch = scratch().await;
+    let url = scratch.url.clone();
+    let outcome = tokio::spawn(async move {
+        let store = PgMetaStore::open(&url).await.unwrap();
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let index: Option<String> = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'repositories_search'",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        let index = index.expect("the trigram index");
+        assert!(index.contains("gin_trgm_ops"), "{index}");
+        let blob = berth_core::Algorithm::Sha256.digest_of(b"x");
+        for i in 0..20 {
+            let repo: RepoName = format!("team{i}/app{i}").parse().unwrap();
+            store.link_blob(&repo, &blob, 1).await.unwrap();
+        }
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN SELECT name FROM repositories
+             WHERE name ILIKE '%app123%' OR description ILIKE '%app123%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("repositories_search"), "{plan}");
+    })
+    .await;
+    scratch.remove().await;
+    outcome.unwrap();
+}
+
 #[tokio::test]
 async fn other_urls_are_refused() {
     let refused = PgMetaStore::open("sqlite:///tmp/x.db").await;
