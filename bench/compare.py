@@ -1942,6 +1942,148 @@ def trust_stage(kind, args, tmp):
     return out
 
 
+# --------------------------------------------------------------------------
+# 9. the web site and search at --web-repos repositories
+# --------------------------------------------------------------------------
+
+WEB_WORDS = ("alpha beta gamma delta web api ui gallery node python rust golang java base tools ci "
+             "build cache proxy postgres redis nginx worker queue auth billing search shop mail").split()
+
+
+def web_stage(args, tmp):
+    """berth's web pages, `docker search` (/v1/search) and /api/v1/search on its
+    embedded default (SQLite) holding --web-repos repositories in 1,000 namespaces (one
+    in ten private; descriptions of a few words; 50 official images and 5 verified
+    namespaces). The repository rows are written with Python's sqlite3 into the schema
+    berth created (the server stopped; the search index follows by its triggers): pushing
+    100,000 images through the API would take minutes and measure pushes. Then real
+    images are pushed through the API to the repository whose pages are measured. Each
+    page: its server time (p99 and median at 1 connection: nothing queues) and its rate
+    at --conns connections, server pinned; its weight (HTML + style sheet + script,
+    uncompressed). Distribution has no web site or search to compare with."""
+    import random
+    import sqlite3
+    n = args.web_repos
+    port = free_port()
+    data = os.path.join(tmp, "web")
+    os.makedirs(data)
+    slog = os.path.join(tmp, "web.log")
+    password = "bench-admin-password"
+    extra = ["--gc-interval", "0"]
+
+    def start(cpus):
+        pr = Proc(server_cmd("berth", args, port, data, tmp, cpus, htpasswd="accounts", berth_extra=extra),
+                  slog, port, env=auth_env(password), ready=(200, 401))
+        LIVE.append(pr)
+        return pr
+
+    def stop(pr):
+        pr.stop()
+        LIVE.remove(pr)
+
+    out = {"repositories": n, "rows": {}, "weights": {}}
+    pr = start(args.seed_cpus)   # creates the schema
+    stop(pr)
+    rnd = random.Random(7)
+    t0 = now()
+    db = sqlite3.connect(os.path.join(data, "berth.db"))
+    stamp_now = int(time.time())
+    rows = []
+    for i in range(n):
+        ns = "library" if i < 50 else "team%03d" % (i % 1000)
+        name = "%s/%s-%s-%d" % (ns, rnd.choice(WEB_WORDS), rnd.choice(WEB_WORDS), i)
+        desc = "The %s %s for %s builds, version %d" % (rnd.choice(WEB_WORDS), rnd.choice(WEB_WORDS),
+                                                       rnd.choice(WEB_WORDS), i)
+        public = 0 if i % 10 == 9 else 1
+        rows.append((name, stamp_now - n + i, public, desc, stamp_now - n + i))
+    with db:
+        db.executemany("INSERT INTO repositories (name, created_at, public, description, pushed_at) "
+                       "VALUES (?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO namespace_marks (namespace, mark) VALUES (?, 'verified')",
+                       [("team%03d" % k,) for k in range(5)])
+    db.close()
+    out["fill_s"] = now() - t0
+    log("web: %s repositories written in %.1f s" % ("{:,}".format(n), out["fill_s"]))
+
+    # Real images in one repository: 20 tags over 10 manifests, each with a config and 2 layers.
+    pr = start(args.seed_cpus)
+    auth = {"Authorization": basic("admin", password)}
+    cl = Client(port, headers=auth)
+    repo = "gallery/ui"
+    for k in range(10):
+        cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                          "history": [{"created_by": "RUN step %d" % j} for j in range(8)], "seed": k}).encode()
+        layers = [os.urandom(2048) for _ in range(2)]
+        for blob in [cfg] + layers:
+            upload_blob(cl, repo, blob)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(cfg), "size": len(cfg)},
+            "layers": [{"mediaType": OCI_LAYER, "digest": sha256_digest(l), "size": len(l)} for l in layers],
+        }, separators=(",", ":")).encode()
+        for tag in ("1.%d.0" % k, "1.%d" % k):
+            st, h, body = cl.request("PUT", "/v2/%s/manifests/%s" % (repo, tag), manifest,
+                                     {"Content-Type": OCI_MANIFEST})
+            if st != 201:
+                raise Failure("PUT %s:%s: %d %r" % (repo, tag, st, body[:200]))
+    stop(pr)
+
+    pr = start(str(args.server_cpu))
+    try:
+        cl = Client(port)
+        assets = 0
+        for path in ("/static/berth.css", "/static/berth.js"):
+            st, h, body = cl.request("GET", path)
+            if st != 200:
+                raise Failure("GET %s: %d" % (path, st))
+            assets += len(body)
+        common = "gallery"   # in about one name or description in ten: more than search ranks
+        cells = (
+            ("home page", "/"),
+            ("search, a common word (1,000+ matches)", "/search?q=%s" % common),
+            ("search, a rare term (a handful)", "/search?q=version+4242"),
+            ("search, two letters (the start of a word)", "/search?q=zq"),
+            ("search, official filter", "/search?q=%s&official=on" % common),
+            ("namespace page (100 repositories)", "/u/team042"),
+            ("repository page (20 tags)", "/r/%s" % repo),
+            ("tag page", "/r/%s/-/tags/1.4.0" % repo),
+            ("sign-in page", "/signin"),
+            ("docker search (/v1/search)", "/v1/search?q=%s&n=25" % common),
+            ("/api/v1/search", "/api/v1/search?q=%s" % common),
+        )
+        for label, path in cells:
+            st, h, body = cl.request("GET", path)
+            if st != 200:
+                raise Failure("GET %s: %d %r" % (path, st, body[:200]))
+            html = header(h, "content-type").startswith("text/html")
+            weight = len(body) + (assets if html else 0)
+            one = load(cl, path, 1, args.growth_duration)
+            many = load(cl, path, args.conns, args.growth_duration)
+            # the median at one connection: oha's JSON has it, load() keeps p99 only
+            out["rows"][label] = {"path": path, "p99_1": one["p99"], "rps_1": one["rps"],
+                                  "rps": many["rps"], "p99": many["p99"], "how": many["how"],
+                                  "bytes": weight, "html": html}
+            log("web: %s: p99 %s ms alone, %s req/s at %d connections; %s bytes"
+                % (label, fmt(one["p99"]), fmt(many["rps"]), args.conns, "{:,}".format(weight)))
+        out["rss_mib"] = rss_of(pr).get("VmRSS")
+    finally:
+        stop(pr)
+        remove_tree(data)
+    return out
+
+
+def web_table(w, conns):
+    out = ["| page (%s repositories) | server time p99, 1 connection | req/s at %d connections | p99 there | weight (HTML + CSS + JS) |"
+           % ("{:,}".format(w["repositories"]), conns),
+           "|---|---:|---:|---:|---:|"]
+    for label, r in w["rows"].items():
+        out.append("| %s | %s ms | %s | %s ms | %s |" % (
+            label, fmt(r["p99_1"]), fmt(r["rps"]), fmt(r["p99"]),
+            ("%.1f KB" % (r["bytes"] / 1000.0)) if r["html"] else "%.1f KB (JSON)" % (r["bytes"] / 1000.0)))
+    return "\n".join(out)
+
+
+
 def trust_table(t, args):
     b, d = t.get("berth") or {}, t.get("distribution") or {}
     peer = (d.get("rows") or {}).get("plain", {}).get("median")
@@ -2465,6 +2607,19 @@ def report(args, info, c, results, g, a, errors, started, command, xs=None):
                  % (args.trust_puts, args.runs, args.trust_golden))
         L.append("")
         L.append(trust_table(xs["trust"], args))
+    if (xs or {}).get("web"):
+        w = xs["web"]
+        L.append("")
+        L.append("## The web site and search")
+        L.append("")
+        L.append("berth on its embedded default (SQLite) with %s repositories in 1,000 namespaces (one in ten "
+                 "private, a description each), anonymous visitor, server pinned to one core. Server time is the "
+                 "p99 latency at one connection (nothing queues); the rate is at %d connections. Weight: the HTML "
+                 "plus the style sheet and the script, uncompressed, no images. RSS after the run: %s MiB. "
+                 "Distribution has no web site or search."
+                 % ("{:,}".format(w["repositories"]), args.conns, fmt(w.get("rss_mib"))))
+        L.append("")
+        L.append(web_table(w, args.conns))
     if c:
         L.append("## Ceilings (same machine, same pinning)")
         L.append("")
@@ -2561,6 +2716,9 @@ def main():
     ap.add_argument("--skip-trust", action="store_true", help="leave out the tags-and-trust rows")
     ap.add_argument("--only-trust", action="store_true",
                     help="only manifest PUTs under tag policies and berth lint")
+    ap.add_argument("--skip-web", action="store_true", help="leave out the web site and search rows")
+    ap.add_argument("--only-web", action="store_true", help="only the web site and search rows")
+    ap.add_argument("--web-repos", type=int, default=100000, help="repositories for the web stage (default 100000)")
     ap.add_argument("--trust-puts", type=int, default=2000, help="manifest PUTs per run of the trust rows (default 2000)")
     ap.add_argument("--trust-golden", type=int, default=20, help="golden images the golden check compares with (default 20)")
     ap.add_argument("--pg-url", default=os.environ.get("BERTH_TEST_POSTGRES"),
@@ -2601,12 +2759,12 @@ def main():
     args = ap.parse_args()
     if args.dist_growth_tags is None:
         args.dist_growth_tags = args.growth_tags
-    only = [x for x in ("auth", "s3", "gc", "pg", "trust") if getattr(args, "only_" + x)]
+    only = [x for x in ("auth", "s3", "gc", "pg", "trust", "web") if getattr(args, "only_" + x)]
     for x in only:
         if getattr(args, "skip_" + x):
             ap.error("--only-%s and --skip-%s" % (x, x))
     if only:
-        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust"):
+        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust", "web"):
             if x not in only:
                 setattr(args, "skip_" + x, True)
     args.gc_backends = [x.strip() for x in args.gc_backends.split(",") if x.strip()]
@@ -2742,6 +2900,12 @@ def main():
                 except Exception as e:
                     errors.append("tags and trust, %s: %s" % (NAMES[kind], e))
                     log("FAILED: %s" % e)
+        if not args.skip_web and "berth" in servers:
+            try:
+                xs["web"] = web_stage(args, tmp)
+            except Exception as e:
+                errors.append("web site and search: %s" % e)
+                log("FAILED: %s" % e)
         if not args.skip_pg and "berth" in servers:
             try:
                 xs["pg"] = pg_listings(args, tmp, args.pg_url, ts)
@@ -2778,7 +2942,7 @@ def main():
                    "growth": {k: dict(v, rows={lab: {str(n): x for n, x in r.items()}
                                                for lab, r in v["rows"].items()})
                               for k, v in g.items()},
-                   "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"), "trust": xs.get("trust"),
+                   "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"), "trust": xs.get("trust"), "web": xs.get("web"),
                    "pg": dict(xs["pg"], rows={lab: {str(n): x for n, x in r.items()}
                                               for lab, r in xs["pg"]["rows"].items()}) if xs.get("pg") else None,
                    "errors": errors}, f, indent=1)

@@ -369,7 +369,7 @@ ALTER TABLE repositories
 UPDATE repositories SET pushed_at =
     (SELECT max(created_at) FROM manifests m WHERE m.repository_id = repositories.id);
 CREATE INDEX repositories_by_namespace ON repositories(namespace, pushed_at);
-CREATE INDEX public_repositories_by_push ON repositories(pushed_at) WHERE public;
+CREATE INDEX repositories_by_push ON repositories(pushed_at);
 DO $$
 BEGIN
     CREATE EXTENSION IF NOT EXISTS pg_trgm;

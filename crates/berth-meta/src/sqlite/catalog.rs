@@ -54,24 +54,40 @@ fn card_from_row(row: &SqliteRow) -> Result<RepositoryCard> {
 impl CatalogStore for SqliteMetaStore {
     async fn search_repositories(&self, query: &SearchQuery<'_>) -> Result<SearchResults> {
         // ?1 the match, ?2 the viewer, ?3 namespaces, ?4 repositories (JSON arrays),
-        // ?5 the text in lower case, ?6 limit, ?7 offset, ?8 candidates.
-        let matches = if uses_trigrams(query.text) {
-            "r.id IN (SELECT rowid FROM repository_search WHERE repository_search MATCH ?1)"
+        // ?5 the text in lower case, ?6 limit, ?7 offset, ?8 candidates. Each case
+        // starts from the index that narrows it most: a filter's few repositories,
+        // else trigrams (three characters or more), else words (shorter text matches
+        // the start of a word).
+        let text = query.text;
+        let filtered = query.namespaces.is_some() || query.repositories.is_some();
+        let anywhere = "(r.name LIKE ?1 ESCAPE '\\' OR r.description LIKE ?1 ESCAPE '\\')";
+        let (from, matches, pattern) = if filtered || !text.chars().any(char::is_alphanumeric) {
+            ("repositories r", anywhere, like_anywhere(text))
+        } else if uses_trigrams(text) {
+            (
+                "repository_search s JOIN repositories r ON r.id = s.rowid",
+                "repository_search MATCH ?1",
+                fts_phrase(text),
+            )
         } else {
-            "(r.name LIKE ?1 ESCAPE '\\' OR r.description LIKE ?1 ESCAPE '\\')"
+            (
+                "repository_words s JOIN repositories r ON r.id = s.rowid",
+                "repository_words MATCH ?1",
+                format!("{} *", fts_phrase(text)),
+            )
         };
-        let pattern = if uses_trigrams(query.text) {
-            fts_phrase(query.text)
-        } else {
-            like_anywhere(query.text)
-        };
+        let mut filters = String::new();
+        if query.namespaces.is_some() {
+            filters.push_str(" AND r.namespace IN (SELECT value FROM json_each(?3))");
+        }
+        if query.repositories.is_some() {
+            filters.push_str(" AND r.name IN (SELECT value FROM json_each(?4))");
+        }
         let sql = format!(
             "WITH m AS MATERIALIZED (
-               SELECT r.name, r.public, r.description, r.pushed_at, r.namespace
-               FROM repositories r
-               WHERE {matches} AND ({visible})
-                 AND (?3 IS NULL OR r.namespace IN (SELECT value FROM json_each(?3)))
-                 AND (?4 IS NULL OR r.name IN (SELECT value FROM json_each(?4)))
+               SELECT r.name, r.public, r.description, r.pushed_at
+               FROM {from}
+               WHERE {matches} AND ({visible}){filters}
                LIMIT ?8)
              SELECT m.name, m.public, m.description, m.pushed_at,
                     (SELECT count(*) FROM m) AS total
@@ -126,6 +142,8 @@ impl CatalogStore for SqliteMetaStore {
         limit: u32,
     ) -> Result<Vec<RepositoryCard>> {
         // ?1 the scope's namespace or JSON list, ?2 viewer, ?3 limit, ?4 offset.
+        // Newest first straight from the index on pushed_at, which stops at the page's
+        // end (never-pushed repositories last only on a namespace's page).
         let (filter, bound) = match scope {
             RecentScope::Pushed => ("?1 IS NULL AND r.pushed_at IS NOT NULL", None),
             RecentScope::Namespace(ns) => ("r.namespace = ?1", Some(ns.to_owned())),
@@ -142,9 +160,14 @@ impl CatalogStore for SqliteMetaStore {
             "SELECT r.name, r.public, r.description, r.pushed_at
              FROM repositories r
              WHERE {filter} AND ({visible})
-             ORDER BY r.pushed_at IS NULL, r.pushed_at DESC, r.name
+             ORDER BY {never_last}r.pushed_at DESC, r.name
              LIMIT ?3 OFFSET ?4",
             visible = visible(viewer),
+            never_last = if matches!(scope, RecentScope::Namespace(_)) {
+                "r.pushed_at IS NULL, "
+            } else {
+                ""
+            },
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(bound)

@@ -239,9 +239,10 @@ CREATE TABLE push_warnings (
 );
 CREATE INDEX push_warnings_by_repository ON push_warnings(repository, id);
 "#,
-    // The catalog: a repository's namespace (derived), description and last push, and a
-    // trigram full-text index over names and descriptions for search (any part of a
-    // name matches, as on Docker Hub), kept current by triggers.
+    // The catalog: a repository's namespace (derived), description and last push, and
+    // two full-text indexes over names and descriptions for search, kept current by
+    // triggers: trigrams (any part of a name matches, as on Docker Hub: three characters
+    // or more) and words (shorter searches match the start of a word: `ui`, `go`).
     r#"
 ALTER TABLE repositories ADD COLUMN namespace TEXT
     GENERATED ALWAYS AS (substr(name, 1, instr(name || '/', '/') - 1)) VIRTUAL;
@@ -250,22 +251,33 @@ ALTER TABLE repositories ADD COLUMN pushed_at INTEGER;
 UPDATE repositories SET pushed_at =
     (SELECT max(created_at) FROM manifests m WHERE m.repository_id = repositories.id);
 CREATE INDEX repositories_by_namespace ON repositories(namespace, pushed_at);
-CREATE INDEX public_repositories_by_push ON repositories(pushed_at) WHERE public = 1;
+CREATE INDEX repositories_by_push ON repositories(pushed_at);
 CREATE VIRTUAL TABLE repository_search USING fts5(
     name, description, content = 'repositories', content_rowid = 'id', tokenize = 'trigram');
+CREATE VIRTUAL TABLE repository_words USING fts5(
+    name, description, content = 'repositories', content_rowid = 'id', tokenize = 'unicode61');
 INSERT INTO repository_search(repository_search) VALUES ('rebuild');
+INSERT INTO repository_words(repository_words) VALUES ('rebuild');
 CREATE TRIGGER repository_search_insert AFTER INSERT ON repositories BEGIN
     INSERT INTO repository_search(rowid, name, description)
+        VALUES (new.id, new.name, new.description);
+    INSERT INTO repository_words(rowid, name, description)
         VALUES (new.id, new.name, new.description);
 END;
 CREATE TRIGGER repository_search_delete AFTER DELETE ON repositories BEGIN
     INSERT INTO repository_search(repository_search, rowid, name, description)
+        VALUES ('delete', old.id, old.name, old.description);
+    INSERT INTO repository_words(repository_words, rowid, name, description)
         VALUES ('delete', old.id, old.name, old.description);
 END;
 CREATE TRIGGER repository_search_update AFTER UPDATE OF name, description ON repositories BEGIN
     INSERT INTO repository_search(repository_search, rowid, name, description)
         VALUES ('delete', old.id, old.name, old.description);
     INSERT INTO repository_search(rowid, name, description)
+        VALUES (new.id, new.name, new.description);
+    INSERT INTO repository_words(repository_words, rowid, name, description)
+        VALUES ('delete', old.id, old.name, old.description);
+    INSERT INTO repository_words(rowid, name, description)
         VALUES (new.id, new.name, new.description);
 END;
 "#,
