@@ -19,6 +19,9 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    /// A registry berth depends on (a mirror's upstream) cannot answer; not in the
+    /// spec's table, as Distribution sends it.
+    Unavailable,
     /// Server fault. The cause is logged, never sent.
     Unknown,
 }
@@ -74,6 +77,7 @@ impl ErrorCode {
             ErrorCode::Denied => ("DENIED", 403, "requested access to the resource is denied"),
             ErrorCode::Unsupported => ("UNSUPPORTED", 405, "the operation is unsupported"),
             ErrorCode::TooManyRequests => ("TOOMANYREQUESTS", 429, "too many requests"),
+            ErrorCode::Unavailable => ("UNAVAILABLE", 503, "service unavailable"),
             ErrorCode::Unknown => ("UNKNOWN", 500, "unknown error"),
         }
     }

@@ -113,6 +113,11 @@ pub struct TagUpdate {
     pub semver_floats: bool,
     /// Who pushed: recorded in the tag history.
     pub actor: String,
+    /// A copy of another registry's manifest (a mirror's cache): its blobs and child
+    /// manifests arrive later, when clients ask for them, so they are recorded as its
+    /// references (which keeps them from collection once they are here) without being
+    /// required to be here already.
+    pub mirrored: bool,
 }
 
 impl TagUpdate {

@@ -98,6 +98,7 @@ macro_rules! meta_store_contract {
             golden_images_marks_and_warnings,
             search_matches_names_and_descriptions_for_the_viewer,
             recent_repositories_and_tag_rows,
+            mirrored_manifests_may_reference_what_is_not_here_yet,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -3092,5 +3093,41 @@ pub async fn recent_repositories_and_tag_rows(store: &dyn MetaStore) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub async fn mirrored_manifests_may_reference_what_is_not_here_yet(store: &dyn MetaStore) {
+    let r = repo("hub/library/alpine");
+    let m = manifest("mirrored", None, None);
+    let (later_blob, later_child) = (digest("arrives later"), digest("child later"));
+    let mirrored = TagUpdate {
+        mirrored: true,
+        ..TagUpdate::plain(&[tag("3")], "mirror")
+    };
+    store
+        .put_manifest_with(
+            &r,
+            &m,
+            std::slice::from_ref(&later_blob),
+            &[later_child],
+            &mirrored,
+        )
+        .await
+        .unwrap();
+    let found = store.manifest_by_tag(&r, &tag("3")).await.unwrap().unwrap();
+    assert_eq!(found.digest, m.digest);
+    // A push (not a mirror's copy) still needs its references.
+    let pushed = store
+        .put_manifest_with(
+            &r,
+            &manifest("pushed", None, None),
+            &[later_blob],
+            &[],
+            &TagUpdate::plain(&[tag("4")], "alice"),
+        )
+        .await;
+    assert!(
+        matches!(pushed, Err(PutManifestError::MissingBlob(_))),
+        "{pushed:?}"
     );
 }

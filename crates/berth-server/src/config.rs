@@ -81,6 +81,10 @@ pub struct AuthConfig {
     pub trust_forwarded_host: bool,
     /// argon2 checks that may run at once, each in its own 19 MiB work area.
     pub password_workers: usize,
+    /// Namespaces whose repositories mirror an upstream (its prefixes, from the
+    /// config's upstreams): a repository there exists for access as soon as its
+    /// upstream has it, with its namespace's visibility, before its first pull.
+    pub mirror_prefixes: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -96,6 +100,7 @@ impl Default for AuthConfig {
             trust_forwarded_for: false,
             trust_forwarded_host: false,
             password_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            mirror_prefixes: Vec::new(),
         }
     }
 }
@@ -117,6 +122,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("trust_forwarded_for", &self.trust_forwarded_for)
             .field("trust_forwarded_host", &self.trust_forwarded_host)
             .field("password_workers", &self.password_workers)
+            .field("mirror_prefixes", &self.mirror_prefixes)
             .finish()
     }
 }
@@ -178,6 +184,86 @@ pub struct Config {
     pub gc: crate::gc::GcOptions,
     /// A garbage-collection pass runs this often in the background (`None`: never).
     pub gc_interval: Option<Duration>,
+    /// Registries mirrored under a prefix (`--upstream hub=https://registry-1.docker.io`).
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The prefix of the upstream that serves repositories that exist nowhere else
+    /// (what the Docker engine's `registry-mirrors` asks for).
+    pub mirror_default: Option<String>,
+}
+
+/// One mirrored registry: repositories under `PREFIX/` are read-only copies of its
+/// repositories, fetched when first pulled.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// The first component of the mirrored repositories' names (`hub`).
+    pub prefix: String,
+    /// `https://registry-1.docker.io`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A cached tag is checked with the upstream (a HEAD) once this old.
+    pub tag_ttl: Duration,
+    /// How long the upstream may take to answer (to connect, to start a response, and
+    /// between the bytes of a body) before it counts as unreachable.
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// `PREFIX=URL`, with the default TTL and timeout.
+    pub fn parse(text: &str) -> Result<UpstreamConfig, ConfigError> {
+        let (prefix, url) = text
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Upstream(format!("{text:?}: use PREFIX=URL")))?;
+        let upstream = UpstreamConfig {
+            prefix: prefix.trim().to_owned(),
+            url: url.trim().trim_end_matches('/').to_owned(),
+            username: None,
+            password: None,
+            tag_ttl: Self::DEFAULT_TAG_TTL,
+            timeout: Self::DEFAULT_TIMEOUT,
+        };
+        upstream.check()?;
+        Ok(upstream)
+    }
+
+    /// A prefix that is one valid name component, and an http(s) URL.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let valid_prefix = !self.prefix.is_empty()
+            && format!("{}/x", self.prefix)
+                .parse::<berth_core::RepoName>()
+                .is_ok()
+            && !self.prefix.contains('/');
+        if !valid_prefix {
+            return Err(ConfigError::Upstream(format!(
+                "prefix {:?}: one name component, such as hub or ghcr",
+                self.prefix
+            )));
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(ConfigError::Upstream(format!(
+                "url {:?}: use https://HOST[:PORT] (or http://)",
+                self.url
+            )));
+        }
+        Ok(())
+    }
+}
+
+// Hand-written so an upstream's password never reaches a log line through `{:?}`.
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("prefix", &self.prefix)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("tag_ttl", &self.tag_ttl)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +274,8 @@ pub enum ConfigError {
         "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB"
     )]
     Database(String),
+    #[error("upstream {0}")]
+    Upstream(String),
 }
 
 impl StorageConfig {
@@ -236,6 +324,8 @@ impl Config {
             limits: Limits::default(),
             gc: crate::gc::GcOptions::default(),
             gc_interval: Some(Duration::from_secs(60 * 60)),
+            upstreams: Vec::new(),
+            mirror_default: None,
         }
     }
 }

@@ -39,6 +39,12 @@ pub enum RegistryError {
     /// golden image).
     #[error("{0}")]
     NotGolden(String),
+    /// A mirror's upstream could not serve what was not cached (the message names it).
+    #[error(transparent)]
+    Upstream(#[from] crate::mirror::UpstreamError),
+    /// Mirrored repositories are copies of their upstream's.
+    #[error("{0} is a read-only mirror of {1}")]
+    ReadOnlyMirror(RepoName, String),
     #[error("range not satisfiable for a blob of {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     /// A fault of the server or its stores: logged with its cause, sent as `UNKNOWN`.

@@ -20,13 +20,14 @@ pub mod gc;
 pub mod golden;
 pub mod http;
 pub mod marks;
+pub mod mirror;
 pub mod policy;
 pub mod registry;
 pub mod transport;
 pub mod web;
 
 pub use accounts::Accounts;
-pub use config::{AuthConfig, Config, DatabaseConfig, Limits, StorageConfig};
+pub use config::{AuthConfig, Config, DatabaseConfig, Limits, StorageConfig, UpstreamConfig};
 pub use gc::{GcOptions, GcReport};
 pub use registry::Registry;
 
@@ -38,6 +39,8 @@ pub enum ServerError {
     Database(#[source] berth_meta::MetaError),
     #[error("opening accounts: {0}")]
     Accounts(String),
+    #[error("configuration: {0}")]
+    Config(#[source] config::ConfigError),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -83,11 +86,15 @@ pub async fn open_blobs(storage: &StorageConfig) -> Result<Arc<dyn BlobStore>, S
 pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, ServerError> {
     let blobs = open_blobs(&config.storage).await?;
     let meta = open_meta(&config.database).await?;
-    let accounts = Accounts::open_serving(meta.clone(), &config.auth)
+    let mirror = mirror::Mirror::new(&config.upstreams).map_err(ServerError::Config)?;
+    let mut auth = config.auth.clone();
+    auth.mirror_prefixes = config.upstreams.iter().map(|u| u.prefix.clone()).collect();
+    let accounts = Accounts::open_serving(meta.clone(), &auth)
         .await
         .map_err(|e| ServerError::Accounts(e.to_string()))?;
     Ok(Arc::new(http::AppState {
         registry: Arc::new(Registry::new(blobs, meta)),
+        mirror: Arc::new(mirror),
         accounts,
         open: config.open,
         trusted_proxy: http::origin::TrustedProxy {

@@ -177,6 +177,16 @@ impl Registry {
         Ok(Some(bytes.into()))
     }
 
+    /// Lets a mirrored repository serve a blob the registry holds already (anywhere);
+    /// its size, or `None` if the registry does not hold it.
+    pub async fn link_mirrored_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        Ok(self.meta.mount_blob(repo, digest, None).await?)
+    }
+
     /// Where the client should fetch a blob from instead of through berth, if the blob
     /// store sends clients to presigned URLs.
     pub async fn blob_redirect(&self, digest: &Digest) -> Result<Option<String>> {
@@ -641,6 +651,7 @@ impl Registry {
             tags,
             semver_floats: policy.semver_floats,
             actor: actor.to_owned(),
+            mirrored: false,
         };
         let record = ManifestRecord {
             digest: digest.clone(),
@@ -676,6 +687,41 @@ impl Registry {
                 tag: tag.as_str().to_owned(),
             }),
             Err(PutManifestError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Stores a mirror's copy of an upstream manifest (its digest verified by the
+    /// caller), tagged `tag` if given: its blobs and child manifests come later, when
+    /// clients ask for them.
+    pub async fn put_mirrored_manifest(
+        &self,
+        repo: &RepoName,
+        fetched: &crate::mirror::FetchedManifest,
+        tag: Option<&Tag>,
+        actor: &str,
+    ) -> Result<ManifestRecord> {
+        let parsed: ParsedManifest = manifest::parse(Some(&fetched.media_type), &fetched.body)
+            .map_err(|e| RegistryError::ManifestInvalid(format!("from the upstream: {}", e.0)))?;
+        let record = ManifestRecord {
+            digest: fetched.digest.clone(),
+            media_type: parsed.media_type,
+            body: fetched.body.clone(),
+            subject: parsed.subject,
+            artifact_type: parsed.artifact_type,
+            annotations: parsed.annotations,
+        };
+        let update = TagUpdate {
+            mirrored: true,
+            ..TagUpdate::plain(tag.map(std::slice::from_ref).unwrap_or_default(), actor)
+        };
+        match self
+            .meta
+            .put_manifest_with(repo, &record, &parsed.blobs, &parsed.manifests, &update)
+            .await
+        {
+            Ok(_) => Ok(record),
+            Err(PutManifestError::Store(e)) => Err(e.into()),
+            Err(other) => Err(RegistryError::internal(other)),
         }
     }
 

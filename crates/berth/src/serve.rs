@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_server::{Config, DatabaseConfig, StorageConfig};
+use berth_server::{Config, DatabaseConfig, StorageConfig, UpstreamConfig};
 use clap::Args;
 use serde::Deserialize;
 
@@ -113,6 +113,11 @@ pub struct ServeArgs {
     /// in the environment, comma-separated) [default: none]
     #[arg(long = "gc-untagged", env = "BERTH_GC_UNTAGGED", value_delimiter = ',')]
     gc_untagged: Vec<String>,
+    /// Mirror a registry: repositories under PREFIX/ are read-only copies of URL's,
+    /// fetched when first pulled (repeatable: PREFIX=URL; credentials, tag_ttl and
+    /// timeout in the config file's [[upstream]] tables) [default: none]
+    #[arg(long = "upstream", value_name = "PREFIX=URL")]
+    upstreams: Vec<String>,
 }
 
 /// The `--config` file: the same settings as the flags.
@@ -147,6 +152,52 @@ struct FileConfig {
     gc_grace: Option<String>,
     gc_push_window: Option<String>,
     gc_untagged: Option<Vec<String>>,
+    upstream: Option<Vec<FileUpstream>>,
+}
+
+/// An `[[upstream]]` table of the config file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    prefix: String,
+    url: String,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    tag_ttl: Option<String>,
+    timeout: Option<String>,
+}
+
+impl FileUpstream {
+    fn resolve(self) -> anyhow::Result<UpstreamConfig> {
+        let mut upstream = UpstreamConfig::parse(&format!("{}={}", self.prefix, self.url))?;
+        upstream.username = self.username;
+        upstream.password = match (self.password, self.password_file) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!(
+                    "upstream {}: password or password_file, not both",
+                    upstream.prefix
+                )
+            }
+            (Some(password), None) => Some(password),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let key = format!("upstream {}", upstream.prefix);
+        if let Some(ttl) = duration(None, self.tag_ttl, &format!("{key} tag_ttl"))? {
+            upstream.tag_ttl = ttl;
+        }
+        if let Some(timeout) = duration(None, self.timeout, &format!("{key} timeout"))? {
+            anyhow::ensure!(!timeout.is_zero(), "{key}: timeout must be more than 0");
+            upstream.timeout = timeout;
+        }
+        Ok(upstream)
+    }
 }
 
 /// A size such as `65536`, `64KiB`, `64MiB` or `1GiB` (also `k`, `M`, `G`: powers of 1024).
@@ -316,6 +367,16 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
             "gc_untagged {scope:?} is neither a namespace nor a repository name"
         );
     }
+    for flag in &args.upstreams {
+        config.upstreams.push(UpstreamConfig::parse(flag)?);
+    }
+    for table in file.upstream.unwrap_or_default() {
+        let upstream = table.resolve()?;
+        // The command line wins for a prefix it names.
+        if !config.upstreams.iter().any(|u| u.prefix == upstream.prefix) {
+            config.upstreams.push(upstream);
+        }
+    }
     let limits = &mut config.limits;
     anyhow::ensure!(
         limits.max_connections > 0 && limits.max_connections_per_address > 0,
@@ -474,6 +535,55 @@ mod tests {
         assert_eq!(config.auth.token_lifetime, Duration::from_secs(600));
         assert!(!format!("{:?}", config.auth).contains("from-a-file"));
         assert!(resolve(serve_args(&["--open"])).unwrap().open);
+    }
+
+    #[test]
+    fn upstreams_come_from_flags_and_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("ghcr-password");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[upstream]]\nprefix = \"hub\"\nurl = \"https://registry-1.docker.io\"\n\
+                 tag_ttl = \"30s\"\n\n[[upstream]]\nprefix = \"ghcr\"\nurl = \"https://ghcr.io/\"\n\
+                 username = \"bot\"\npassword_file = \"{}\"\ntimeout = \"2s\"\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let config = resolve(serve_args(&[
+            "--config",
+            path,
+            "--upstream",
+            "quay=https://quay.io",
+            "--upstream",
+            "hub=http://127.0.0.1:5001",
+        ]))
+        .unwrap();
+        let by = |prefix: &str| {
+            config
+                .upstreams
+                .iter()
+                .find(|u| u.prefix == prefix)
+                .unwrap_or_else(|| panic!("no {prefix}: {:?}", config.upstreams))
+        };
+        assert_eq!(config.upstreams.len(), 3);
+        assert_eq!(by("hub").url, "http://127.0.0.1:5001", "the flag wins");
+        assert_eq!(by("quay").tag_ttl, Duration::from_secs(300));
+        let ghcr = by("ghcr");
+        assert_eq!(ghcr.url, "https://ghcr.io");
+        assert_eq!(ghcr.password.as_deref(), Some("s3cret"));
+        assert_eq!(ghcr.timeout, Duration::from_secs(2));
+        assert!(
+            !format!("{ghcr:?}").contains("s3cret"),
+            "passwords stay out of logs"
+        );
+        for bad in ["hub", "Hub=https://x", "a/b=https://x", "hub=ftp://x"] {
+            assert!(resolve(serve_args(&["--upstream", bad])).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -355,7 +355,7 @@ pub(super) async fn put_manifest(
     // waits, or came first and then the blob is not live), the links and the children
     // `FOR KEY SHARE` (an unlink or a delete waits, or came first and then the row is
     // not found).
-    if !blobs.is_empty() {
+    if !blobs.is_empty() && !update.mirrored {
         let wanted: Vec<String> = blobs.iter().map(Digest::to_string).collect();
         let live: Vec<String> = sqlx::query_scalar(
             "SELECT digest FROM blobs WHERE digest = ANY($1) AND state = 'live'
@@ -380,7 +380,7 @@ pub(super) async fn put_manifest(
             return Err(PutManifestError::MissingBlob(missing.clone()));
         }
     }
-    if !children.is_empty() {
+    if !children.is_empty() && !update.mirrored {
         let present = lock_present(
             conn,
             "SELECT digest FROM manifests WHERE repository_id = $1 AND digest = ANY($2)

@@ -640,7 +640,12 @@ async fn put_manifest(
 ) -> std::result::Result<Vec<TagMove>, PutManifestError> {
     let t = now();
     let repo_id = ensure_repository(conn, repository, t).await?;
-    for digest in blobs {
+    let (required_blobs, required_children) = if update.mirrored {
+        (&[][..], &[][..])
+    } else {
+        (blobs, children)
+    };
+    for digest in required_blobs {
         let linked: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
              WHERE rb.repository_id = ? AND rb.digest = ? AND b.state = 'live'",
@@ -654,7 +659,7 @@ async fn put_manifest(
             return Err(PutManifestError::MissingBlob(digest.clone()));
         }
     }
-    for digest in children {
+    for digest in required_children {
         let present: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?")
                 .bind(repo_id)

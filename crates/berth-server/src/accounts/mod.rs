@@ -175,6 +175,8 @@ pub struct Accounts {
     first_admin: SetOnce<()>,
     /// argon2 in a fixed set of reusable work areas, and verified sign-ins remembered.
     passwords: PasswordChecker,
+    /// Namespaces that mirror an upstream ([`AuthConfig::mirror_prefixes`]).
+    mirror_prefixes: Vec<String>,
 }
 
 impl Accounts {
@@ -189,6 +191,7 @@ impl Accounts {
             realm: config.realm.clone(),
             first_admin: SetOnce::new(),
             passwords: PasswordChecker::new(config.password_workers),
+            mirror_prefixes: config.mirror_prefixes.clone(),
             meta,
         }
     }
@@ -618,10 +621,23 @@ impl Accounts {
         principal: &Principal,
         repo: &RepoName,
     ) -> Result<Actions, MetaError> {
-        let facts = self
+        let mut facts = self
             .meta
             .repository_facts(repo, principal.user.as_deref())
             .await?;
+        if !facts.exists && self.mirror_prefixes.iter().any(|p| p == repo.namespace()) {
+            // A mirrored repository is there before its first pull, as visible as new
+            // repositories of its namespace are.
+            facts.exists = true;
+            facts.public = match self.meta.namespace(repo.namespace()).await? {
+                Some(ns) if ns.default_public.is_some() => ns.default_public == Some(true),
+                _ => self
+                    .meta
+                    .setting("default_public")
+                    .await?
+                    .is_none_or(|v| v.trim() != "0"),
+            };
+        }
         Ok(repository_rights(principal, &facts))
     }
 

@@ -11,7 +11,69 @@ use super::{
 };
 use crate::error::RegistryError;
 use crate::http::auth::Access;
+use crate::mirror::Stats;
 use crate::registry::Registry;
+
+/// A blob of a mirrored repository: from here when held (fetched before, or pushed
+/// anywhere in the registry), else from the upstream, streamed while it is stored.
+pub async fn get_mirrored(
+    app: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    head: bool,
+    req: Req,
+) -> ApiResult {
+    match app.registry.blob_size(repo, digest).await {
+        Ok(size) => {
+            if let Some((upstream, _)) = app.mirror.route(repo) {
+                Stats::count(&upstream.stats.hits, 1);
+                Stats::count(&upstream.stats.bytes_saved, size);
+            }
+            return get(&app.registry, repo, digest, head, req).await;
+        }
+        Err(RegistryError::BlobUnknown(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if head {
+        // Asking is enough: nothing is fetched for a HEAD.
+        if app
+            .registry
+            .link_mirrored_blob(repo, digest)
+            .await?
+            .is_some()
+        {
+            return get(&app.registry, repo, digest, head, req).await;
+        }
+        let (upstream, remote) = app
+            .mirror
+            .route(repo)
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        let size = upstream
+            .blob_size(&remote, digest)
+            .await
+            .map_err(RegistryError::from)?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        let headers = vec![
+            (CONTENT_DIGEST, digest.to_string()),
+            (header::CONTENT_TYPE, "application/octet-stream".into()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ];
+        return Ok(response(StatusCode::OK, headers, Body::empty()));
+    }
+    match app.mirror.blob(&app.registry, repo, digest).await? {
+        None => get(&app.registry, repo, digest, head, req).await,
+        Some((len, stream)) => {
+            let mut headers = vec![
+                (CONTENT_DIGEST, digest.to_string()),
+                (header::CONTENT_TYPE, "application/octet-stream".into()),
+            ];
+            if let Some(len) = len {
+                headers.push((header::CONTENT_LENGTH, len.to_string()));
+            }
+            Ok(response(StatusCode::OK, headers, Body::from_stream(stream)))
+        }
+    }
+}
 
 pub async fn get(
     registry: &Registry,

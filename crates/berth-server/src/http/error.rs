@@ -102,6 +102,11 @@ impl From<RegistryError> for ApiError {
             RegistryError::TooManyUploads { .. } => {
                 ApiError::new(ErrorCode::TooManyRequests, message)
             }
+            RegistryError::Upstream(e) if e.is_rate_limit() => {
+                ApiError::new(ErrorCode::TooManyRequests, message)
+            }
+            RegistryError::Upstream(_) => ApiError::new(ErrorCode::Unavailable, message),
+            RegistryError::ReadOnlyMirror(..) => ApiError::new(ErrorCode::Denied, message),
             RegistryError::RangeNotSatisfiable { size } => {
                 ApiError::new(ErrorCode::SizeInvalid, message)
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE)

@@ -41,6 +41,32 @@ pub async fn get(
     Ok(response(StatusCode::OK, headers, body))
 }
 
+/// A manifest of a mirrored repository: from the cache while fresh, else from the
+/// upstream; a cached copy served while the upstream fails carries a `Warning`.
+pub async fn get_mirrored(
+    app: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+) -> ApiResult {
+    let (manifest, warning) = app.mirror.manifest(&app.registry, repo, reference).await?;
+    let mut headers = vec![
+        (header::CONTENT_TYPE, manifest.media_type.clone()),
+        (header::CONTENT_LENGTH, manifest.body.len().to_string()),
+        (CONTENT_DIGEST, manifest.digest.to_string()),
+        (header::ETAG, format!("\"{}\"", manifest.digest)),
+    ];
+    if let Some(warning) = warning {
+        headers.push((header::WARNING, warning));
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(manifest.body)
+    };
+    Ok(response(StatusCode::OK, headers, body))
+}
+
 pub async fn put(
     app: &AppState,
     repo: &RepoName,

@@ -19,6 +19,7 @@ use berth_core::{Endpoint, ErrorCode};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::accounts::Accounts;
+use crate::error::RegistryError;
 use crate::http::auth::Access;
 use crate::http::origin::RequestOrigin;
 use crate::registry::{ByteStream, Registry};
@@ -47,6 +48,8 @@ pub type ApiResult = Result<Response, ApiError>;
 /// What every handler can reach.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Mirrored upstream registries (none unless configured).
+    pub mirror: Arc<crate::mirror::Mirror>,
     pub accounts: Arc<Accounts>,
     /// `--open`: `/v2/` without authentication.
     pub open: bool,
@@ -155,6 +158,29 @@ fn manifest_lookup_error(method: &str, path: &str, e: berth_core::EndpointError)
 
 async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -> ApiResult {
     let registry = &*app.registry;
+    if let Some(name) = endpoint.repository()
+        && let Some((upstream, _)) = app.mirror.route(name)
+    {
+        // Mirrored repositories: reads go through the mirror; nothing is written.
+        match endpoint {
+            Endpoint::GetManifest {
+                name,
+                reference,
+                head,
+            } => return manifests::get_mirrored(app, &name, &reference, head).await,
+            Endpoint::GetBlob { name, digest, head } => {
+                return blobs::get_mirrored(app, &name, &digest, head, req).await;
+            }
+            Endpoint::ListTags { .. } | Endpoint::Referrers { .. } => {}
+            _ => {
+                return Err(RegistryError::ReadOnlyMirror(
+                    name.clone(),
+                    upstream.config.url.clone(),
+                )
+                .into());
+            }
+        }
+    }
     match endpoint {
         Endpoint::ApiVersion => Ok(json_response(StatusCode::OK, "{}".to_string())),
         Endpoint::Catalog => manifests::catalog(registry, req, access).await,

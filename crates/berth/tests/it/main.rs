@@ -19,6 +19,7 @@ mod errors;
 mod gc;
 mod hardening;
 mod manifests;
+mod mirror;
 mod nodes;
 mod oci_client;
 mod process;

@@ -2,7 +2,7 @@
 //! The same operations as the `berth user|org|token|repo` commands, one module per
 //! resource: [`sessions`], [`users`], [`orgs`], [`tokens`], [`repositories`],
 //! [`namespaces`], [`policies`], [`tags`] (tag history and the dry run of a push),
-//! [`golden`] (golden images and push warnings), [`search`].
+//! [`golden`] (golden images and push warnings), [`search`], [`mirrors`].
 //!
 //! Callers sign in with a session cookie (`POST /api/v1/session`), Basic credentials
 //! (a password or an access token) or `Authorization: Bearer <access token>`; bearer
@@ -36,6 +36,7 @@ use crate::http::{AppState, json_response};
 
 mod error;
 mod golden;
+mod mirrors;
 mod namespaces;
 mod orgs;
 mod policies;
@@ -52,6 +53,7 @@ pub use sessions::SESSION_COOKIE;
 /// What every `/api/v1` handler gets.
 pub struct Ctx<'a> {
     pub accounts: &'a Accounts,
+    pub mirror: &'a crate::mirror::Mirror,
     pub parts: &'a Parts,
     pub origin: &'a RequestOrigin,
     pub body: &'a [u8],
@@ -245,6 +247,7 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
         let caller = authenticate(&app.accounts, &parts, &origin).await?;
         let ctx = Ctx {
             accounts: &app.accounts,
+            mirror: &app.mirror,
             parts: &parts,
             origin: &origin,
             body: &body.bytes,
@@ -275,6 +278,7 @@ async fn route(ctx: &Ctx<'_>) -> ApiResult {
         ["tokens", rest @ ..] => tokens::handle(ctx, method, rest).await,
         ["repositories", rest @ ..] => repositories::handle(ctx, method, rest).await,
         ["search"] => search::handle(ctx, method).await,
+        ["mirrors"] => mirrors::handle(ctx, method, ctx.mirror).await,
         ["namespaces", rest @ ..] => namespaces::handle(ctx, method, rest).await,
         ["policies", rest @ ..] => policies::handle(ctx, method, rest).await,
         ["tag-history", rest @ ..] => tags::history(ctx, method, rest).await,

@@ -1,0 +1,346 @@
+//! Mirrors: repositories under `PREFIX/` are read-only copies of an upstream registry's
+//! repositories (`hub/library/alpine` ← Docker Hub's `library/alpine`), fetched when
+//! first pulled and kept.
+//!
+//! - A manifest by digest, once here, is served from here. A tag is checked with the
+//!   upstream (a `HEAD`) once its last check is older than the upstream's `tag_ttl`, and
+//!   fetched again only when it moved.
+//! - A blob is fetched once however many clients ask at the same time: the first
+//!   request streams it to its client while it is stored (and verified: nothing whose
+//!   bytes do not hash to its digest is kept); the others wait for it and are served
+//!   from here.
+//! - When the upstream is unreachable, times out, or answers 429 or 5xx, what is cached
+//!   is served with a `Warning` saying it may be stale; what is not fails at once with
+//!   an error naming the upstream's failure.
+//!
+//! [`upstream`] is the client (authentication, requests, errors).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use berth_core::{Digest, Reference, RepoName};
+use berth_meta::ManifestRecord;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::error::{RegistryError, Result};
+use crate::registry::{ByteStream, Registry};
+
+pub mod upstream;
+
+pub use upstream::{FetchedManifest, Stats, Upstream, UpstreamError};
+
+/// Chunks buffered between a blob's upstream and the client of the request fetching it.
+const TEE_CHUNKS: usize = 16;
+
+/// The mirrored registries of this server.
+#[derive(Default)]
+pub struct Mirror {
+    upstreams: Vec<Arc<Upstream>>,
+    /// When a tag was last confirmed with its upstream, by `repository:tag`.
+    checked: Mutex<HashMap<String, Instant>>,
+    /// Blobs being fetched, each with what its fetch reports when done.
+    fetching: Mutex<HashMap<Digest, watch::Receiver<bool>>>,
+}
+
+impl Mirror {
+    pub fn new(configs: &[UpstreamConfig]) -> std::result::Result<Mirror, ConfigError> {
+        let mut upstreams = Vec::new();
+        for config in configs {
+            config.check()?;
+            if upstreams
+                .iter()
+                .any(|u: &Arc<Upstream>| u.prefix() == config.prefix)
+            {
+                return Err(ConfigError::Upstream(format!(
+                    "prefix {:?} is given twice",
+                    config.prefix
+                )));
+            }
+            let upstream =
+                Upstream::new(config.clone()).map_err(|e| ConfigError::Upstream(e.to_string()))?;
+            upstreams.push(Arc::new(upstream));
+        }
+        Ok(Mirror {
+            upstreams,
+            ..Mirror::default()
+        })
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The upstream `repo` mirrors, and its name there.
+    pub fn route(&self, repo: &RepoName) -> Option<(&Upstream, String)> {
+        let (first, rest) = repo.as_str().split_once('/')?;
+        let upstream = self.upstreams.iter().find(|u| u.prefix() == first)?;
+        Some((upstream, remote_name(upstream, rest)))
+    }
+
+    pub fn is_mirrored(&self, repo: &RepoName) -> bool {
+        self.route(repo).is_some()
+    }
+
+    fn fresh(&self, key: &str, upstream: &Upstream) -> bool {
+        let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        checked
+            .get(key)
+            .is_some_and(|at| at.elapsed() < upstream.config.tag_ttl)
+    }
+
+    fn confirm(&self, key: String) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Instant::now());
+    }
+
+    /// A mirrored manifest: from here while fresh, else from the upstream; the cached
+    /// copy with a warning when the upstream fails.
+    pub async fn manifest(
+        &self,
+        registry: &Registry,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(ManifestRecord, Option<String>)> {
+        let Some((upstream, remote)) = self.route(repo) else {
+            return Err(RegistryError::ManifestUnknown);
+        };
+        let cached = match registry.get_manifest(repo, reference).await {
+            Ok(m) => Some(m),
+            Err(RegistryError::ManifestUnknown) => None,
+            Err(e) => return Err(e),
+        };
+        let actor = format!("mirror:{}", upstream.prefix());
+        let tag = match reference {
+            Reference::Digest(_) => {
+                // Content by digest never changes: once here, it is served from here.
+                if let Some(m) = cached {
+                    Stats::count(&upstream.stats.hits, 1);
+                    return Ok((m, None));
+                }
+                None
+            }
+            Reference::Tag(tag) => Some(tag),
+        };
+        let key = format!("{repo}:{reference}");
+        if let (Some(m), Some(_)) = (&cached, tag)
+            && self.fresh(&key, upstream)
+        {
+            Stats::count(&upstream.stats.hits, 1);
+            return Ok((m.clone(), None));
+        }
+        let fetched = async {
+            if let (Some(m), Some(tag)) = (&cached, tag) {
+                // Revalidate with a HEAD; fetch only when the tag moved.
+                match upstream.manifest_digest(&remote, tag.as_str()).await? {
+                    Some(Some(digest)) if digest == m.digest => return Ok(Some(None)),
+                    None => return Ok(None),
+                    Some(_) => {}
+                }
+            }
+            Ok::<_, UpstreamError>(
+                upstream
+                    .manifest(&remote, &reference.to_string())
+                    .await?
+                    .map(Some),
+            )
+        }
+        .await;
+        match fetched {
+            Ok(Some(None)) => {
+                self.confirm(key);
+                Stats::count(&upstream.stats.hits, 1);
+                cached
+                    .map(|m| (m, None))
+                    .ok_or(RegistryError::ManifestUnknown)
+            }
+            Ok(Some(Some(new))) => {
+                let stored = registry
+                    .put_mirrored_manifest(repo, &new, tag, &actor)
+                    .await?;
+                self.confirm(key);
+                Stats::count(&upstream.stats.misses, 1);
+                Ok((stored, None))
+            }
+            Ok(None) => Err(RegistryError::ManifestUnknown),
+            Err(e) => {
+                Stats::count(&upstream.stats.upstream_errors, 1);
+                tracing::warn!(%repo, %reference, error = %e, "mirror: upstream failed");
+                match cached {
+                    Some(m) => Ok((m, Some(stale_warning(&e)))),
+                    None => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// A mirrored blob not stored here yet: fetched from the upstream once, streamed to
+    /// this request's client while it is stored. `Ok(None)`: it is here now (another
+    /// request fetched it, or it was here under another name), serve it from here.
+    pub async fn blob(
+        self: &Arc<Self>,
+        registry: &Arc<Registry>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<(Option<u64>, ByteStream)>> {
+        let Some((upstream, remote)) = self.route(repo) else {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        };
+        // Held anywhere in the registry: linked here, never fetched again.
+        if let Some(size) = registry.link_mirrored_blob(repo, digest).await? {
+            Stats::count(&upstream.stats.hits, 1);
+            Stats::count(&upstream.stats.bytes_saved, size);
+            return Ok(None);
+        }
+        enum Role {
+            Fetcher(watch::Sender<bool>),
+            Waiter(watch::Receiver<bool>),
+        }
+        let role = {
+            let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+            match fetching.get(digest) {
+                Some(done) => Role::Waiter(done.clone()),
+                None => {
+                    let (tx, rx) = watch::channel(false);
+                    fetching.insert(digest.clone(), rx);
+                    Role::Fetcher(tx)
+                }
+            }
+        };
+        match role {
+            Role::Fetcher(done) => {
+                self.fetch_blob(registry, upstream, repo, &remote, digest, done)
+                    .await
+            }
+            Role::Waiter(mut done) => {
+                // Another request is fetching it: served from here once stored.
+                let _ = done.wait_for(|finished| *finished).await;
+                let size = registry
+                    .link_mirrored_blob(repo, digest)
+                    .await?
+                    .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+                Stats::count(&upstream.stats.hits, 1);
+                Stats::count(&upstream.stats.bytes_saved, size);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Starts fetching a blob: a task stores it (verifying its digest) while this
+    /// request's client gets the same bytes; the task finishes even if the client
+    /// leaves.
+    async fn fetch_blob(
+        self: &Arc<Self>,
+        registry: &Arc<Registry>,
+        upstream: &Upstream,
+        repo: &RepoName,
+        remote: &str,
+        digest: &Digest,
+        done: watch::Sender<bool>,
+    ) -> Result<Option<(Option<u64>, ByteStream)>> {
+        let forget = |mirror: &Mirror| {
+            mirror
+                .fetching
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(digest);
+        };
+        let fetched = match upstream.blob(remote, digest).await {
+            Ok(Some(fetched)) => fetched,
+            Ok(None) => {
+                forget(self);
+                let _ = done.send(true);
+                return Err(RegistryError::BlobUnknown(digest.clone()));
+            }
+            Err(e) => {
+                forget(self);
+                let _ = done.send(true);
+                Stats::count(&upstream.stats.upstream_errors, 1);
+                return Err(e.into());
+            }
+        };
+        Stats::count(&upstream.stats.misses, 1);
+        let (len, mut body) = fetched;
+        let (to_client, from_upstream) = mpsc::channel::<std::io::Result<bytes::Bytes>>(TEE_CHUNKS);
+        let (chunks_tx, chunks_rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(TEE_CHUNKS);
+        let mirror = self.clone();
+        let registry = registry.clone();
+        let (repo, digest_owned) = (repo.clone(), digest.clone());
+        tokio::spawn(async move {
+            let store = registry.upload_whole(&repo, &digest_owned, tokio_stream_from(chunks_rx));
+            let feed = async {
+                let mut client = Some(to_client.clone());
+                while let Some(chunk) = body.next().await {
+                    let failed = chunk.is_err();
+                    if let Some(tx) = &client
+                        && tx
+                            .send(
+                                chunk
+                                    .as_ref()
+                                    .map(Clone::clone)
+                                    .map_err(|e| std::io::Error::other(e.to_string())),
+                            )
+                            .await
+                            .is_err()
+                    {
+                        // The client left; the blob is still stored.
+                        client = None;
+                    }
+                    if chunks_tx.send(chunk).await.is_err() || failed {
+                        break;
+                    }
+                }
+                drop(chunks_tx);
+            };
+            let (stored, ()) = tokio::join!(store, feed);
+            if let Err(e) = &stored {
+                tracing::warn!(repository = %repo, digest = %digest_owned, error = %e,
+                    "mirror: a blob from the upstream was not stored");
+                // The client's copy ends in an error rather than passing for whole.
+                let _ = to_client
+                    .send(Err(std::io::Error::other(format!("not stored: {e}"))))
+                    .await;
+            }
+            drop(to_client);
+            mirror
+                .fetching
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&digest_owned);
+            let _ = done.send(true);
+        });
+        Ok(Some((len, tokio_stream_from(from_upstream))))
+    }
+}
+
+/// A channel's receiving end as a byte stream.
+fn tokio_stream_from(mut rx: mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> ByteStream {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// Docker Hub keeps official images under `library/`; its clients leave that out.
+fn remote_name(upstream: &Upstream, rest: &str) -> String {
+    let hub = [
+        "registry-1.docker.io",
+        "index.docker.io",
+        "registry.hub.docker.com",
+    ]
+    .iter()
+    .any(|host| upstream.config.url.contains(host));
+    if hub && !rest.contains('/') {
+        format!("library/{rest}")
+    } else {
+        rest.to_owned()
+    }
+}
+
+/// The `Warning` of a copy served while its upstream fails (RFC 7234's 110, "Response
+/// is Stale").
+pub fn stale_warning(e: &UpstreamError) -> String {
+    let text = e.to_string().replace(['"', '\\'], "'");
+    format!("110 berth \"may be stale: {text}\"")
+}

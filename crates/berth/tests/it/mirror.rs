@@ -1,0 +1,306 @@
+//! Mirrors: a second berth (with accounts, so the upstream's token flow runs) is the
+//! upstream, and a mirror berth in front of it serves `up/…` as read-only copies.
+//! skopeo pulls through the mirror byte-identical; concurrent pulls of an uncached blob
+//! fetch it once; with the upstream stopped, cached images still pull (with a
+//! `Warning`) and uncached ones fail at once naming the upstream.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::accounts::{PASSWORD, add_user, admin, call};
+use crate::clients::{
+    blocking, layout_blob, layout_blob_names, layout_ref_digest, mkimage, oci_ref,
+};
+use crate::{TestServer, anonymous, basic, error_code, header};
+
+/// The upstream: auth on, `alice` owns a private repository holding a two-platform
+/// image (tag 1) and another image (tag 2), pushed with skopeo.
+async fn upstream_with_images(dir: &std::path::Path) -> TestServer {
+    let upstream = TestServer::start_with(|c| c.open = false).await;
+    add_user(&upstream, "alice").await;
+    let r = call(
+        &upstream,
+        Method::PUT,
+        "/api/v1/repositories/alice/app/visibility",
+        Some(&admin()),
+        Some(json!({ "visibility": "private" })),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let host = upstream.host.clone();
+    let dir = dir.to_owned();
+    blocking(move || {
+        for (tag, seed, extra) in [("1", "mirror-one", true), ("2", "mirror-two", false)] {
+            let layout = dir.join(format!("layout-{tag}"));
+            let mut args = vec!["--layers", "300K,120K", "--seed", seed, "--tag", tag];
+            if extra {
+                args.push("--multiarch");
+            }
+            mkimage(&layout, &args);
+            let out = std::process::Command::new("skopeo")
+                .args([
+                    "copy",
+                    "--all",
+                    "--dest-tls-verify=false",
+                    "--dest-creds",
+                    &format!("alice:{PASSWORD}"),
+                    &oci_ref(&layout, tag),
+                    &format!("docker://{host}/alice/app:{tag}"),
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    })
+    .await;
+    upstream
+}
+
+fn mirror_of(upstream: &TestServer, tag_ttl: Duration) -> berth_server::UpstreamConfig {
+    let mut config = berth_server::UpstreamConfig::parse(&format!("up={}", upstream.base)).unwrap();
+    config.username = Some("alice".into());
+    config.password = Some(PASSWORD.into());
+    config.tag_ttl = tag_ttl;
+    config.timeout = Duration::from_secs(3);
+    config
+}
+
+async fn mirror_counters(mirror: &TestServer) -> Value {
+    let r = call(mirror, Method::GET, "/api/v1/mirrors", Some(&admin()), None).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["mirrors"][0].clone()
+}
+
+/// `skopeo copy --all` of `up/alice/app:TAG` from the mirror at `host` into a layout.
+async fn skopeo_pull(host: &str, tag: &str, dest: &std::path::Path) -> std::process::Output {
+    let (source, dest) = (
+        format!("docker://{host}/up/alice/app:{tag}"),
+        format!("oci:{}:{tag}", dest.display()),
+    );
+    blocking(move || {
+        std::process::Command::new("skopeo")
+            .args(["copy", "--all", "--src-tls-verify=false", &source, &dest])
+            .output()
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pulls_through_a_mirror_and_it_keeps_serving_when_the_upstream_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_with_images(tmp.path()).await;
+    let config = mirror_of(&upstream, Duration::from_secs(1));
+    let mirror = TestServer::start_with(move |c| {
+        c.open = false;
+        c.upstreams = vec![config];
+    })
+    .await;
+
+    // Pulled anonymously through the mirror (its prefix is public by default), the
+    // image is byte-identical to what was pushed upstream.
+    let pulled = tmp.path().join("pulled");
+    let out = skopeo_pull(&mirror.host, "1", &pulled).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = tmp.path().join("layout-1");
+    assert_eq!(
+        layout_ref_digest(&pulled, "1"),
+        layout_ref_digest(&source, "1")
+    );
+    let mut names = layout_blob_names(&source);
+    names.sort();
+    let mut got = layout_blob_names(&pulled);
+    got.sort();
+    assert_eq!(got, names, "every blob and manifest of both platforms");
+    for name in &names {
+        let digest = format!("sha256:{name}");
+        assert_eq!(
+            layout_blob(&pulled, &digest),
+            layout_blob(&source, &digest),
+            "{name}"
+        );
+    }
+    let first = mirror_counters(&mirror).await;
+    assert!(first["misses"].as_u64().unwrap() >= 5, "{first}");
+
+    // Again: served from the mirror's copy.
+    let out = skopeo_pull(&mirror.host, "1", &tmp.path().join("again")).await;
+    assert!(out.status.success());
+    let second = mirror_counters(&mirror).await;
+    assert!(
+        second["hits"].as_u64().unwrap() > first["hits"].as_u64().unwrap()
+            && second["bytes_saved"].as_u64().unwrap() > 400_000,
+        "{second}"
+    );
+
+    // Mirrored repositories are read-only.
+    let r = anonymous()
+        .post(mirror.url("/v2/up/alice/app/blobs/uploads/"))
+        .header("authorization", admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(error_code(r).await, "DENIED");
+
+    // The upstream goes away: the cached tag still pulls, marked as possibly stale
+    // once its TTL has passed; what was never cached fails at once, naming the upstream.
+    drop(upstream);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = anonymous()
+        .get(mirror.url("/v2/up/alice/app/manifests/1"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let warning = header(&r, "warning").to_owned();
+    assert!(
+        warning.starts_with("110 ") && warning.contains("may be stale"),
+        "{warning}"
+    );
+    let out = skopeo_pull(&mirror.host, "1", &tmp.path().join("offline")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    let r = anonymous()
+        .get(mirror.url("/v2/up/alice/app/manifests/2"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("upstream up"), "{message}");
+    assert!(
+        mirror_counters(&mirror).await["upstream_errors"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}
+
+/// Ten clients asking for the same uncached blob at once: it is fetched from the
+/// upstream once, and every client gets all of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_pulls_of_an_uncached_blob_fetch_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_with_images(tmp.path()).await;
+    let config = mirror_of(&upstream, Duration::from_secs(300));
+    let mirror = TestServer::start_with(move |c| {
+        c.open = false;
+        c.upstreams = vec![config];
+    })
+    .await;
+    // The image of tag 2: its manifest (cached now) names its layers.
+    let r = anonymous()
+        .get(mirror.url("/v2/up/alice/app/manifests/2"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let manifest: Value = r.json().await.unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let size = manifest["layers"][0]["size"].as_u64().unwrap();
+    let before = mirror_counters(&mirror).await;
+    let pulls: Vec<_> = (0..10)
+        .map(|_| {
+            let url = mirror.url(&format!("/v2/up/alice/app/blobs/{layer}"));
+            tokio::spawn(async move {
+                let r = anonymous().get(url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap()
+            })
+        })
+        .collect();
+    let expected = layout_blob(&tmp.path().join("layout-2"), &layer);
+    for pull in pulls {
+        let bytes = pull.await.unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        assert_eq!(bytes.as_ref(), expected.as_slice());
+    }
+    let after = mirror_counters(&mirror).await;
+    let misses = after["misses"].as_u64().unwrap() - before["misses"].as_u64().unwrap();
+    let hits = after["hits"].as_u64().unwrap() - before["hits"].as_u64().unwrap();
+    assert_eq!((misses, hits), (1, 9), "{after}");
+    drop(upstream);
+}
+
+/// A tag moved upstream is served as it was until its TTL has passed, then as moved.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_tag_is_followed_after_its_ttl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_with_images(tmp.path()).await;
+    let config = mirror_of(&upstream, Duration::from_secs(2));
+    let mirror = TestServer::start_with(move |c| {
+        c.open = false;
+        c.upstreams = vec![config];
+    })
+    .await;
+    let accept =
+        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    let digest_via_mirror = || async {
+        let r = anonymous()
+            .get(mirror.url("/v2/up/alice/app/manifests/2"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        header(&r, "docker-content-digest").to_owned()
+    };
+    let before = digest_via_mirror().await;
+    // Upstream, tag 2 now names the image of tag 1.
+    let alice = basic("alice", PASSWORD);
+    let r = anonymous()
+        .get(upstream.url("/v2/alice/app/manifests/1"))
+        .header("authorization", &alice)
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    let media_type = header(&r, "content-type").to_owned();
+    let moved_to = header(&r, "docker-content-digest").to_owned();
+    let body = r.bytes().await.unwrap();
+    let r = anonymous()
+        .put(upstream.url("/v2/alice/app/manifests/2"))
+        .header("authorization", &alice)
+        .header("content-type", media_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_ne!(before, moved_to);
+    assert_eq!(digest_via_mirror().await, before, "fresh for its TTL");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(
+        digest_via_mirror().await,
+        moved_to,
+        "checked again after it"
+    );
+}
