@@ -85,6 +85,9 @@ pub struct AuthConfig {
     /// config's upstreams): a repository there exists for access as soon as its
     /// upstream has it, with its namespace's visibility, before its first pull.
     pub mirror_prefixes: Vec<String>,
+    /// Registry-mirror mode's upstream prefix: any repository that does not exist here
+    /// may be pulled through it, as visible as that prefix's namespace says.
+    pub mirror_default: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -101,6 +104,7 @@ impl Default for AuthConfig {
             trust_forwarded_host: false,
             password_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mirror_prefixes: Vec::new(),
+            mirror_default: None,
         }
     }
 }
@@ -123,6 +127,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("trust_forwarded_host", &self.trust_forwarded_host)
             .field("password_workers", &self.password_workers)
             .field("mirror_prefixes", &self.mirror_prefixes)
+            .field("mirror_default", &self.mirror_default)
             .finish()
     }
 }

@@ -86,9 +86,11 @@ pub async fn open_blobs(storage: &StorageConfig) -> Result<Arc<dyn BlobStore>, S
 pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, ServerError> {
     let blobs = open_blobs(&config.storage).await?;
     let meta = open_meta(&config.database).await?;
-    let mirror = mirror::Mirror::new(&config.upstreams).map_err(ServerError::Config)?;
+    let mirror = mirror::Mirror::new(&config.upstreams, config.mirror_default.as_deref())
+        .map_err(ServerError::Config)?;
     let mut auth = config.auth.clone();
     auth.mirror_prefixes = config.upstreams.iter().map(|u| u.prefix.clone()).collect();
+    auth.mirror_default = config.mirror_default.clone();
     let accounts = Accounts::open_serving(meta.clone(), &auth)
         .await
         .map_err(|e| ServerError::Accounts(e.to_string()))?;

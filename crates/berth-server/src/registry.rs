@@ -177,6 +177,11 @@ impl Registry {
         Ok(Some(bytes.into()))
     }
 
+    /// Whether `repo` exists here (pushed, or made before its first push).
+    pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        Ok(self.meta.repository_visibility(repo).await?.is_some())
+    }
+
     /// Lets a mirrored repository serve a blob the registry holds already (anywhere);
     /// its size, or `None` if the registry does not hold it.
     pub async fn link_mirrored_blob(

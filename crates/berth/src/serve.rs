@@ -118,6 +118,11 @@ pub struct ServeArgs {
     /// timeout in the config file's [[upstream]] tables) [default: none]
     #[arg(long = "upstream", value_name = "PREFIX=URL")]
     upstreams: Vec<String>,
+    /// Registry-mirror mode: serve repositories that do not exist here and match no
+    /// prefix through this upstream (what the Docker engine's registry-mirrors and
+    /// containerd's hosts.toml send) [default: off]
+    #[arg(long, value_name = "PREFIX")]
+    mirror_default: Option<String>,
 }
 
 /// The `--config` file: the same settings as the flags.
@@ -153,6 +158,7 @@ struct FileConfig {
     gc_push_window: Option<String>,
     gc_untagged: Option<Vec<String>>,
     upstream: Option<Vec<FileUpstream>>,
+    mirror_default: Option<String>,
 }
 
 /// An `[[upstream]]` table of the config file.
@@ -377,6 +383,13 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
             config.upstreams.push(upstream);
         }
     }
+    config.mirror_default = args.mirror_default.or(file.mirror_default);
+    if let Some(prefix) = &config.mirror_default {
+        anyhow::ensure!(
+            config.upstreams.iter().any(|u| &u.prefix == prefix),
+            "mirror_default {prefix:?} names no upstream (add --upstream {prefix}=URL)"
+        );
+    }
     let limits = &mut config.limits;
     anyhow::ensure!(
         limits.max_connections > 0 && limits.max_connections_per_address > 0,
@@ -584,6 +597,18 @@ mod tests {
         for bad in ["hub", "Hub=https://x", "a/b=https://x", "hub=ftp://x"] {
             assert!(resolve(serve_args(&["--upstream", bad])).is_err(), "{bad}");
         }
+        let mirror = resolve(serve_args(&[
+            "--upstream",
+            "hub=https://registry-1.docker.io",
+            "--mirror-default",
+            "hub",
+        ]))
+        .unwrap();
+        assert_eq!(mirror.mirror_default.as_deref(), Some("hub"));
+        assert!(
+            resolve(serve_args(&["--mirror-default", "hub"])).is_err(),
+            "no such upstream"
+        );
     }
 
     #[test]

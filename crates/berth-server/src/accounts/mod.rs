@@ -177,6 +177,8 @@ pub struct Accounts {
     passwords: PasswordChecker,
     /// Namespaces that mirror an upstream ([`AuthConfig::mirror_prefixes`]).
     mirror_prefixes: Vec<String>,
+    /// Registry-mirror mode's prefix ([`AuthConfig::mirror_default`]).
+    mirror_default: Option<String>,
 }
 
 impl Accounts {
@@ -192,6 +194,7 @@ impl Accounts {
             first_admin: SetOnce::new(),
             passwords: PasswordChecker::new(config.password_workers),
             mirror_prefixes: config.mirror_prefixes.clone(),
+            mirror_default: config.mirror_default.clone(),
             meta,
         }
     }
@@ -625,11 +628,19 @@ impl Accounts {
             .meta
             .repository_facts(repo, principal.user.as_deref())
             .await?;
-        if !facts.exists && self.mirror_prefixes.iter().any(|p| p == repo.namespace()) {
-            // A mirrored repository is there before its first pull, as visible as new
-            // repositories of its namespace are.
+        // A mirrored repository is there before its first pull, as visible as new
+        // repositories of its prefix's namespace are; in registry-mirror mode, so is any
+        // repository that does not exist here (the default upstream may have it).
+        let mirrored_namespace = if self.mirror_prefixes.iter().any(|p| p == repo.namespace()) {
+            Some(repo.namespace())
+        } else {
+            self.mirror_default.as_deref()
+        };
+        if !facts.exists
+            && let Some(namespace) = mirrored_namespace
+        {
             facts.exists = true;
-            facts.public = match self.meta.namespace(repo.namespace()).await? {
+            facts.public = match self.meta.namespace(namespace).await? {
                 Some(ns) if ns.default_public.is_some() => ns.default_public == Some(true),
                 _ => self
                     .meta

@@ -18,17 +18,16 @@ use crate::registry::Registry;
 /// anywhere in the registry), else from the upstream, streamed while it is stored.
 pub async fn get_mirrored(
     app: &AppState,
-    repo: &RepoName,
+    route: &crate::mirror::Route<'_>,
     digest: &Digest,
     head: bool,
     req: Req,
 ) -> ApiResult {
+    let (repo, stats) = (&route.cache, &route.upstream.stats);
     match app.registry.blob_size(repo, digest).await {
         Ok(size) => {
-            if let Some((upstream, _)) = app.mirror.route(repo) {
-                Stats::count(&upstream.stats.hits, 1);
-                Stats::count(&upstream.stats.bytes_saved, size);
-            }
+            Stats::count(&stats.hits, 1);
+            Stats::count(&stats.bytes_saved, size);
             return get(&app.registry, repo, digest, head, req).await;
         }
         Err(RegistryError::BlobUnknown(_)) => {}
@@ -44,12 +43,9 @@ pub async fn get_mirrored(
         {
             return get(&app.registry, repo, digest, head, req).await;
         }
-        let (upstream, remote) = app
-            .mirror
-            .route(repo)
-            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
-        let size = upstream
-            .blob_size(&remote, digest)
+        let size = route
+            .upstream
+            .blob_size(&route.remote, digest)
             .await
             .map_err(RegistryError::from)?
             .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
@@ -60,7 +56,7 @@ pub async fn get_mirrored(
         ];
         return Ok(response(StatusCode::OK, headers, Body::empty()));
     }
-    match app.mirror.blob(&app.registry, repo, digest).await? {
+    match app.mirror.blob(&app.registry, route, digest).await? {
         None => get(&app.registry, repo, digest, head, req).await,
         Some((len, stream)) => {
             let mut headers = vec![

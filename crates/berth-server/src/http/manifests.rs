@@ -45,11 +45,11 @@ pub async fn get(
 /// upstream; a cached copy served while the upstream fails carries a `Warning`.
 pub async fn get_mirrored(
     app: &AppState,
-    repo: &RepoName,
+    route: &crate::mirror::Route<'_>,
     reference: &Reference,
     head: bool,
 ) -> ApiResult {
-    let (manifest, warning) = app.mirror.manifest(&app.registry, repo, reference).await?;
+    let (manifest, warning) = app.mirror.manifest(&app.registry, route, reference).await?;
     let mut headers = vec![
         (header::CONTENT_TYPE, manifest.media_type.clone()),
         (header::CONTENT_LENGTH, manifest.body.len().to_string()),

@@ -42,6 +42,7 @@ pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid"
 pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 pub const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+pub const OCI_NAMESPACE: HeaderName = HeaderName::from_static("oci-namespace");
 
 pub type ApiResult = Result<Response, ApiError>;
 
@@ -158,28 +159,35 @@ fn manifest_lookup_error(method: &str, path: &str, e: berth_core::EndpointError)
 
 async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -> ApiResult {
     let registry = &*app.registry;
-    if let Some(name) = endpoint.repository()
-        && let Some((upstream, _)) = app.mirror.route(name)
-    {
+    let namespace = req.param("ns").map(str::to_owned);
+    if let Some(route) = mirror_route(app, &endpoint, namespace.as_deref()).await? {
         // Mirrored repositories: reads go through the mirror; nothing is written.
-        match endpoint {
+        let mut response = match endpoint {
             Endpoint::GetManifest {
-                name,
-                reference,
-                head,
-            } => return manifests::get_mirrored(app, &name, &reference, head).await,
-            Endpoint::GetBlob { name, digest, head } => {
-                return blobs::get_mirrored(app, &name, &digest, head, req).await;
+                reference, head, ..
+            } => manifests::get_mirrored(app, &route, &reference, head).await?,
+            Endpoint::GetBlob { digest, head, .. } => {
+                blobs::get_mirrored(app, &route, &digest, head, req).await?
             }
-            Endpoint::ListTags { .. } | Endpoint::Referrers { .. } => {}
+            Endpoint::ListTags { name } => manifests::list_tags(registry, &name, req).await?,
+            Endpoint::Referrers { name, digest } => {
+                manifests::referrers(registry, &name, &digest, req).await?
+            }
             _ => {
                 return Err(RegistryError::ReadOnlyMirror(
-                    name.clone(),
-                    upstream.config.url.clone(),
+                    route.cache.clone(),
+                    route.upstream.config.url.clone(),
                 )
                 .into());
             }
+        };
+        // containerd's `?ns=` is echoed, as the distribution-spec allows.
+        if let Some(ns) = namespace
+            && let Ok(value) = HeaderValue::try_from(ns)
+        {
+            response.headers_mut().insert(OCI_NAMESPACE, value);
         }
+        return Ok(response);
     }
     match endpoint {
         Endpoint::ApiVersion => Ok(json_response(StatusCode::OK, "{}".to_string())),
@@ -219,6 +227,30 @@ async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -
             blobs::cancel_upload(registry, &name, id.as_str()).await
         }
     }
+}
+
+/// Whether `endpoint` is about a mirrored repository, and where it is mirrored from:
+/// by its prefix, or (registry-mirror mode) a manifest or blob read of a repository
+/// that does not exist here.
+async fn mirror_route<'a>(
+    app: &'a AppState,
+    endpoint: &Endpoint,
+    namespace: Option<&str>,
+) -> Result<Option<crate::mirror::Route<'a>>, ApiError> {
+    let Some(name) = endpoint.repository() else {
+        return Ok(None);
+    };
+    if let Some(route) = app.mirror.route(name) {
+        return Ok(Some(route));
+    }
+    let read = matches!(
+        endpoint,
+        Endpoint::GetManifest { .. } | Endpoint::GetBlob { .. }
+    );
+    if !read || !app.mirror.mirrors_unknown() || app.registry.repository_exists(name).await? {
+        return Ok(None);
+    }
+    Ok(app.mirror.route_unknown(name, namespace))
 }
 
 /// The `Range` header of an upload holding `offset` bytes (`0-0` when empty, as

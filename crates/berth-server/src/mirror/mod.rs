@@ -39,6 +39,9 @@ const TEE_CHUNKS: usize = 16;
 #[derive(Default)]
 pub struct Mirror {
     upstreams: Vec<Arc<Upstream>>,
+    /// The upstream of registry-mirror mode (`--mirror-default`): it serves the
+    /// repositories that exist nowhere here, cached under its prefix.
+    default: Option<usize>,
     /// When a tag was last confirmed with its upstream, by `repository:tag`.
     checked: Mutex<HashMap<String, Instant>>,
     /// Blobs being fetched, each with what its fetch reports when done.
@@ -46,7 +49,10 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    pub fn new(configs: &[UpstreamConfig]) -> std::result::Result<Mirror, ConfigError> {
+    pub fn new(
+        configs: &[UpstreamConfig],
+        default: Option<&str>,
+    ) -> std::result::Result<Mirror, ConfigError> {
         let mut upstreams = Vec::new();
         for config in configs {
             config.check()?;
@@ -63,8 +69,22 @@ impl Mirror {
                 Upstream::new(config.clone()).map_err(|e| ConfigError::Upstream(e.to_string()))?;
             upstreams.push(Arc::new(upstream));
         }
+        let default = match default {
+            Some(prefix) => Some(
+                upstreams
+                    .iter()
+                    .position(|u| u.prefix() == prefix)
+                    .ok_or_else(|| {
+                        ConfigError::Upstream(format!(
+                            "mirror_default {prefix:?} names no upstream's prefix"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         Ok(Mirror {
             upstreams,
+            default,
             ..Mirror::default()
         })
     }
@@ -73,15 +93,39 @@ impl Mirror {
         &self.upstreams
     }
 
-    /// The upstream `repo` mirrors, and its name there.
-    pub fn route(&self, repo: &RepoName) -> Option<(&Upstream, String)> {
+    /// The upstream `repo` mirrors by its prefix, and its name there.
+    pub fn route(&self, repo: &RepoName) -> Option<Route<'_>> {
         let (first, rest) = repo.as_str().split_once('/')?;
         let upstream = self.upstreams.iter().find(|u| u.prefix() == first)?;
-        Some((upstream, remote_name(upstream, rest)))
+        Some(Route {
+            upstream,
+            remote: remote_name(upstream, rest),
+            cache: repo.clone(),
+        })
     }
 
-    pub fn is_mirrored(&self, repo: &RepoName) -> bool {
-        self.route(repo).is_some()
+    /// Registry-mirror mode (`--mirror-default`): the upstream serving `repo`, which
+    /// exists nowhere here and matches no prefix: the one whose host `namespace` names
+    /// (containerd's `?ns=`), else the default one. Cached under its prefix.
+    pub fn route_unknown(&self, repo: &RepoName, namespace: Option<&str>) -> Option<Route<'_>> {
+        self.default?;
+        let by_namespace = namespace.and_then(|ns| {
+            self.upstreams
+                .iter()
+                .find(|u| serves_namespace(&u.config.url, ns))
+        });
+        let upstream = by_namespace.or_else(|| self.default.map(|i| &self.upstreams[i]))?;
+        let cache = format!("{}/{repo}", upstream.prefix()).parse().ok()?;
+        Some(Route {
+            upstream,
+            remote: remote_name(upstream, repo.as_str()),
+            cache,
+        })
+    }
+
+    /// Whether registry-mirror mode is on (`--mirror-default`).
+    pub fn mirrors_unknown(&self) -> bool {
+        self.default.is_some()
     }
 
     fn fresh(&self, key: &str, upstream: &Upstream) -> bool {
@@ -103,12 +147,10 @@ impl Mirror {
     pub async fn manifest(
         &self,
         registry: &Registry,
-        repo: &RepoName,
+        route: &Route<'_>,
         reference: &Reference,
     ) -> Result<(ManifestRecord, Option<String>)> {
-        let Some((upstream, remote)) = self.route(repo) else {
-            return Err(RegistryError::ManifestUnknown);
-        };
+        let (upstream, remote, repo) = (route.upstream, &route.remote, &route.cache);
         let cached = match registry.get_manifest(repo, reference).await {
             Ok(m) => Some(m),
             Err(RegistryError::ManifestUnknown) => None,
@@ -126,6 +168,7 @@ impl Mirror {
             }
             Reference::Tag(tag) => Some(tag),
         };
+        let remote = remote.as_str();
         let key = format!("{repo}:{reference}");
         if let (Some(m), Some(_)) = (&cached, tag)
             && self.fresh(&key, upstream)
@@ -136,7 +179,7 @@ impl Mirror {
         let fetched = async {
             if let (Some(m), Some(tag)) = (&cached, tag) {
                 // Revalidate with a HEAD; fetch only when the tag moved.
-                match upstream.manifest_digest(&remote, tag.as_str()).await? {
+                match upstream.manifest_digest(remote, tag.as_str()).await? {
                     Some(Some(digest)) if digest == m.digest => return Ok(Some(None)),
                     None => return Ok(None),
                     Some(_) => {}
@@ -144,7 +187,7 @@ impl Mirror {
             }
             Ok::<_, UpstreamError>(
                 upstream
-                    .manifest(&remote, &reference.to_string())
+                    .manifest(remote, &reference.to_string())
                     .await?
                     .map(Some),
             )
@@ -184,12 +227,10 @@ impl Mirror {
     pub async fn blob(
         self: &Arc<Self>,
         registry: &Arc<Registry>,
-        repo: &RepoName,
+        route: &Route<'_>,
         digest: &Digest,
     ) -> Result<Option<(Option<u64>, ByteStream)>> {
-        let Some((upstream, remote)) = self.route(repo) else {
-            return Err(RegistryError::BlobUnknown(digest.clone()));
-        };
+        let (upstream, remote, repo) = (route.upstream, &route.remote, &route.cache);
         // Held anywhere in the registry: linked here, never fetched again.
         if let Some(size) = registry.link_mirrored_blob(repo, digest).await? {
             Stats::count(&upstream.stats.hits, 1);
@@ -213,7 +254,7 @@ impl Mirror {
         };
         match role {
             Role::Fetcher(done) => {
-                self.fetch_blob(registry, upstream, repo, &remote, digest, done)
+                self.fetch_blob(registry, upstream, repo, remote, digest, done)
                     .await
             }
             Role::Waiter(mut done) => {
@@ -317,6 +358,37 @@ impl Mirror {
     }
 }
 
+/// Where a mirrored repository's content comes from and goes.
+pub struct Route<'a> {
+    pub upstream: &'a Upstream,
+    /// The repository's name upstream.
+    pub remote: String,
+    /// Where its copy is kept here (under the upstream's prefix).
+    pub cache: RepoName,
+}
+
+/// Whether an upstream at `url` is the registry containerd names `namespace` (its
+/// host, or `docker.io` for Docker Hub's registry hosts).
+fn serves_namespace(url: &str, namespace: &str) -> bool {
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    host.eq_ignore_ascii_case(namespace) || (namespace == "docker.io" && is_docker_hub(url))
+}
+
+fn is_docker_hub(url: &str) -> bool {
+    [
+        "registry-1.docker.io",
+        "index.docker.io",
+        "registry.hub.docker.com",
+    ]
+    .iter()
+    .any(|host| url.contains(host))
+}
+
 /// A channel's receiving end as a byte stream.
 fn tokio_stream_from(mut rx: mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> ByteStream {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
@@ -343,4 +415,57 @@ fn remote_name(upstream: &Upstream, rest: &str) -> String {
 pub fn stale_warning(e: &UpstreamError) -> String {
     let text = e.to_string().replace(['"', '\\'], "'");
     format!("110 berth \"may be stale: {text}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirror() -> Mirror {
+        let configs: Vec<UpstreamConfig> =
+            ["hub=https://registry-1.docker.io", "ghcr=https://ghcr.io"]
+                .iter()
+                .map(|t| UpstreamConfig::parse(t).unwrap())
+                .collect();
+        Mirror::new(&configs, Some("hub")).unwrap()
+    }
+
+    #[test]
+    fn prefixes_route_and_docker_hub_names_get_library() {
+        let m = mirror();
+        let route = m.route(&"hub/alpine".parse().unwrap()).unwrap();
+        assert_eq!(
+            (route.upstream.prefix(), route.remote.as_str()),
+            ("hub", "library/alpine")
+        );
+        let route = m.route(&"ghcr/org/tool".parse().unwrap()).unwrap();
+        assert_eq!(route.remote, "org/tool");
+        assert!(m.route(&"gallery/ui".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn unknown_repositories_go_to_the_default_or_their_namespace() {
+        let m = mirror();
+        let repo: RepoName = "library/alpine".parse().unwrap();
+        let route = m.route_unknown(&repo, None).unwrap();
+        assert_eq!(route.cache.as_str(), "hub/library/alpine");
+        assert_eq!(route.remote, "library/alpine");
+        let route = m.route_unknown(&repo, Some("ghcr.io")).unwrap();
+        assert_eq!(route.cache.as_str(), "ghcr/library/alpine");
+        let route = m.route_unknown(&repo, Some("docker.io")).unwrap();
+        assert_eq!(route.upstream.prefix(), "hub");
+        assert!(
+            Mirror::new(&[], None)
+                .unwrap()
+                .route_unknown(&repo, None)
+                .is_none()
+        );
+        let configs = [UpstreamConfig::parse("hub=https://registry-1.docker.io").unwrap()];
+        let no_default = Mirror::new(&configs, None).unwrap();
+        assert!(
+            no_default.route_unknown(&repo, Some("docker.io")).is_none(),
+            "only in registry-mirror mode"
+        );
+        assert!(Mirror::new(&[], Some("x")).is_err());
+    }
 }

@@ -276,11 +276,18 @@ impl Upstream {
         Ok(body.into())
     }
 
-    /// Checks a status: `Ok(false)` for 404 (the upstream has no such thing).
+    /// Checks a status: `Ok(false)` when the upstream has no such thing for us: 404, or
+    /// 401/403 after authenticating (registries answer so for a repository that does
+    /// not exist as for one the credentials may not read: it is logged).
     fn found(&self, response: &reqwest::Response) -> Result<bool, UpstreamError> {
         match response.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                tracing::info!(upstream = %self.name(), url = %response.url(), status = %s,
+                    "mirror: the upstream refused; taken as not found");
+                Ok(false)
+            }
             s => Err(self.refused(s, String::new())),
         }
     }

@@ -660,6 +660,39 @@ impl DockerDaemon {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
+    /// Points the daemon's `registry-mirrors` at `mirrors` (a reload: SIGHUP, as
+    /// `dockerd` allows for this setting) and waits until it uses them. Mirrors serve
+    /// Docker Hub names only, which no other test pulls.
+    pub fn set_registry_mirrors(&self, mirrors: &[String]) {
+        let config = serde_json::json!({ "registry-mirrors": mirrors });
+        std::fs::write(self.dir.join("daemon.json"), config.to_string()).unwrap();
+        let pid = std::fs::read_to_string(self.dir.join("dockerd.pid")).unwrap();
+        let out = Command::new("kill")
+            .args(["-HUP", pid.trim()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let info = self.docker_ok(&["info", "--format", "{{json .RegistryConfig.Mirrors}}"]);
+            if mirrors
+                .iter()
+                .all(|m| info.contains(m.trim_end_matches('/')))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not take the mirrors: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// DOCKER_CONFIG for this daemon's CLI (where `docker login` keeps credentials).
     pub fn config_dir(&self) -> &Path {
         &self.config_dir

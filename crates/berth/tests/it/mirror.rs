@@ -304,3 +304,95 @@ async fn a_moved_tag_is_followed_after_its_ttl() {
         "checked again after it"
     );
 }
+
+/// Registry-mirror mode: the Docker engine with `registry-mirrors` pointing at berth
+/// pulls a Docker-Hub-style name (`alpine:3`) through it from the default upstream;
+/// containerd's `?ns=` is echoed as `OCI-Namespace`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_engine_pulls_docker_hub_names_through_registry_mirror_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestServer::start_with(|c| c.open = false).await;
+    let host = upstream.host.clone();
+    let dir = tmp.path().to_owned();
+    blocking(move || {
+        let layout = dir.join("alpine");
+        mkimage(
+            &layout,
+            &["--layers", "200K", "--seed", "mirror-mode", "--tag", "3"],
+        );
+        let out = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &format!("admin:{}", crate::ADMIN_PASSWORD),
+                &oci_ref(&layout, "3"),
+                &format!("docker://{host}/library/alpine:3"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await;
+    let mut config =
+        berth_server::UpstreamConfig::parse(&format!("hub={}", upstream.base)).unwrap();
+    config.timeout = Duration::from_secs(3);
+    let mirror = TestServer::start_with(move |c| {
+        c.open = false;
+        c.upstreams = vec![config];
+        c.mirror_default = Some("hub".into());
+    })
+    .await;
+
+    // containerd asks with ?ns=docker.io (the host it mirrors); the upstream here is no
+    // Docker Hub, so the default one serves it.
+    let r = anonymous()
+        .get(mirror.url("/v2/library/alpine/manifests/3?ns=docker.io"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "oci-namespace"), "docker.io");
+    let digest = header(&r, "docker-content-digest").to_owned();
+    // Cached under the upstream's prefix.
+    let r = anonymous()
+        .get(mirror.url(&format!("/v2/hub/library/alpine/manifests/{digest}")))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let port = mirror.port;
+    let pulled = blocking(move || {
+        let docker = crate::clients::DockerDaemon::shared();
+        docker.set_registry_mirrors(&[format!("http://127.0.0.1:{port}")]);
+        let out = docker.docker_ok(&["pull", "alpine:3"]);
+        let id = docker.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "alpine:3"]);
+        docker.docker_ok(&["image", "rm", "alpine:3"]);
+        docker.set_registry_mirrors(&[]);
+        (out, id)
+    })
+    .await;
+    assert!(
+        pulled.0.contains("Downloaded newer image for alpine:3"),
+        "{}",
+        pulled.0
+    );
+    assert!(pulled.1.trim().starts_with("sha256:"), "{}", pulled.1);
+    let counters = mirror_counters(&mirror).await;
+    assert!(counters["misses"].as_u64().unwrap() >= 2, "{counters}");
+
+    // A repository that exists here is served from here, not from the upstream.
+    let r = anonymous()
+        .get(mirror.url("/v2/gallery/none/manifests/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "not upstream either");
+}
