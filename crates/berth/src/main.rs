@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod gc;
 mod lint;
+mod mirror;
 mod policy;
 mod serve;
 
@@ -63,6 +64,9 @@ enum Command {
     /// Golden images: the bases that `require-golden-base` and `berth lint` accept.
     #[command(subcommand)]
     Golden(policy::GoldenCommand),
+    /// Mirrors of other registries: fill the cache ahead of time.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
     /// Collect garbage once: blobs no manifest uses any more (same storage, database
     /// and settings as `berth serve`; safe beside running servers).
     Gc(Box<gc::GcArgs>),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = runtime.block_on(async {
         let done = match cli.command {
             Command::Lint(args) => return Ok(lint::lint(*args).await),
+            Command::Mirror(c) => return Ok(mirror::mirror(c).await),
             Command::Serve(args) => serve::serve(*args).await,
             Command::Gc(args) => gc::gc(*args).await,
             Command::User(c) => admin::user(c).await,

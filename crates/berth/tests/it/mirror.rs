@@ -396,3 +396,120 @@ async fn the_docker_engine_pulls_docker_hub_names_through_registry_mirror_mode()
         .unwrap();
     assert_eq!(r.status(), 404, "not upstream either");
 }
+
+/// `berth mirror sync` fills the cache ahead of time, from arguments and a file, with
+/// `--platform` taking one platform of an index: after the upstream is gone, what was
+/// synced pulls, and the platform left out does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_sync_fills_the_cache_for_offline_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_with_images(tmp.path()).await;
+    let config = mirror_of(&upstream, Duration::from_secs(300));
+    let mirror = TestServer::start_with(move |c| {
+        c.open = false;
+        c.upstreams = vec![config];
+    })
+    .await;
+    let list = tmp.path().join("images.txt");
+    std::fs::write(&list, "# to keep offline\nup/alice/app:2\n").unwrap();
+    let base = mirror.base.clone();
+    let runs = blocking(move || {
+        let sync = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["mirror", "sync", "--registry", &base])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        (
+            sync(&[
+                "up/alice/app:1",
+                "--platform",
+                "linux/arm64/v8",
+                "--from-file",
+                list.to_str().unwrap(),
+            ]),
+            sync(&["up/alice/app:no-such-tag"]),
+            sync(&[]),
+        )
+    })
+    .await;
+    let (ok, missing, usage) = runs;
+    let said = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(
+        ok.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(said.contains("cached up/alice/app:1 (1 image)"), "{said}");
+    assert!(said.contains("cached up/alice/app:2 (1 image)"), "{said}");
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&missing.stdout)
+    );
+    assert_eq!(usage.status.code(), Some(2));
+
+    drop(upstream);
+    let get = |path: String, accept: &'static str| {
+        let url = mirror.url(&path);
+        async move {
+            anonymous()
+                .get(url)
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let image_type = "application/vnd.oci.image.manifest.v1+json";
+    let index: Value = get("/v2/up/alice/app/manifests/1".into(), index_type)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let child = |arch: &str| {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .map(|m| m["digest"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let arm = get(
+        format!("/v2/up/alice/app/manifests/{}", child("arm64")),
+        image_type,
+    )
+    .await;
+    assert_eq!(arm.status(), 200);
+    let arm: Value = arm.json().await.unwrap();
+    let r = get(
+        format!("/v2/up/alice/app/manifests/{}", child("amd64")),
+        image_type,
+    )
+    .await;
+    assert_eq!(r.status(), 503, "left out, and the upstream is gone");
+    let two: Value = get("/v2/up/alice/app/manifests/2".into(), image_type)
+        .await
+        .json()
+        .await
+        .unwrap();
+    for image in [&arm, &two] {
+        let layers = image["layers"].as_array().unwrap().iter();
+        for d in layers.chain([&image["config"]]) {
+            let r = get(
+                format!("/v2/up/alice/app/blobs/{}", d["digest"].as_str().unwrap()),
+                "*/*",
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(
+                r.bytes().await.unwrap().len() as u64,
+                d["size"].as_u64().unwrap()
+            );
+        }
+    }
+}
