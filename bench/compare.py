@@ -2084,6 +2084,125 @@ def web_table(w, conns):
 
 
 
+# --------------------------------------------------------------------------
+# 10. mirror: pulls through a pull-through cache against pulls from the upstream
+# --------------------------------------------------------------------------
+
+def mirror_stage(args, tmp, servers):
+    """An upstream berth (--open, unpinned) holds an image whose layer is --blob-mib MiB.
+    Each mirror, pinned to the server CPU: berth with `--upstream up=UPSTREAM`, and
+    Distribution in proxy mode (`proxy: remoteurl: UPSTREAM`), its peer. Timed: the
+    layer pulled straight from the upstream; the first pull through the mirror (fetched,
+    stored and streamed at once); then pulls of the cached copy (medians of --runs,
+    after two reads that fill the page cache). Every body is compared with the layer."""
+    size = args.blob_mib * MIB
+    blob = os.urandom(size)
+    uport = free_port()
+    udata = os.path.join(tmp, "mirror-upstream")
+    os.makedirs(udata)
+    upstream = Proc(server_cmd("berth", args, uport, udata, tmp, cpus=args.seed_cpus),
+                    os.path.join(tmp, "mirror-upstream.log"), uport, env=berth_env())
+    LIVE.append(upstream)
+    out = {"mib": args.blob_mib}
+    try:
+        cl = Client(uport)
+        repo = "bench/big"
+        digest = upload_blob(cl, repo, blob)
+        cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                          "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        cfg_d = upload_blob(cl, repo, cfg)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": cfg_d, "size": len(cfg)},
+            "layers": [{"mediaType": OCI_LAYER, "digest": digest, "size": size}],
+        }, separators=(",", ":")).encode()
+        st, h, body = cl.request("PUT", "/v2/%s/manifests/1" % repo, manifest, {"Content-Type": OCI_MANIFEST})
+        if st != 201:
+            raise Failure("PUT manifest upstream: %d %r" % (st, body[:200]))
+        buf = bytearray(size)
+
+        def pulls(port, path, label):
+            runs = []
+            for i in range(2 + args.runs):
+                el, whole = timed_get(port, path, buf, label)
+                if not whole or buf != blob:
+                    raise Failure("%s: body differs from the layer" % label)
+                if i >= 2:
+                    runs.append(size / el / 1e6)
+            return runs
+
+        direct = pulls(uport, "/v2/%s/blobs/%s" % (repo, digest), "GET from the upstream")
+        out["direct"] = {"runs": direct, "median": median(direct)}
+        log("mirror: the layer straight from the upstream: %s MB/s" % " / ".join(fmt(x) for x in direct))
+        for kind in servers:
+            port = free_port()
+            data = os.path.join(tmp, "mirror-%s" % kind)
+            os.makedirs(data)
+            upstream_url = "http://127.0.0.1:%d" % uport
+            if kind == "berth":
+                cmd = server_cmd("berth", args, port, data, tmp,
+                                 berth_extra=["--upstream", "up=%s" % upstream_url, "--gc-interval", "0"])
+                name = "up/%s" % repo
+                env = berth_env()
+            else:
+                cfg_path = os.path.join(tmp, "dist-proxy-%d.yml" % port)
+                with open(cfg_path, "w") as f:
+                    f.write("version: 0.1\n"
+                            "log: {level: error, accesslog: {disabled: true}}\n"
+                            "storage:\n  filesystem: {rootdirectory: %s}\n"
+                            "http: {addr: 127.0.0.1:%d}\n"
+                            "proxy: {remoteurl: %s}\n" % (data, port, upstream_url))
+                cmd = ["taskset", "-c", str(args.server_cpu), args.dist_bin, "serve", cfg_path]
+                name = repo
+                env = dist_env()
+            pr = Proc(cmd, os.path.join(tmp, "mirror-%s.log" % kind), port, env=env)
+            LIVE.append(pr)
+            try:
+                mc = Client(port)
+                st, h, body = mc.request("GET", "/v2/%s/manifests/1" % name,
+                                         headers={"Accept": OCI_MANIFEST})
+                if st != 200:
+                    raise Failure("%s: manifest through the mirror: %d %r" % (NAMES[kind], st, body[:200]))
+                path = "/v2/%s/blobs/%s" % (name, digest)
+                el, whole = timed_get(port, path, buf, "first pull through %s" % NAMES[kind])
+                if not whole or buf != blob:
+                    raise Failure("%s: the first pull's body differs from the layer" % NAMES[kind])
+                cold = size / el / 1e6
+                # Distribution stores a proxied blob after the response: let it land.
+                time.sleep(2)
+                cached = pulls(port, path, "cached pull through %s" % NAMES[kind])
+                out[kind] = {"cold": cold, "cached": {"runs": cached, "median": median(cached)},
+                             "rss_mib": rss_of(pr).get("VmRSS")}
+                log("mirror %s: first pull %s MB/s, cached %s MB/s" % (
+                    NAMES[kind], fmt(cold), " / ".join(fmt(x) for x in cached)))
+            finally:
+                pr.stop()
+                LIVE.remove(pr)
+                remove_tree(data)
+    finally:
+        upstream.stop()
+        LIVE.remove(upstream)
+        remove_tree(udata)
+    return out
+
+
+def mirror_table(m):
+    direct = m["direct"]["median"]
+    b, d = m.get("berth") or {}, m.get("distribution") or {}
+    bc, dc = (b.get("cached") or {}).get("median"), (d.get("cached") or {}).get("median")
+    out = ["| pull of a %d MiB layer, MB/s ↑ | berth | Distribution (proxy) | berth ÷ Distribution | straight from the upstream |"
+           % m["mib"], "|---|---:|---:|---:|---:|"]
+    out.append("| first pull (fetched, stored, streamed) | %s | %s | %s | %s |" % (
+        fmt(b.get("cold")), fmt(d.get("cold")), ratio(b.get("cold"), d.get("cold")), fmt(direct)))
+    out.append("| cached pull | %s | %s | %s | %s |" % (fmt(bc), fmt(dc), ratio(bc, dc), fmt(direct)))
+    if bc:
+        out.append("")
+        out.append("berth's cached pull is %s the upstream's own pull; RSS after the pulls: berth %s MiB, "
+                   "Distribution %s MiB." % (ratio(bc, direct), fmt(b.get("rss_mib")), fmt(d.get("rss_mib"))))
+    return "\n".join(out)
+
+
+
 def trust_table(t, args):
     b, d = t.get("berth") or {}, t.get("distribution") or {}
     peer = (d.get("rows") or {}).get("plain", {}).get("median")
@@ -2607,6 +2726,17 @@ def report(args, info, c, results, g, a, errors, started, command, xs=None):
                  % (args.trust_puts, args.runs, args.trust_golden))
         L.append("")
         L.append(trust_table(xs["trust"], args))
+    if (xs or {}).get("mirror"):
+        L.append("")
+        L.append("## Mirror")
+        L.append("")
+        L.append("An upstream berth (`--open`, on both CPUs) holds an image with one %d MiB layer. The mirrors, "
+                 "pinned to the server CPU: berth with `--upstream`, Distribution 2.8.2 in proxy mode. Timed: the "
+                 "first pull of the layer through each mirror (fetched from the upstream, stored and streamed at "
+                 "once), then pulls of its cached copy (medians of %d after two reads), every body compared with "
+                 "the layer; and the same layer pulled straight from the upstream." % (args.blob_mib, args.runs))
+        L.append("")
+        L.append(mirror_table(xs["mirror"]))
     if (xs or {}).get("web"):
         w = xs["web"]
         L.append("")
@@ -2716,6 +2846,8 @@ def main():
     ap.add_argument("--skip-trust", action="store_true", help="leave out the tags-and-trust rows")
     ap.add_argument("--only-trust", action="store_true",
                     help="only manifest PUTs under tag policies and berth lint")
+    ap.add_argument("--skip-mirror", action="store_true", help="leave out the mirror rows")
+    ap.add_argument("--only-mirror", action="store_true", help="only the mirror rows (pulls through a pull-through cache)")
     ap.add_argument("--skip-web", action="store_true", help="leave out the web site and search rows")
     ap.add_argument("--only-web", action="store_true", help="only the web site and search rows")
     ap.add_argument("--web-repos", type=int, default=100000, help="repositories for the web stage (default 100000)")
@@ -2759,12 +2891,12 @@ def main():
     args = ap.parse_args()
     if args.dist_growth_tags is None:
         args.dist_growth_tags = args.growth_tags
-    only = [x for x in ("auth", "s3", "gc", "pg", "trust", "web") if getattr(args, "only_" + x)]
+    only = [x for x in ("auth", "s3", "gc", "pg", "trust", "web", "mirror") if getattr(args, "only_" + x)]
     for x in only:
         if getattr(args, "skip_" + x):
             ap.error("--only-%s and --skip-%s" % (x, x))
     if only:
-        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust", "web"):
+        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust", "web", "mirror"):
             if x not in only:
                 setattr(args, "skip_" + x, True)
     args.gc_backends = [x.strip() for x in args.gc_backends.split(",") if x.strip()]
@@ -2900,6 +3032,12 @@ def main():
                 except Exception as e:
                     errors.append("tags and trust, %s: %s" % (NAMES[kind], e))
                     log("FAILED: %s" % e)
+        if not args.skip_mirror and "berth" in servers:
+            try:
+                xs["mirror"] = mirror_stage(args, tmp, servers)
+            except Exception as e:
+                errors.append("mirror: %s" % e)
+                log("FAILED: %s" % e)
         if not args.skip_web and "berth" in servers:
             try:
                 xs["web"] = web_stage(args, tmp)
@@ -2942,7 +3080,7 @@ def main():
                    "growth": {k: dict(v, rows={lab: {str(n): x for n, x in r.items()}
                                                for lab, r in v["rows"].items()})
                               for k, v in g.items()},
-                   "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"), "trust": xs.get("trust"), "web": xs.get("web"),
+                   "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"), "trust": xs.get("trust"), "web": xs.get("web"), "mirror": xs.get("mirror"),
                    "pg": dict(xs["pg"], rows={lab: {str(n): x for n, x in r.items()}
                                               for lab, r in xs["pg"]["rows"].items()}) if xs.get("pg") else None,
                    "errors": errors}, f, indent=1)
