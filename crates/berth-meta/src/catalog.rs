@@ -70,8 +70,6 @@ pub struct TagRow {
     pub name: String,
     pub digest: String,
     pub media_type: String,
-    /// The manifest itself, for sizes and platforms (manifests are small).
-    pub manifest: bytes::Bytes,
     /// When the tag last moved (unix seconds).
     pub updated_at: i64,
     /// Who moved it there, from the tag history (`None` for tags older than the history).

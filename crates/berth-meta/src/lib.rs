@@ -13,6 +13,7 @@ use berth_core::{Algorithm, Digest, RepoName, Tag};
 
 pub mod accounts;
 pub mod catalog;
+pub mod mirror;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -23,6 +24,7 @@ pub use accounts::{
     User, Viewer, WebSession,
 };
 pub use catalog::{CatalogStore, RecentScope, RepositoryCard, SearchQuery, SearchResults, TagRow};
+pub use mirror::{MirrorPin, MirrorStore};
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
@@ -213,7 +215,7 @@ pub struct PushWarning {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore + CatalogStore {
+pub trait MetaStore: AccountStore + CatalogStore + MirrorStore {
     // ---- blobs ----
     /// Size of `digest` if `repository` may serve it (pushed, mounted or linked there).
     async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;

@@ -3,7 +3,9 @@
 
 use berth_core::{Digest, RepoName};
 
-use crate::{GoldenImage, MetaError, PushWarning, Result, TagMove, TagMoveReason};
+use crate::{
+    GoldenImage, MetaError, MirrorPin, PushWarning, RepositoryCard, Result, TagMove, TagMoveReason,
+};
 
 /// `repository, tags ('' = every tag), added_by, added_at`.
 pub(crate) type GoldenRow = (String, String, String, i64);
@@ -20,6 +22,13 @@ pub(crate) type TagMoveRow = (
     i64,
 );
 
+/// `repository, reference, pinned_by, pinned_at`.
+pub(crate) type PinRow = (String, String, String, i64);
+/// `name, digest`: one manifest of one repository.
+pub(crate) type ManifestRefRow = (String, String);
+/// `name, public, description, pushed_at`.
+pub(crate) type CardRow = (String, bool, String, Option<i64>);
+
 fn corrupt(what: String) -> MetaError {
     MetaError(what.into())
 }
@@ -27,6 +36,33 @@ fn corrupt(what: String) -> MetaError {
 fn digest(text: &str) -> Result<Digest> {
     text.parse()
         .map_err(|e| corrupt(format!("stored digest {text:?}: {e}")))
+}
+
+fn repository(name: &str) -> Result<RepoName> {
+    name.parse()
+        .map_err(|e| corrupt(format!("stored repository name {name:?}: {e}")))
+}
+
+pub(crate) fn pin((repo, reference, pinned_by, pinned_at): PinRow) -> Result<MirrorPin> {
+    Ok(MirrorPin {
+        repository: repository(&repo)?,
+        reference,
+        pinned_by,
+        pinned_at,
+    })
+}
+
+pub(crate) fn manifest_ref((name, d): ManifestRefRow) -> Result<(RepoName, Digest)> {
+    Ok((repository(&name)?, digest(&d)?))
+}
+
+pub(crate) fn card((name, public, description, pushed_at): CardRow) -> Result<RepositoryCard> {
+    Ok(RepositoryCard {
+        name: repository(&name)?,
+        public,
+        description,
+        pushed_at,
+    })
 }
 
 pub(crate) fn golden((repository, tags, added_by, added_at): GoldenRow) -> Result<GoldenImage> {

@@ -99,6 +99,7 @@ macro_rules! meta_store_contract {
             search_matches_names_and_descriptions_for_the_viewer,
             recent_repositories_and_tag_rows,
             mirrored_manifests_may_reference_what_is_not_here_yet,
+            mirror_cache_usage_eviction_order_and_pins,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -3084,7 +3085,6 @@ pub async fn recent_repositories_and_tag_rows(store: &dyn MetaStore) {
     assert!(seen.contains(&("2.0", Some("gina"))) && seen.contains(&("latest", Some("hal"))));
     let m = manifest("new", None, None);
     assert_eq!(rows[0].digest, m.digest.to_string());
-    assert_eq!(rows[0].manifest, m.body);
     assert_eq!(rows[0].media_type, m.media_type);
     assert_eq!(store.tag_rows(&r, 1).await.unwrap().len(), 1);
     assert!(
@@ -3129,5 +3129,115 @@ pub async fn mirrored_manifests_may_reference_what_is_not_here_yet(store: &dyn M
     assert!(
         matches!(pushed, Err(PutManifestError::MissingBlob(_))),
         "{pushed:?}"
+    );
+}
+
+pub async fn mirror_cache_usage_eviction_order_and_pins(store: &dyn MetaStore) {
+    let r = repo("up/app");
+    let (b1, b2) = (digest("cached one"), digest("cached two"));
+    store.link_blob(&r, &b1, 100).await.unwrap();
+    store.link_blob(&r, &b2, 200).await.unwrap();
+    let (m1, m2, idx) = (
+        manifest("cached m1", None, None),
+        manifest("cached m2", None, None),
+        manifest("cached index", None, None),
+    );
+    let put = |m: &ManifestRecord, blobs: Vec<Digest>, children: Vec<Digest>, tags: Vec<Tag>| {
+        let (r, m) = (r.clone(), m.clone());
+        async move {
+            let update = TagUpdate {
+                mirrored: true,
+                ..TagUpdate::plain(&tags, "mirror:up")
+            };
+            store
+                .put_manifest_with(&r, &m, &blobs, &children, &update)
+                .await
+                .unwrap();
+        }
+    };
+    put(&m1, vec![b1.clone()], vec![], vec![tag("1")]).await;
+    put(&m2, vec![b2.clone()], vec![], vec![]).await;
+    put(&idx, vec![], vec![m2.digest.clone()], vec![tag("2")]).await;
+    // A local image shares b1; a prefix is a whole component ("u" is not "up").
+    let local = repo("local/x");
+    store.link_blob(&local, &b1, 100).await.unwrap();
+    store
+        .put_manifest(
+            &local,
+            &manifest("local", None, None),
+            std::slice::from_ref(&b1),
+            &[],
+            &[tag("1")],
+        )
+        .await
+        .unwrap();
+    let bodies = (m1.body.len() + m2.body.len() + idx.body.len()) as u64;
+    assert_eq!(store.mirror_usage("up").await.unwrap(), 300 + bodies);
+    assert_eq!(store.mirror_usage("u").await.unwrap(), 0);
+
+    for (m, at) in [(&m1, 1000), (&m2, 3000), (&idx, 2000)] {
+        store.record_pull(&r, &m.digest, at).await.unwrap();
+    }
+    let order = |limit| async move {
+        store
+            .eviction_candidates("up", limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(repository, d)| {
+                assert_eq!(repository.as_str(), "up/app");
+                d
+            })
+            .collect::<Vec<Digest>>()
+    };
+    assert_eq!(
+        order(10).await,
+        [m1.digest.clone(), idx.digest.clone(), m2.digest.clone()]
+    );
+    assert_eq!(order(1).await, std::slice::from_ref(&m1.digest));
+    // Pulled again within a minute: not rewritten; later: last.
+    store.record_pull(&r, &m1.digest, 1030).await.unwrap();
+    assert_eq!(order(1).await, std::slice::from_ref(&m1.digest));
+    store.record_pull(&r, &m1.digest, 5000).await.unwrap();
+    assert_eq!(order(10).await.last(), Some(&m1.digest));
+
+    // Pins: a tag keeps its index and the index's children; a digest keeps itself.
+    assert!(store.pin(&r, "2", "root").await.unwrap());
+    assert!(!store.pin(&r, "2", "root").await.unwrap(), "once");
+    assert_eq!(order(10).await, std::slice::from_ref(&m1.digest));
+    assert!(
+        store
+            .pin(&r, &m1.digest.to_string(), "alice")
+            .await
+            .unwrap()
+    );
+    assert!(order(10).await.is_empty());
+    let pins: Vec<(String, String)> = store
+        .pins()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.reference, p.pinned_by))
+        .collect();
+    assert_eq!(
+        pins,
+        [
+            ("2".to_owned(), "root".to_owned()),
+            (m1.digest.to_string(), "alice".to_owned())
+        ]
+    );
+    assert!(store.unpin(&r, "2").await.unwrap());
+    assert!(!store.unpin(&r, "2").await.unwrap());
+    assert_eq!(order(10).await, [idx.digest.clone(), m2.digest.clone()]);
+    // What an eviction does: the manifest goes, and the prefix holds less.
+    assert!(
+        store
+            .delete_manifest(&r, &m2.digest, "eviction")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.mirror_usage("up").await.unwrap(),
+        100 + (m1.body.len() + idx.body.len()) as u64
     );
 }

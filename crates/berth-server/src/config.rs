@@ -211,6 +211,10 @@ pub struct UpstreamConfig {
     /// How long the upstream may take to answer (to connect, to start a response, and
     /// between the bytes of a body) before it counts as unreachable.
     pub timeout: Duration,
+    /// Bytes the cache of this upstream may hold; past it, the least recently pulled
+    /// images that are not pinned are evicted (garbage collection then frees their
+    /// blobs that nothing else uses). `None`: no cap.
+    pub max_size: Option<u64>,
 }
 
 impl UpstreamConfig {
@@ -229,6 +233,7 @@ impl UpstreamConfig {
             password: None,
             tag_ttl: Self::DEFAULT_TAG_TTL,
             timeout: Self::DEFAULT_TIMEOUT,
+            max_size: None,
         };
         upstream.check()?;
         Ok(upstream)
@@ -244,6 +249,19 @@ impl UpstreamConfig {
         if !valid_prefix {
             return Err(ConfigError::Upstream(format!(
                 "prefix {:?}: one name component, such as hub or ghcr",
+                self.prefix
+            )));
+        }
+        let authority = self
+            .url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if authority.contains('@') {
+            return Err(ConfigError::Upstream(format!(
+                "url of {:?}: give credentials as username and password, not in the URL",
                 self.prefix
             )));
         }
@@ -267,6 +285,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("password", &self.password.as_ref().map(|_| "<set>"))
             .field("tag_ttl", &self.tag_ttl)
             .field("timeout", &self.timeout)
+            .field("max_size", &self.max_size)
             .finish()
     }
 }

@@ -177,12 +177,51 @@ impl Registry {
         Ok(Some(bytes.into()))
     }
 
+    /// Records that a mirrored manifest was pulled now (for eviction's order).
+    pub async fn record_mirrored_pull(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        Ok(self
+            .meta
+            .record_pull(repo, digest, crate::accounts::now())
+            .await?)
+    }
+
+    /// Bytes the cache under `prefix/` holds (each blob its manifests reference, once).
+    pub async fn mirrored_bytes(&self, prefix: &str) -> Result<u64> {
+        Ok(self.meta.mirror_usage(prefix).await?)
+    }
+
+    /// Evicts the least recently pulled unpinned manifests under `prefix/` until it holds
+    /// at most `max_bytes`; returns how many went. Their blobs become collectable (those
+    /// a local image also uses stay with it).
+    pub async fn evict_mirrored(&self, prefix: &str, max_bytes: u64) -> Result<u32> {
+        let mut evicted = 0;
+        while self.meta.mirror_usage(prefix).await? > max_bytes {
+            let Some((repo, digest)) = self.meta.eviction_candidates(prefix, 1).await?.pop() else {
+                break;
+            };
+            if self
+                .meta
+                .delete_manifest(&repo, &digest, "mirror eviction")
+                .await?
+            {
+                evicted += 1;
+            }
+        }
+        Ok(evicted)
+    }
+
     /// Whether `repo` exists here (pushed, or made before its first push).
     pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         Ok(self.meta.repository_visibility(repo).await?.is_some())
     }
 
+    /// A blob's size if the registry holds it (in any repository).
+    pub async fn stored_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self.meta.blob(digest).await?)
+    }
+
     /// Lets a mirrored repository serve a blob the registry holds already (anywhere);
+    /// the caller has confirmed the upstream has it under the mirrored name;
     /// its size, or `None` if the registry does not hold it.
     pub async fn link_mirrored_blob(
         &self,

@@ -172,6 +172,7 @@ struct FileUpstream {
     password_file: Option<PathBuf>,
     tag_ttl: Option<String>,
     timeout: Option<String>,
+    max_size: Option<String>,
 }
 
 impl FileUpstream {
@@ -197,6 +198,10 @@ impl FileUpstream {
         let key = format!("upstream {}", upstream.prefix);
         if let Some(ttl) = duration(None, self.tag_ttl, &format!("{key} tag_ttl"))? {
             upstream.tag_ttl = ttl;
+        }
+        if let Some(text) = self.max_size {
+            let bytes = parse_size(&text).map_err(|e| anyhow::anyhow!("{key} max_size {e}"))?;
+            upstream.max_size = Some(bytes as u64);
         }
         if let Some(timeout) = duration(None, self.timeout, &format!("{key} timeout"))? {
             anyhow::ensure!(!timeout.is_zero(), "{key}: timeout must be more than 0");
@@ -561,7 +566,7 @@ mod tests {
             format!(
                 "[[upstream]]\nprefix = \"hub\"\nurl = \"https://registry-1.docker.io\"\n\
                  tag_ttl = \"30s\"\n\n[[upstream]]\nprefix = \"ghcr\"\nurl = \"https://ghcr.io/\"\n\
-                 username = \"bot\"\npassword_file = \"{}\"\ntimeout = \"2s\"\n",
+                 username = \"bot\"\npassword_file = \"{}\"\ntimeout = \"2s\"\nmax_size = \"20GiB\"\n",
                 secret.display()
             ),
         )
@@ -590,11 +595,19 @@ mod tests {
         assert_eq!(ghcr.url, "https://ghcr.io");
         assert_eq!(ghcr.password.as_deref(), Some("s3cret"));
         assert_eq!(ghcr.timeout, Duration::from_secs(2));
+        assert_eq!(ghcr.max_size, Some(20 << 30));
+        assert_eq!(by("hub").max_size, None);
         assert!(
             !format!("{ghcr:?}").contains("s3cret"),
             "passwords stay out of logs"
         );
-        for bad in ["hub", "Hub=https://x", "a/b=https://x", "hub=ftp://x"] {
+        for bad in [
+            "hub",
+            "Hub=https://x",
+            "a/b=https://x",
+            "hub=ftp://x",
+            "hub=https://me:secret@x",
+        ] {
             assert!(resolve(serve_args(&["--upstream", bad])).is_err(), "{bad}");
         }
         let mirror = resolve(serve_args(&[

@@ -6,7 +6,7 @@ use berth_core::RepoName;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{PgMetaStore, backend, corrupt};
+use super::{PgMetaStore, backend};
 use crate::Result;
 use crate::accounts::Viewer;
 use crate::catalog::{
@@ -34,16 +34,14 @@ fn viewer_name<'a>(viewer: Viewer<'a>) -> Option<&'a str> {
     }
 }
 
-fn card_from_row(row: &PgRow) -> Result<RepositoryCard> {
-    let name: String = row.try_get("name").map_err(backend)?;
-    Ok(RepositoryCard {
-        name: name
-            .parse()
-            .map_err(|e| corrupt(format!("stored repository name {name:?}: {e}")))?,
-        public: row.try_get("public").map_err(backend)?,
-        description: row.try_get("description").map_err(backend)?,
-        pushed_at: row.try_get("pushed_at").map_err(backend)?,
-    })
+/// A listing row (`name, public, description, pushed_at`; other columns ignored).
+fn card_of(row: &PgRow) -> Result<crate::RepositoryCard> {
+    crate::rows::card((
+        row.try_get("name").map_err(backend)?,
+        row.try_get("public").map_err(backend)?,
+        row.try_get("description").map_err(backend)?,
+        row.try_get("pushed_at").map_err(backend)?,
+    ))
 }
 
 #[async_trait]
@@ -100,7 +98,7 @@ impl CatalogStore for PgMetaStore {
         Ok(SearchResults {
             total: total.min(u64::from(SEARCH_CANDIDATES)),
             capped: total > u64::from(SEARCH_CANDIDATES),
-            repositories: rows.iter().map(card_from_row).collect::<Result<_>>()?,
+            repositories: rows.iter().map(card_of).collect::<Result<_>>()?,
         })
     }
 
@@ -139,7 +137,7 @@ impl CatalogStore for PgMetaStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        rows.iter().map(card_from_row).collect()
+        rows.iter().map(card_of).collect()
     }
 
     async fn repository_card(&self, repository: &RepoName) -> Result<Option<RepositoryCard>> {
@@ -151,7 +149,7 @@ impl CatalogStore for PgMetaStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        row.as_ref().map(card_from_row).transpose()
+        row.as_ref().map(card_of).transpose()
     }
 
     async fn set_repository_description(
@@ -170,7 +168,7 @@ impl CatalogStore for PgMetaStore {
 
     async fn tag_rows(&self, repository: &RepoName, limit: u32) -> Result<Vec<TagRow>> {
         let rows = sqlx::query(
-            "SELECT t.name, t.digest, m.media_type, m.body, t.updated_at,
+            "SELECT t.name, t.digest, m.media_type, t.updated_at,
                     (SELECT h.actor FROM tag_history h
                      WHERE h.repository_id = t.repository_id AND h.tag = t.name
                      ORDER BY h.id DESC LIMIT 1) AS pushed_by
@@ -192,7 +190,6 @@ impl CatalogStore for PgMetaStore {
                     name: row.try_get("name").map_err(backend)?,
                     digest: row.try_get("digest").map_err(backend)?,
                     media_type: row.try_get("media_type").map_err(backend)?,
-                    manifest: row.try_get::<Vec<u8>, _>("body").map_err(backend)?.into(),
                     updated_at: row.try_get("updated_at").map_err(backend)?,
                     pushed_by: row.try_get("pushed_by").map_err(backend)?,
                 })

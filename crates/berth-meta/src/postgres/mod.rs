@@ -96,6 +96,7 @@ macro_rules! statement {
 mod accounts;
 mod catalog;
 mod gc;
+mod mirror;
 mod writes;
 
 /// Schema changes in order; `berth_schema_migrations` records which have been applied.
@@ -379,6 +380,17 @@ EXCEPTION WHEN insufficient_privilege OR undefined_file OR feature_not_supported
     RAISE NOTICE 'pg_trgm is not available: repository search scans the table';
 END
 $$;
+"#,
+    // Mirrors: when each cached manifest was last pulled (eviction), and pins.
+    r#"
+ALTER TABLE manifests ADD COLUMN pulled_at BIGINT;
+CREATE TABLE mirror_pins (
+    repository TEXT COLLATE "C" NOT NULL,
+    reference  TEXT COLLATE "C" NOT NULL,
+    pinned_by  TEXT NOT NULL,
+    pinned_at  BIGINT NOT NULL,
+    PRIMARY KEY (repository, reference)
+);
 "#,
 ];
 

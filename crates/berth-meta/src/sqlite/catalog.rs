@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::writes::Write;
-use super::{SqliteMetaStore, backend, changed, corrupt};
+use super::{SqliteMetaStore, backend, changed};
 use crate::Result;
 use crate::accounts::Viewer;
 use crate::catalog::{
@@ -38,16 +38,14 @@ fn json_list(list: Option<&[String]>) -> Option<String> {
     list.map(|l| serde_json::Value::from(l.to_vec()).to_string())
 }
 
-fn card_from_row(row: &SqliteRow) -> Result<RepositoryCard> {
-    let name: String = row.try_get("name").map_err(backend)?;
-    Ok(RepositoryCard {
-        name: name
-            .parse()
-            .map_err(|e| corrupt(format!("stored repository name {name:?}: {e}")))?,
-        public: row.try_get("public").map_err(backend)?,
-        description: row.try_get("description").map_err(backend)?,
-        pushed_at: row.try_get("pushed_at").map_err(backend)?,
-    })
+/// A listing row (`name, public, description, pushed_at`; other columns ignored).
+fn card_of(row: &SqliteRow) -> Result<crate::RepositoryCard> {
+    crate::rows::card((
+        row.try_get("name").map_err(backend)?,
+        row.try_get("public").map_err(backend)?,
+        row.try_get("description").map_err(backend)?,
+        row.try_get("pushed_at").map_err(backend)?,
+    ))
 }
 
 #[async_trait]
@@ -130,7 +128,7 @@ impl CatalogStore for SqliteMetaStore {
         Ok(SearchResults {
             total: total.min(u64::from(SEARCH_CANDIDATES)),
             capped: total > u64::from(SEARCH_CANDIDATES),
-            repositories: rows.iter().map(card_from_row).collect::<Result<_>>()?,
+            repositories: rows.iter().map(card_of).collect::<Result<_>>()?,
         })
     }
 
@@ -177,7 +175,7 @@ impl CatalogStore for SqliteMetaStore {
             .fetch_all(&self.reader)
             .await
             .map_err(backend)?;
-        rows.iter().map(card_from_row).collect()
+        rows.iter().map(card_of).collect()
     }
 
     async fn repository_card(&self, repository: &RepoName) -> Result<Option<RepositoryCard>> {
@@ -189,7 +187,7 @@ impl CatalogStore for SqliteMetaStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(backend)?;
-        row.as_ref().map(card_from_row).transpose()
+        row.as_ref().map(card_of).transpose()
     }
 
     async fn set_repository_description(
@@ -208,7 +206,7 @@ impl CatalogStore for SqliteMetaStore {
 
     async fn tag_rows(&self, repository: &RepoName, limit: u32) -> Result<Vec<TagRow>> {
         let rows = sqlx::query(
-            "SELECT t.name, t.digest, m.media_type, m.body, t.updated_at,
+            "SELECT t.name, t.digest, m.media_type, t.updated_at,
                     (SELECT h.actor FROM tag_history h
                      WHERE h.repository_id = t.repository_id AND h.tag = t.name
                      ORDER BY h.id DESC LIMIT 1) AS pushed_by
@@ -230,7 +228,6 @@ impl CatalogStore for SqliteMetaStore {
                     name: row.try_get("name").map_err(backend)?,
                     digest: row.try_get("digest").map_err(backend)?,
                     media_type: row.try_get("media_type").map_err(backend)?,
-                    manifest: row.try_get::<Vec<u8>, _>("body").map_err(backend)?.into(),
                     updated_at: row.try_get("updated_at").map_err(backend)?,
                     pushed_by: row.try_get("pushed_by").map_err(backend)?,
                 })

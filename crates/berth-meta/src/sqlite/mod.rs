@@ -20,6 +20,7 @@ use crate::{
 mod accounts;
 mod catalog;
 mod gc;
+mod mirror;
 mod writes;
 
 use gc::GcWrite;
@@ -280,6 +281,17 @@ CREATE TRIGGER repository_search_update AFTER UPDATE OF name, description ON rep
     INSERT INTO repository_words(rowid, name, description)
         VALUES (new.id, new.name, new.description);
 END;
+"#,
+    // Mirrors: when each cached manifest was last pulled (eviction), and pins.
+    r#"
+ALTER TABLE manifests ADD COLUMN pulled_at INTEGER;
+CREATE TABLE mirror_pins (
+    repository TEXT NOT NULL,
+    reference  TEXT NOT NULL,
+    pinned_by  TEXT NOT NULL,
+    pinned_at  INTEGER NOT NULL,
+    PRIMARY KEY (repository, reference)
+) WITHOUT ROWID;
 "#,
 ];
 

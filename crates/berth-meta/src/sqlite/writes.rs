@@ -89,6 +89,7 @@ pub(super) enum Write {
         repository: String,
         description: String,
     },
+    Mirror(super::mirror::MirrorWrite),
 }
 
 /// Golden images, namespace marks and push warnings.
@@ -449,6 +450,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         Write::Trust(write) => apply_trust(conn, write).await,
+        Write::Mirror(write) => super::mirror::apply(conn, write).await,
         Write::Describe {
             repository,
             description,

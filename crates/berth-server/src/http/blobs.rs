@@ -34,15 +34,7 @@ pub async fn get_mirrored(
         Err(e) => return Err(e.into()),
     }
     if head {
-        // Asking is enough: nothing is fetched for a HEAD.
-        if app
-            .registry
-            .link_mirrored_blob(repo, digest)
-            .await?
-            .is_some()
-        {
-            return get(&app.registry, repo, digest, head, req).await;
-        }
+        // Asking is enough: nothing is fetched or linked for a HEAD.
         let size = route
             .upstream
             .blob_size(&route.remote, digest)

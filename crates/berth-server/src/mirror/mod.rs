@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use berth_core::{Digest, Reference, RepoName};
 use berth_meta::ManifestRecord;
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -31,6 +32,9 @@ use crate::registry::{ByteStream, Registry};
 pub mod upstream;
 
 pub use upstream::{FetchedManifest, Stats, Upstream, UpstreamError};
+
+/// Tags remembered as checked: at most this many (then the stale ones are forgotten).
+const MAX_REMEMBERED: usize = 10_000;
 
 /// Chunks buffered between a blob's upstream and the client of the request fetching it.
 const TEE_CHUNKS: usize = 16;
@@ -46,6 +50,9 @@ pub struct Mirror {
     checked: Mutex<HashMap<String, Instant>>,
     /// Blobs being fetched, each with what its fetch reports when done.
     fetching: Mutex<HashMap<Digest, watch::Receiver<bool>>>,
+    /// Prefixes whose cache is being trimmed to its cap, each with whether something
+    /// was stored meanwhile (then the trim runs again).
+    evicting: Mutex<HashMap<String, bool>>,
 }
 
 impl Mirror {
@@ -136,17 +143,51 @@ impl Mirror {
     }
 
     fn confirm(&self, key: String) {
-        self.checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, Instant::now());
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if checked.len() >= MAX_REMEMBERED {
+            // Entries older than every TTL are worth nothing; if all are fresh, start over.
+            let longest = self
+                .upstreams
+                .iter()
+                .map(|u| u.config.tag_ttl)
+                .max()
+                .unwrap_or_default();
+            checked.retain(|_, at| at.elapsed() < longest);
+            if checked.len() >= MAX_REMEMBERED {
+                checked.clear();
+            }
+        }
+        checked.insert(key, Instant::now());
     }
 
     /// A mirrored manifest: from here while fresh, else from the upstream; the cached
     /// copy with a warning when the upstream fails.
     pub async fn manifest(
-        &self,
-        registry: &Registry,
+        self: &Arc<Self>,
+        registry: &Arc<Registry>,
+        route: &Route<'_>,
+        reference: &Reference,
+    ) -> Result<(ManifestRecord, Option<String>)> {
+        let served = self.manifest_from(registry, route, reference).await;
+        if let Ok((manifest, _)) = &served {
+            // Recorded for eviction's order, off the request's path.
+            let (registry, repo, digest) = (
+                registry.clone(),
+                route.cache.clone(),
+                manifest.digest.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = registry.record_mirrored_pull(&repo, &digest).await {
+                    tracing::warn!(%repo, %digest, error = %e, "mirror: recording a pull failed");
+                }
+            });
+        }
+        served
+    }
+
+    async fn manifest_from(
+        self: &Arc<Self>,
+        registry: &Arc<Registry>,
         route: &Route<'_>,
         reference: &Reference,
     ) -> Result<(ManifestRecord, Option<String>)> {
@@ -207,6 +248,7 @@ impl Mirror {
                     .await?;
                 self.confirm(key);
                 Stats::count(&upstream.stats.misses, 1);
+                self.trim_soon(registry, upstream);
                 Ok((stored, None))
             }
             Ok(None) => Err(RegistryError::ManifestUnknown),
@@ -223,7 +265,7 @@ impl Mirror {
 
     /// A mirrored blob not stored here yet: fetched from the upstream once, streamed to
     /// this request's client while it is stored. `Ok(None)`: it is here now (another
-    /// request fetched it, or it was here under another name), serve it from here.
+    /// request fetched it, or the registry held it already), serve it from here.
     pub async fn blob(
         self: &Arc<Self>,
         registry: &Arc<Registry>,
@@ -231,14 +273,17 @@ impl Mirror {
         digest: &Digest,
     ) -> Result<Option<(Option<u64>, ByteStream)>> {
         let (upstream, remote, repo) = (route.upstream, &route.remote, &route.cache);
-        // Held anywhere in the registry: linked here, never fetched again.
-        if let Some(size) = registry.link_mirrored_blob(repo, digest).await? {
-            Stats::count(&upstream.stats.hits, 1);
-            Stats::count(&upstream.stats.bytes_saved, size);
-            return Ok(None);
+        // Held elsewhere in the registry: linked here instead of fetched, but only once
+        // the upstream says it has it under this name (a HEAD), so that no blob of a
+        // private repository is ever served through a mirror on the registry's word.
+        if registry.stored_blob_size(digest).await?.is_some() {
+            return self
+                .link_confirmed(registry, route, digest)
+                .await
+                .map(|()| None);
         }
         enum Role {
-            Fetcher(watch::Sender<bool>),
+            Fetcher(FetchGuard),
             Waiter(watch::Receiver<bool>),
         }
         let role = {
@@ -248,32 +293,74 @@ impl Mirror {
                 None => {
                     let (tx, rx) = watch::channel(false);
                     fetching.insert(digest.clone(), rx);
-                    Role::Fetcher(tx)
+                    Role::Fetcher(FetchGuard {
+                        mirror: self.clone(),
+                        digest: digest.clone(),
+                        done: tx,
+                    })
                 }
             }
         };
         match role {
-            Role::Fetcher(done) => {
-                self.fetch_blob(registry, upstream, repo, remote, digest, done)
+            Role::Fetcher(guard) => {
+                self.fetch_blob(registry, upstream, repo, remote, digest, guard)
                     .await
             }
             Role::Waiter(mut done) => {
                 // Another request is fetching it: served from here once stored.
                 let _ = done.wait_for(|finished| *finished).await;
-                let size = registry
-                    .link_mirrored_blob(repo, digest)
-                    .await?
-                    .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
-                Stats::count(&upstream.stats.hits, 1);
-                Stats::count(&upstream.stats.bytes_saved, size);
-                Ok(None)
+                match registry.blob_size(repo, digest).await {
+                    Ok(size) => {
+                        Stats::count(&upstream.stats.hits, 1);
+                        Stats::count(&upstream.stats.bytes_saved, size);
+                        Ok(None)
+                    }
+                    // Fetched for another cache of the registry: confirmed and linked.
+                    Err(RegistryError::BlobUnknown(_))
+                        if registry.stored_blob_size(digest).await?.is_some() =>
+                    {
+                        self.link_confirmed(registry, route, digest)
+                            .await
+                            .map(|()| None)
+                    }
+                    Err(e) => Err(e),
+                }
             }
         }
     }
 
+    /// Links a blob the registry holds into `route`'s cache once the upstream confirms
+    /// it has it under the route's name.
+    async fn link_confirmed(
+        &self,
+        registry: &Registry,
+        route: &Route<'_>,
+        digest: &Digest,
+    ) -> Result<()> {
+        let upstream = route.upstream;
+        match upstream.blob_size(&route.remote, digest).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => {
+                Stats::count(&upstream.stats.upstream_errors, 1);
+                return Err(e.into());
+            }
+        }
+        let size = registry
+            .link_mirrored_blob(&route.cache, digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        Stats::count(&upstream.stats.hits, 1);
+        Stats::count(&upstream.stats.bytes_saved, size);
+        Ok(())
+    }
+
     /// Starts fetching a blob: a task stores it (verifying its digest) while this
-    /// request's client gets the same bytes; the task finishes even if the client
-    /// leaves.
+    /// request's client gets the same bytes, all but the last chunk as they arrive and
+    /// the last one only once the digest matched (else an error ends the body, so no
+    /// client ever holds wrong bytes that look whole). The task finishes even if the
+    /// client leaves; a client that stops reading is dropped after the upstream's
+    /// timeout rather than holding the store up.
     async fn fetch_blob(
         self: &Arc<Self>,
         registry: &Arc<Registry>,
@@ -281,80 +368,161 @@ impl Mirror {
         repo: &RepoName,
         remote: &str,
         digest: &Digest,
-        done: watch::Sender<bool>,
+        guard: FetchGuard,
     ) -> Result<Option<(Option<u64>, ByteStream)>> {
-        let forget = |mirror: &Mirror| {
-            mirror
-                .fetching
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(digest);
-        };
-        let fetched = match upstream.blob(remote, digest).await {
+        // Dropping `guard` (on every return below, or if this request is dropped while
+        // the upstream answers) ends the fetch for those waiting on it.
+        let (len, mut body) = match upstream.blob(remote, digest).await {
             Ok(Some(fetched)) => fetched,
-            Ok(None) => {
-                forget(self);
-                let _ = done.send(true);
-                return Err(RegistryError::BlobUnknown(digest.clone()));
-            }
+            Ok(None) => return Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => {
-                forget(self);
-                let _ = done.send(true);
                 Stats::count(&upstream.stats.upstream_errors, 1);
                 return Err(e.into());
             }
         };
         Stats::count(&upstream.stats.misses, 1);
-        let (len, mut body) = fetched;
-        let (to_client, from_upstream) = mpsc::channel::<std::io::Result<bytes::Bytes>>(TEE_CHUNKS);
-        let (chunks_tx, chunks_rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(TEE_CHUNKS);
-        let mirror = self.clone();
-        let registry = registry.clone();
-        let (repo, digest_owned) = (repo.clone(), digest.clone());
+        let (to_client, from_upstream) = mpsc::channel::<std::io::Result<Bytes>>(TEE_CHUNKS);
+        let (chunks_tx, chunks_rx) = mpsc::channel::<std::io::Result<Bytes>>(TEE_CHUNKS);
+        let (mirror, registry) = (self.clone(), registry.clone());
+        let (repo, digest) = (repo.clone(), digest.clone());
+        let cap = upstream
+            .config
+            .max_size
+            .map(|max| (upstream.config.prefix.clone(), max));
+        let patience = upstream.config.timeout;
         tokio::spawn(async move {
-            let store = registry.upload_whole(&repo, &digest_owned, tokio_stream_from(chunks_rx));
-            let feed = async {
-                let mut client = Some(to_client.clone());
-                while let Some(chunk) = body.next().await {
-                    let failed = chunk.is_err();
-                    if let Some(tx) = &client
-                        && tx
-                            .send(
-                                chunk
-                                    .as_ref()
-                                    .map(Clone::clone)
-                                    .map_err(|e| std::io::Error::other(e.to_string())),
-                            )
-                            .await
-                            .is_err()
-                    {
-                        // The client left; the blob is still stored.
-                        client = None;
+            let _guard = guard;
+            let store = {
+                let (registry, repo, digest) = (registry.clone(), repo.clone(), digest.clone());
+                tokio::spawn(async move {
+                    registry
+                        .upload_whole(&repo, &digest, stream_of(chunks_rx))
+                        .await
+                })
+            };
+            let mut client = Some(to_client);
+            let mut held: Option<Bytes> = None;
+            let mut whole = true;
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        if chunks_tx.send(Ok(bytes.clone())).await.is_err() {
+                            whole = false;
+                            break;
+                        }
+                        if let Some(previous) = held.replace(bytes) {
+                            forward(&mut client, Ok(previous), patience).await;
+                        }
                     }
-                    if chunks_tx.send(chunk).await.is_err() || failed {
+                    Err(e) => {
+                        let _ = chunks_tx.send(Err(e)).await;
+                        whole = false;
                         break;
                     }
                 }
-                drop(chunks_tx);
-            };
-            let (stored, ()) = tokio::join!(store, feed);
-            if let Err(e) = &stored {
-                tracing::warn!(repository = %repo, digest = %digest_owned, error = %e,
-                    "mirror: a blob from the upstream was not stored");
-                // The client's copy ends in an error rather than passing for whole.
-                let _ = to_client
-                    .send(Err(std::io::Error::other(format!("not stored: {e}"))))
-                    .await;
             }
-            drop(to_client);
-            mirror
-                .fetching
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&digest_owned);
-            let _ = done.send(true);
+            drop(chunks_tx);
+            let stored = match store.await {
+                Ok(stored) => stored,
+                Err(e) => Err(RegistryError::internal(e)),
+            };
+            match (&stored, held) {
+                (Ok(_), Some(last)) if whole => forward(&mut client, Ok(last), patience).await,
+                (Ok(_), None) if whole => {}
+                _ => {
+                    tracing::warn!(repository = %repo, %digest, outcome = ?stored.as_ref().err(),
+                        "mirror: a blob from the upstream was not stored");
+                    let refused = std::io::Error::other("the upstream's bytes were not kept");
+                    forward(&mut client, Err(refused), patience).await;
+                }
+            }
+            drop(client);
+            if stored.is_ok()
+                && let Some((prefix, max)) = cap
+            {
+                mirror.trim(&registry, prefix, max);
+            }
         });
-        Ok(Some((len, tokio_stream_from(from_upstream))))
+        Ok(Some((len, stream_of(from_upstream))))
+    }
+}
+
+/// The fetch of one blob, as those waiting for it see it: when dropped (the fetch done,
+/// failed, or abandoned), it is forgotten and its waiters wake.
+struct FetchGuard {
+    mirror: Arc<Mirror>,
+    digest: Digest,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        self.mirror
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.digest);
+        let _ = self.done.send(true);
+    }
+}
+
+/// Hands a chunk to a client that keeps up; one that takes longer than `patience` to
+/// take it is dropped.
+async fn forward(
+    client: &mut Option<mpsc::Sender<std::io::Result<Bytes>>>,
+    item: std::io::Result<Bytes>,
+    patience: std::time::Duration,
+) {
+    if let Some(tx) = client
+        && !matches!(
+            tokio::time::timeout(patience, tx.send(item)).await,
+            Ok(Ok(()))
+        )
+    {
+        *client = None;
+    }
+}
+
+impl Mirror {
+    /// Trims an upstream's cache to its cap, if it has one, in the background.
+    fn trim_soon(self: &Arc<Self>, registry: &Arc<Registry>, upstream: &Upstream) {
+        if let Some(max) = upstream.config.max_size {
+            self.trim(registry, upstream.config.prefix.clone(), max);
+        }
+    }
+
+    /// One trim per prefix at a time; a store meanwhile makes it run again.
+    fn trim(self: &Arc<Self>, registry: &Arc<Registry>, prefix: String, max: u64) {
+        {
+            let mut evicting = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(again) = evicting.get_mut(&prefix) {
+                *again = true;
+                return;
+            }
+            evicting.insert(prefix.clone(), false);
+        }
+        let (mirror, registry) = (self.clone(), registry.clone());
+        tokio::spawn(async move {
+            loop {
+                match registry.evict_mirrored(&prefix, max).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(prefix, evicted = n, "mirror: cache trimmed to its cap")
+                    }
+                    Err(e) => {
+                        tracing::warn!(prefix, error = %e, "mirror: trimming the cache failed")
+                    }
+                }
+                let mut evicting = mirror.evicting.lock().unwrap_or_else(|p| p.into_inner());
+                match evicting.get_mut(&prefix) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        evicting.remove(&prefix);
+                        return;
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -390,7 +558,7 @@ fn is_docker_hub(url: &str) -> bool {
 }
 
 /// A channel's receiving end as a byte stream.
-fn tokio_stream_from(mut rx: mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> ByteStream {
+fn stream_of(mut rx: mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> ByteStream {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 

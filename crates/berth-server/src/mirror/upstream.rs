@@ -24,6 +24,9 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 
+/// Bearer tokens kept (one per repository scope).
+const MAX_TOKENS: usize = 1024;
+
 /// Largest manifest taken from an upstream (as from a client).
 const MAX_MANIFEST: usize = berth_core::manifest::MAX_MANIFEST_BYTES;
 
@@ -226,7 +229,11 @@ impl Upstream {
         if let Some(service) = params.get("service") {
             request = request.query(&[("service", service.as_str())]);
         }
-        if let Some((user, password)) = self.credentials() {
+        // Credentials go only to a realm over https, or on the upstream's own host.
+        let same_host = host_of(realm) == host_of(&self.config.url);
+        if let Some((user, password)) = self.credentials()
+            && (realm.starts_with("https://") || same_host)
+        {
             request = request.basic_auth(user, Some(password));
         }
         let response = self.bounded(request.send()).await?;
@@ -251,10 +258,16 @@ impl Upstream {
         // Used until 30 s before it expires (60 s when the answer does not say).
         let lifetime =
             Duration::from_secs(answer.expires_in.unwrap_or(60).saturating_sub(30).max(10));
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(scope.to_owned(), (token, Instant::now() + lifetime));
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= MAX_TOKENS {
+            // One per repository asked for: expired ones go, and if none has, all.
+            let now = Instant::now();
+            tokens.retain(|_, (_, until)| *until > now);
+            if tokens.len() >= MAX_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(scope.to_owned(), (token, Instant::now() + lifetime));
         Ok(())
     }
 
@@ -284,7 +297,7 @@ impl Upstream {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-                tracing::info!(upstream = %self.name(), url = %response.url(), status = %s,
+                tracing::info!(upstream = %self.name(), path = %response.url().path(), status = %s,
                     "mirror: the upstream refused; taken as not found");
                 Ok(false)
             }
@@ -430,6 +443,15 @@ impl Upstream {
             .boxed();
         Ok(Some((len, stream)))
     }
+}
+
+/// The `host[:port]` of a URL.
+fn host_of(url: &str) -> &str {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default()
 }
 
 /// The parameters of a `Bearer` challenge: `realm="…",service="…",scope="…"`.

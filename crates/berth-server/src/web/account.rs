@@ -30,10 +30,19 @@ struct SignInPage {
     error: String,
 }
 
-/// Where to go after signing in: a path on this site only (never `//elsewhere`).
+/// Where to go after signing in: a path on this site only. Never `//elsewhere` or
+/// `/\\elsewhere`, and nothing but visible ASCII, since browsers drop tabs and line
+/// breaks from URLs (`/<TAB>/evil.example` would become `//evil.example`).
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && p.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -309,7 +318,7 @@ pub async fn revoke_token(
         Err(response) => return response,
     };
     let outcome = async {
-        let user = visitor.require_user("/account")?.name().to_owned();
+        let user = require_password_session(&visitor)?;
         let token = app.accounts.meta().token(&id).await?;
         if token.is_none_or(|t| t.user.as_str() != user) {
             return Err(WebError::not_found());
@@ -358,4 +367,29 @@ pub async fn change_password(State(app): State<Arc<AppState>>, request: Request)
     }
     .await;
     respond(visitor, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_on_this_site_are_followed_after_sign_in() {
+        for ok in ["/", "/account", "/r/gallery/ui?x=1"] {
+            assert_eq!(local_path(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /x",
+            "https://evil.example",
+            "evil",
+            "/r/é",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(local_path(None), "/");
+    }
 }

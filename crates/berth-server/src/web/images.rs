@@ -10,6 +10,9 @@ use crate::registry::Registry;
 
 /// Largest config blob read for a page.
 const MAX_CONFIG: u64 = 1024 * 1024;
+/// Platforms of an index a page reads the manifests of (an index may list thousands,
+/// or the same one thousands of times).
+const MAX_PLATFORMS: usize = 64;
 
 pub struct Platform {
     /// `linux/arm64/v8`.
@@ -104,8 +107,11 @@ pub async fn summarize(
         .and_then(Value::as_str)
         .map(str::to_owned);
     if let Some(children) = manifest.get("manifests").and_then(Value::as_array) {
-        let mut platforms = Vec::new();
+        let mut platforms: Vec<Platform> = Vec::new();
         for child in children {
+            if platforms.len() == MAX_PLATFORMS {
+                break;
+            }
             // Attestations (buildx's unknown/unknown entries) are not platforms.
             let Some(name) = child.get("platform").and_then(platform_name) else {
                 continue;
@@ -114,6 +120,9 @@ pub async fn summarize(
                 continue;
             }
             let child_digest = descriptor_digest(child);
+            if platforms.iter().any(|p| p.digest == child_digest) {
+                continue;
+            }
             let size = match child_digest.parse::<Digest>() {
                 Ok(d) => match registry.get_manifest(repo, &Reference::Digest(d)).await {
                     Ok(m) => serde_json::from_slice(&m.body)

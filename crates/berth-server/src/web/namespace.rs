@@ -212,6 +212,9 @@ pub async fn save_settings(
         let here = format!("/u/{name}/-/settings");
         require_manager(&app, &visitor, &name, &here).await?;
         let accounts = &app.accounts;
+        if accounts.meta().namespace(&name).await?.is_none() {
+            return Err(WebError::not_found());
+        }
         match form.get("action").unwrap_or_default() {
             "visibility" => {
                 let public = match form.get("visibility").unwrap_or_default() {

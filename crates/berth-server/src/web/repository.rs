@@ -184,8 +184,20 @@ async fn repository_page(
             more_rows = true;
             continue;
         }
-        let summary =
-            images::summarize(&app.registry, repo, &tag.digest, &tag.manifest, false).await;
+        // Only the manifests of the rows shown are read (each at most 4 MiB).
+        let body = match tag.digest.parse::<berth_core::Digest>() {
+            Ok(d) => match app
+                .registry
+                .get_manifest(repo, &berth_core::Reference::Digest(d))
+                .await
+            {
+                Ok(m) => m.body,
+                Err(crate::error::RegistryError::ManifestUnknown) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Err(_) => continue,
+        };
+        let summary = images::summarize(&app.registry, repo, &tag.digest, &body, false).await;
         rows.push(ReleaseRow {
             tags: vec![link],
             short_digest: short_digest(&tag.digest),
@@ -303,13 +315,15 @@ async fn tag_page(
             size: size(r.size),
         })
         .collect();
+    // Who moved the tag here, and when: its newest history entry.
     let moved = app
         .accounts
         .meta()
-        .tag_rows(repo, MAX_TAGS)
+        .tag_history(repo, Some(tag), None, 1)
         .await?
         .into_iter()
-        .find(|t| t.name == tag);
+        .next()
+        .map(|m| (m.at, m.actor));
     let now = super::view::now();
     let name = display_name(repo).to_owned();
     let host = visitor.origin.host.clone();
@@ -344,9 +358,9 @@ async fn tag_page(
         referrers,
         pushed: moved
             .as_ref()
-            .map(|t| ago(t.updated_at, now))
+            .map(|(at, _)| ago(*at, now))
             .unwrap_or_default(),
-        pushed_by: moved.and_then(|t| t.pushed_by).unwrap_or_default(),
+        pushed_by: moved.map(|(_, actor)| actor).unwrap_or_default(),
         summary,
         name,
         tag: tag.to_owned(),
@@ -424,6 +438,9 @@ pub async fn post(
         let settings_href = format!("{}/-/settings", repository_href(repo.as_str()));
         require_manager(&app, &visitor, repo.namespace(), &settings_href).await?;
         let meta = app.accounts.meta();
+        if meta.repository_card(&repo).await?.is_none() {
+            return Err(WebError::not_found());
+        }
         match form.get("action").unwrap_or_default() {
             "visibility" => {
                 let public = match form.get("visibility").unwrap_or_default() {

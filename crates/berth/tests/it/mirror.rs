@@ -15,6 +15,27 @@ use crate::clients::{
 };
 use crate::{TestServer, anonymous, basic, error_code, header};
 
+/// `skopeo copy --all` of a layout's `tag` to `docker://DEST`, signed in as `creds`.
+fn skopeo_push(layout: &std::path::Path, tag: &str, creds: &str, dest: &str) {
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            &oci_ref(layout, tag),
+            &format!("docker://{dest}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The upstream: auth on, `alice` owns a private repository holding a two-platform
 /// image (tag 1) and another image (tag 2), pushed with skopeo.
 async fn upstream_with_images(dir: &std::path::Path) -> TestServer {
@@ -39,23 +60,8 @@ async fn upstream_with_images(dir: &std::path::Path) -> TestServer {
                 args.push("--multiarch");
             }
             mkimage(&layout, &args);
-            let out = std::process::Command::new("skopeo")
-                .args([
-                    "copy",
-                    "--all",
-                    "--dest-tls-verify=false",
-                    "--dest-creds",
-                    &format!("alice:{PASSWORD}"),
-                    &oci_ref(&layout, tag),
-                    &format!("docker://{host}/alice/app:{tag}"),
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let creds = format!("alice:{PASSWORD}");
+            skopeo_push(&layout, tag, &creds, &format!("{host}/alice/app:{tag}"));
         }
     })
     .await;
@@ -320,22 +326,8 @@ async fn the_docker_engine_pulls_docker_hub_names_through_registry_mirror_mode()
             &layout,
             &["--layers", "200K", "--seed", "mirror-mode", "--tag", "3"],
         );
-        let out = std::process::Command::new("skopeo")
-            .args([
-                "copy",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                &format!("admin:{}", crate::ADMIN_PASSWORD),
-                &oci_ref(&layout, "3"),
-                &format!("docker://{host}/library/alpine:3"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let creds = format!("admin:{}", crate::ADMIN_PASSWORD);
+        skopeo_push(&layout, "3", &creds, &format!("{host}/library/alpine:3"));
     })
     .await;
     let mut config =
@@ -511,5 +503,140 @@ async fn mirror_sync_fills_the_cache_for_offline_use() {
                 d["size"].as_u64().unwrap()
             );
         }
+    }
+}
+
+/// Under a small cap, the cache keeps the most recently pulled images, keeps pinned ones
+/// whatever their age, and never takes anything from a local image.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capped_cache_keeps_recent_and_pinned_images_and_local_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_with_images(tmp.path()).await;
+    let mut config = mirror_of(&upstream, Duration::from_secs(300));
+    // One image (about 420 kB) fits, two do not.
+    config.max_size = Some(700_000);
+    let mirror = TestServer::start_with(move |c| {
+        c.open = false;
+        c.upstreams = vec![config];
+    })
+    .await;
+    // A local image with the same layers as the upstream's tag 2.
+    let (host, layout) = (mirror.host.clone(), tmp.path().join("layout-2"));
+    blocking(move || {
+        let creds = format!("admin:{}", crate::ADMIN_PASSWORD);
+        skopeo_push(&layout, "2", &creds, &format!("{host}/local/app:1"));
+    })
+    .await;
+    let base = mirror.base.clone();
+    let sync = move |args: Vec<&'static str>| {
+        let base = base.clone();
+        blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["mirror", "sync", "--registry", &base])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        })
+    };
+    let cached_tags = || async {
+        let r = anonymous()
+            .get(mirror.url("/v2/up/alice/app/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        body["tags"].as_array().cloned().unwrap_or_default()
+    };
+    let settled = || async {
+        for _ in 0..100 {
+            let c = mirror_counters(&mirror).await;
+            if c["bytes"].as_u64().unwrap() <= 700_000 {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the cache stayed over its cap: {}",
+            mirror_counters(&mirror).await
+        );
+    };
+    let admin = admin();
+    let pin = |method: Method| {
+        let url = if method == Method::DELETE {
+            "/api/v1/mirrors/pins?reference=up/alice/app:1"
+        } else {
+            "/api/v1/mirrors/pins"
+        };
+        let body = (method == Method::PUT).then(|| json!({ "reference": "up/alice/app:1" }));
+        call(&mirror, method, url, Some(&admin), body)
+    };
+
+    // Tag 1 (one platform) pinned, then tag 2: over the cap, and the pin holds, so the
+    // newer tag 2 is what goes.
+    sync(vec!["up/alice/app:1", "--platform", "linux/arm64/v8"]).await;
+    assert_eq!(pin(Method::PUT).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sync(vec!["up/alice/app:2"]).await;
+    let after = settled().await;
+    assert_eq!(after["max_size"], 700_000);
+    assert_eq!(cached_tags().await, [json!("1")], "{after}");
+
+    // Unpinned, tag 1 is the least recently pulled once tag 2 comes again.
+    assert_eq!(pin(Method::DELETE).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sync(vec!["up/alice/app:2"]).await;
+    settled().await;
+    assert!(cached_tags().await.contains(&json!("2")));
+
+    // With the upstream gone: tag 2 is here, tag 1's platform is not, and the local
+    // image has every byte (its layers were tag 2's, cached and evicted meanwhile).
+    drop(upstream);
+    let get = |path: String| {
+        let url = mirror.url(&path);
+        async move {
+            anonymous()
+                .get(url)
+                .header("accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        get("/v2/up/alice/app/manifests/2".into()).await.status(),
+        200
+    );
+    // Tag 1's platform went first (its index, a few hundred bytes, may stay: the
+    // platform would be fetched again when asked for).
+    let index = get("/v2/up/alice/app/manifests/1".into()).await;
+    if index.status() == 200 {
+        let index: Value = index.json().await.unwrap();
+        let arm = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == "arm64")
+            .map(|m| m["digest"].as_str().unwrap().to_owned())
+            .unwrap();
+        let r = get(format!("/v2/up/alice/app/manifests/{arm}")).await;
+        assert_eq!(r.status(), 503, "evicted, and the upstream is gone");
+    } else {
+        assert_eq!(index.status(), 503);
+    }
+    let local = get("/v2/local/app/manifests/1".into()).await;
+    assert_eq!(local.status(), 200);
+    let local: Value = local.json().await.unwrap();
+    for layer in local["layers"].as_array().unwrap() {
+        let r = get(format!(
+            "/v2/local/app/blobs/{}",
+            layer["digest"].as_str().unwrap()
+        ))
+        .await;
+        assert_eq!(r.status(), 200);
     }
 }

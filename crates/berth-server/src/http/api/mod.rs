@@ -279,6 +279,7 @@ async fn route(ctx: &Ctx<'_>) -> ApiResult {
         ["repositories", rest @ ..] => repositories::handle(ctx, method, rest).await,
         ["search"] => search::handle(ctx, method).await,
         ["mirrors"] => mirrors::handle(ctx, method, ctx.mirror).await,
+        ["mirrors", "pins"] => mirrors::pins(ctx, method).await,
         ["namespaces", rest @ ..] => namespaces::handle(ctx, method, rest).await,
         ["policies", rest @ ..] => policies::handle(ctx, method, rest).await,
         ["tag-history", rest @ ..] => tags::history(ctx, method, rest).await,
