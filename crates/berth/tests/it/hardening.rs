@@ -363,6 +363,8 @@ async fn finding_manifest_bodies_in_flight_share_one_memory_budget() {
     let berth = start(&[]).await;
     let auth = admin();
     let manifest = push_blobs(&berth, "big/images", &auth, "big").await;
+    // What the server holds at rest (it grows with the binary: templates, routes).
+    let at_rest = berth.rss_mib();
     // A valid manifest, padded to just under 4 MiB with annotations.
     let mut value: Value = serde_json::from_slice(&manifest).unwrap();
     value["annotations"] = json!({ "pad": "x".repeat(4 * 1024 * 1024 - 1024) });
@@ -401,12 +403,13 @@ async fn finding_manifest_bodies_in_flight_share_one_memory_budget() {
     assert!(created > 0);
     let peak = berth.status_mib("VmHWM");
     assert!(peak < 320.0, "peak RSS {peak:.0} MiB during the PUTs");
-    // And the memory is handed back afterwards.
+    // And the memory is handed back afterwards: within 40 MiB of where it started
+    // (the finding kept 2.4 GB).
     let deadline = Instant::now() + Duration::from_secs(40);
-    while berth.rss_mib() > 64.0 {
+    while berth.rss_mib() > at_rest + 40.0 {
         assert!(
             Instant::now() < deadline,
-            "RSS stayed at {:.0} MiB after the PUTs",
+            "RSS stayed at {:.0} MiB after the PUTs ({at_rest:.0} MiB at rest)",
             berth.rss_mib()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
