@@ -91,8 +91,6 @@ pub struct Page {
 pub enum PutManifestError {
     #[error("blob {0} is not in the repository")]
     MissingBlob(Digest),
-    #[error("manifest {0} is not in the repository")]
-    MissingManifest(Digest),
     /// An immutable tag points at another manifest already.
     #[error("tag {0} is immutable")]
     TagImmutable(Tag),
@@ -115,10 +113,10 @@ pub struct TagUpdate {
     pub semver_floats: bool,
     /// Who pushed: recorded in the tag history.
     pub actor: String,
-    /// A copy of another registry's manifest (a mirror's cache): its blobs and child
-    /// manifests arrive later, when clients ask for them, so they are recorded as its
-    /// references (which keeps them from collection once they are here) without being
-    /// required to be here already.
+    /// A copy of another registry's manifest (a mirror's cache): its blobs arrive
+    /// later, when clients ask for them, so they are recorded as its references (which
+    /// keeps them from collection once they are here) without being required to be here
+    /// already. (Child manifests never are required: any index may be sparse.)
     pub mirrored: bool,
 }
 

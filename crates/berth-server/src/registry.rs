@@ -723,9 +723,7 @@ impl Registry {
                     warning,
                 })
             }
-            Err(PutManifestError::MissingBlob(d) | PutManifestError::MissingManifest(d)) => {
-                Err(RegistryError::ManifestBlobUnknown(d))
-            }
+            Err(PutManifestError::MissingBlob(d)) => Err(RegistryError::ManifestBlobUnknown(d)),
             Err(PutManifestError::TagImmutable(tag)) => Err(RegistryError::TagImmutable {
                 repository: repo.clone(),
                 tag: tag.as_str().to_owned(),

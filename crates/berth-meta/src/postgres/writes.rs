@@ -380,8 +380,12 @@ pub(super) async fn put_manifest(
             return Err(PutManifestError::MissingBlob(missing.clone()));
         }
     }
-    if !children.is_empty() && !update.mirrored {
-        let present = lock_present(
+    // An index may be sparse (some of its platforms' manifests not here, as the
+    // distribution-spec allows): the children that are here are locked so that none of
+    // them is deleted while its reference is being recorded; absent ones are recorded
+    // as references all the same and are kept once they arrive.
+    if !children.is_empty() {
+        lock_present(
             conn,
             "SELECT digest FROM manifests WHERE repository_id = $1 AND digest = ANY($2)
              ORDER BY digest FOR KEY SHARE",
@@ -389,9 +393,6 @@ pub(super) async fn put_manifest(
             children,
         )
         .await?;
-        if let Some(missing) = children.iter().find(|d| !present.contains(&d.to_string())) {
-            return Err(PutManifestError::MissingManifest(missing.clone()));
-        }
     }
     // Pushed again, a manifest counts as untagged from now (if it has no tag): a push by
     // digest of one that an index about to be pushed lists gets the same grace as a

@@ -642,11 +642,10 @@ async fn put_manifest(
 ) -> std::result::Result<Vec<TagMove>, PutManifestError> {
     let t = now();
     let repo_id = ensure_repository(conn, repository, t).await?;
-    let (required_blobs, required_children) = if update.mirrored {
-        (&[][..], &[][..])
-    } else {
-        (blobs, children)
-    };
+    // A mirror's copy references what is fetched later. An index may be sparse (some
+    // of its platforms' manifests not here, as the distribution-spec allows): its
+    // children are recorded as references, present or not, and kept once they arrive.
+    let required_blobs = if update.mirrored { &[][..] } else { blobs };
     for digest in required_blobs {
         let linked: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
@@ -659,18 +658,6 @@ async fn put_manifest(
         .map_err(backend)?;
         if linked.is_none() {
             return Err(PutManifestError::MissingBlob(digest.clone()));
-        }
-    }
-    for digest in required_children {
-        let present: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?")
-                .bind(repo_id)
-                .bind(digest.to_string())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(backend)?;
-        if present.is_none() {
-            return Err(PutManifestError::MissingManifest(digest.clone()));
         }
     }
     sqlx::query(

@@ -113,7 +113,7 @@ async fn end_7_docker_schema2_manifest_and_list_keep_their_content_type() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn end_7_references_must_exist_in_the_repository() {
+async fn end_7_blobs_must_exist_in_the_repository() {
     let s = TestServer::start().await;
     let config = b"{}cfg";
     let layer = b"layer only elsewhere";
@@ -129,22 +129,70 @@ async fn end_7_references_must_exist_in_the_repository() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "nothing was stored");
+}
 
-    // An index whose child manifest is missing.
+/// An index may be pushed with only some of its platforms' manifests here (a sparse
+/// index, what `OCI_DATA_SPARSE` checks and `skopeo --multi-arch index-only` makes):
+/// stored byte for byte; the absent platform is `MANIFEST_UNKNOWN` until it is pushed.
+#[tokio::test(flavor = "multi_thread")]
+async fn end_7_sparse_indexes_are_stored_and_their_platforms_come_later() {
+    let s = TestServer::start().await;
+    let configs: [&[u8]; 2] = [
+        br#"{"architecture":"amd64","os":"linux"}"#,
+        br#"{"architecture":"arm64","os":"linux"}"#,
+    ];
+    let layers: [&[u8]; 2] = [b"amd64 layer", b"arm64 layer"];
+    let images = [0, 1].map(|i| image_manifest(configs[i], &[layers[i]]));
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(&manifest), "size": manifest.len()}],
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": sha256(&images[0]), "size": images[0].len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": OCI_MANIFEST, "digest": sha256(&images[1]), "size": images[1].len(),
+             "platform": {"os": "linux", "architecture": "arm64"}},
+        ],
     }))
     .unwrap();
-    let r = http()
-        .put(s.url("/v2/refs/a/manifests/idx"))
-        .header("content-type", OCI_INDEX)
-        .body(index.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    // One platform here, pushed by digest; the other not at all.
+    push_blob(&s.base, "sparse", configs[0]).await;
+    push_blob(&s.base, "sparse", layers[0]).await;
+    let r = put_manifest(&s.base, "sparse", &sha256(&images[0]), &images[0]).await;
+    assert_eq!(r.status(), 201);
+    let put_index = |reference: String| {
+        http()
+            .put(s.url(&format!("/v2/sparse/manifests/{reference}")))
+            .header("content-type", OCI_INDEX)
+            .body(index.clone())
+            .send()
+    };
+    let r = put_index("multi".into()).await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "docker-content-digest"), sha256(&index));
+    let get = |reference: String| {
+        http()
+            .get(s.url(&format!("/v2/sparse/manifests/{reference}")))
+            .header("accept", format!("{OCI_INDEX}, {OCI_MANIFEST}"))
+            .send()
+    };
+    let r = get("multi".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), index, "the index byte for byte");
+    assert_eq!(get(sha256(&images[0])).await.unwrap().status(), 200);
+    let r = get(sha256(&images[1])).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+
+    // The absent platform arrives later and is then served through the index.
+    push_blob(&s.base, "sparse", configs[1]).await;
+    push_blob(&s.base, "sparse", layers[1]).await;
+    let r = put_manifest(&s.base, "sparse", &sha256(&images[1]), &images[1]).await;
+    assert_eq!(r.status(), 201);
+    let r = get(sha256(&images[1])).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), images[1]);
+    // Pushing the same index again by digest changes nothing.
+    let r = put_index(sha256(&index)).await.unwrap();
+    assert_eq!(r.status(), 201);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -506,6 +506,84 @@ async fn mirror_sync_fills_the_cache_for_offline_use() {
     }
 }
 
+/// A platform left out of a synced index (the cache holds a sparse index) is fetched
+/// from the upstream when a client asks for it, and is then kept for offline use.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_left_out_of_a_synced_index_is_fetched_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_with_images(tmp.path()).await;
+    let config = mirror_of(&upstream, Duration::from_secs(300));
+    let mirror = TestServer::start_with(move |c| {
+        c.open = false;
+        c.upstreams = vec![config];
+    })
+    .await;
+    let base = mirror.base.clone();
+    let synced = blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["mirror", "sync", "--registry", &base, "up/alice/app:1"])
+            .args(["--platform", "linux/arm64/v8"])
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(synced.status.success(), "{synced:?}");
+    let amd64 = json_child(&layout_index(&tmp.path().join("layout-1"), "1"), "amd64");
+    let pull_amd64 = |dest: std::path::PathBuf| {
+        let source = format!("docker://{}/up/alice/app:1", mirror.host);
+        blocking(move || {
+            std::process::Command::new("skopeo")
+                .args(["copy", "--override-arch", "amd64", "--src-tls-verify=false"])
+                .arg(&source)
+                .arg(oci_ref(&dest, "1"))
+                .output()
+                .unwrap()
+        })
+    };
+    let before = mirror_counters(&mirror).await;
+    let first = tmp.path().join("first");
+    let out = pull_amd64(first.clone()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(layout_ref_digest(&first, "1"), amd64);
+    let after = mirror_counters(&mirror).await;
+    assert!(
+        after["misses"].as_u64() > before["misses"].as_u64(),
+        "fetched from the upstream: {before} then {after}"
+    );
+
+    drop(upstream);
+    let second = tmp.path().join("second");
+    let out = pull_amd64(second.clone()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(layout_ref_digest(&second, "1"), amd64);
+    assert_eq!(layout_blob_names(&first), layout_blob_names(&second));
+}
+
+/// The index a layout's `tag` names.
+fn layout_index(layout: &std::path::Path, tag: &str) -> Value {
+    serde_json::from_slice(&layout_blob(layout, &layout_ref_digest(layout, tag))).unwrap()
+}
+
+/// The digest of the child of `index` for `arch`.
+fn json_child(index: &Value, arch: &str) -> String {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == arch)
+        .and_then(|m| m["digest"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
 /// Under a small cap, the cache keeps the most recently pulled images, keeps pinned ones
 /// whatever their age, and never takes anything from a local image.
 #[tokio::test(flavor = "multi_thread")]

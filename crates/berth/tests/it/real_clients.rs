@@ -217,6 +217,85 @@ async fn skopeo_copy_all_multiarch_index() {
     drop(server);
 }
 
+/// `skopeo copy --multi-arch index-only` pushes an index without its platforms (a
+/// sparse index): stored byte for byte; a platform fails to resolve, clearly, until it
+/// is copied on its own, and then pulls through the index.
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pushes_a_sparse_index_and_its_platforms_later() {
+    let server = TestServer::start().await;
+    let host = server.host.clone();
+    blocking(move || {
+        let tmp = scratch();
+        let src = tmp.path().join("multi");
+        let summary = mkimage(
+            &src,
+            &[
+                "--layers",
+                "64K",
+                "--multiarch",
+                "--tag",
+                "multi",
+                "--seed",
+                "11",
+            ],
+        );
+        let idx = &summary[0];
+        let index_digest = json_str(idx, "digest").to_string();
+        let sk = Skopeo::new();
+        let dest = format!("docker://{host}/test/sparse:latest");
+        sk.ok(&[
+            "copy",
+            "--multi-arch",
+            "index-only",
+            &oci_ref(&src, "multi"),
+            &dest,
+            "--dest-tls-verify=false",
+        ]);
+        let raw = sk.ok_bytes(&["inspect", "--raw", "--tls-verify=false", &dest]);
+        assert!(
+            raw == layout_blob(&src, &index_digest),
+            "index bytes differ"
+        );
+        let arm64 = [
+            "inspect",
+            "--override-arch",
+            "arm64",
+            "--tls-verify=false",
+            &dest,
+        ];
+        let err = sk.fails(&arm64);
+        assert!(err.contains("manifest unknown"), "{err}");
+
+        // The arm64 platform on its own, then through the index.
+        sk.ok(&[
+            "copy",
+            "--override-arch",
+            "arm64",
+            &oci_ref(&src, "multi"),
+            &format!("docker://{host}/test/sparse:arm64"),
+            "--dest-tls-verify=false",
+        ]);
+        let arm = sk.json(&arm64);
+        assert_eq!(json_str(&arm, "Architecture"), "arm64", "{arm}");
+        assert_eq!(strings(&arm["Layers"]), summary_layers(idx, 1), "{arm}");
+        let pulled = tmp.path().join("pulled");
+        sk.ok(&[
+            "copy",
+            "--override-arch",
+            "arm64",
+            &dest,
+            &oci_ref(&pulled, "latest"),
+            "--src-tls-verify=false",
+        ]);
+        assert_eq!(
+            layout_ref_digest(&pulled, "latest"),
+            json_str(&idx["images"][1], "manifest")
+        );
+    })
+    .await;
+    drop(server);
+}
+
 /// c. Base and derived images sharing their 2 bottom layers, in two
 /// repositories: the derived image comes back byte-identical and each
 /// shared layer is stored once on disk.
