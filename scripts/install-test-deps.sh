@@ -15,6 +15,7 @@
 #   chromium        the web site's browser tests (headless, driven by Playwright from
 #                   npm; fonts-dejavu-core so pages render text)
 #   nodejs          runs those tests (the machine's Node.js 20 when present)
+#   systemd         systemd-analyze checks deploy/berth.service (nothing is started)
 #   curl, ca-certificates
 #
 # Usage: bash scripts/install-test-deps.sh      (as root, or with sudo on PATH)
@@ -36,6 +37,7 @@ have_cmd nginx   || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # The tests signal the real binary with /bin/kill (not the shell builtin `command -v` finds).
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 have_pkg ca-certificates || missing+=(ca-certificates)
+have_cmd systemd-analyze || missing+=(systemd)
 have_cmd chromium || missing+=(chromium fonts-dejavu-core)
 have_cmd node    || missing+=(nodejs npm)
 # A server, not just the client: pg_ctlcluster and some /usr/lib/postgresql/N/bin/postgres.
@@ -49,7 +51,7 @@ have_postgres() {
 have_postgres || missing+=(postgresql)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql, nginx, chromium, node)"
+    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql, nginx, chromium, node, systemd-analyze)"
     exit 0
 fi
 

@@ -126,6 +126,10 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether the store can be used now (a readiness probe): a filesystem root that
+    /// takes a write, an object store that answers.
+    async fn check(&self) -> io::Result<()>;
+
     /// Hands back memory the store keeps for reuse (transfer buffers) if none of it was
     /// used for `idle`. Returns the bytes released.
     fn release_idle_memory(&self, _idle: std::time::Duration) -> usize {

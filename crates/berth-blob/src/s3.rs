@@ -314,6 +314,16 @@ impl S3BlobStore {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    /// Asks the bucket for an object that is never there: an answer, even "not found",
+    /// means it is reachable and the credentials work.
+    async fn check(&self) -> io::Result<()> {
+        let probe = self.key("ready-probe");
+        match self.store.head(&probe).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
     async fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
         match self.store.head(&self.blob_key(digest)).await {
             Ok(meta) => Ok(Some(meta.size)),

@@ -63,6 +63,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     aborted_uploads_leave_nothing(store).await;
     delete_removes_bytes(store).await;
     listings_show_blobs_and_staged_uploads(store).await;
+    a_usable_store_passes_its_check_and_leaves_nothing(store).await;
 }
 
 /// One named test per check of the contract, each on a fresh store made by `$make`
@@ -79,6 +80,7 @@ macro_rules! blob_store_contract {
             aborted_uploads_leave_nothing,
             delete_removes_bytes,
             listings_show_blobs_and_staged_uploads,
+            a_usable_store_passes_its_check_and_leaves_nothing,
         );
     };
     (@tests $make:expr; $($check:ident,)*) => {
@@ -285,5 +287,23 @@ pub async fn listings_show_blobs_and_staged_uploads(store: &dyn BlobStore) {
     assert!(
         staged.iter().all(|u| !u.id.starts_with("suite-list")),
         "aborted uploads still listed: {staged:?}"
+    );
+}
+
+pub async fn a_usable_store_passes_its_check_and_leaves_nothing(store: &dyn BlobStore) {
+    use futures::TryStreamExt;
+    let listed = || async {
+        let blobs: Vec<_> = store.list_blobs().try_collect().await.unwrap();
+        let staged: Vec<_> = store.list_uploads().try_collect().await.unwrap();
+        (blobs.len(), staged.len())
+    };
+    let before = listed().await;
+    for _ in 0..3 {
+        store.check().await.unwrap();
+    }
+    assert_eq!(
+        listed().await,
+        before,
+        "a check leaves no blob and no upload"
     );
 }

@@ -389,6 +389,13 @@ pub trait MetaStore: AccountStore + CatalogStore + MirrorStore {
     /// Bytes a namespace holds: each distinct blob linked in any of its repositories
     /// once, plus its manifests.
     async fn namespace_usage(&self, namespace: &str) -> Result<u64>;
+    /// Bytes the whole registry holds: each live blob once, plus every manifest.
+    async fn stored_bytes(&self) -> Result<u64>;
+
+    // ---- operations ----
+    /// Whether the store can be used now (a readiness probe): it answers a query, and a
+    /// database file is still the one opened (not removed or replaced underneath).
+    async fn check(&self) -> Result<()>;
 
     // ---- garbage collection (see ARCHITECTURE.md, "Garbage collection") ----
     /// Collectable blobs after `after` in digest order, at most `limit`, without claiming

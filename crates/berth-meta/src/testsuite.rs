@@ -1601,6 +1601,12 @@ pub async fn storage_usage_per_repository_and_namespace(store: &dyn MetaStore) {
     );
     assert_eq!(store.namespace_usage("acmex").await.unwrap(), 1000);
     assert_eq!(store.namespace_usage("acm").await.unwrap(), 0);
+    assert_eq!(
+        store.stored_bytes().await.unwrap(),
+        1110 + mb + sb,
+        "the registry holds each live blob once (a pinned upload is not live yet)"
+    );
+    store.check().await.unwrap();
     // What is being collected no longer counts (z and the pending blob are collectable).
     let claimed = store
         .gc_claim_blobs(&everything_so_far(), 100)
@@ -1608,6 +1614,7 @@ pub async fn storage_usage_per_repository_and_namespace(store: &dyn MetaStore) {
         .unwrap();
     assert_eq!(claimed.len(), 2);
     assert_eq!(store.namespace_usage("acmex").await.unwrap(), 0);
+    assert_eq!(store.stored_bytes().await.unwrap(), 110 + mb + sb);
     assert_eq!(
         store
             .repository_usage(Some("acmex"), None, 100)

@@ -194,6 +194,18 @@ pub struct Config {
     /// The prefix of the upstream that serves repositories that exist nowhere else
     /// (what the Docker engine's `registry-mirrors` asks for).
     pub mirror_default: Option<String>,
+    /// Serve `/metrics` only on this address (not on the main port).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve HTTPS with this certificate (`--tls-cert`, `--tls-key`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A server certificate (with its chain) and its private key, PEM files, read again
+/// when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// One mirrored registry: repositories under `PREFIX/` are read-only copies of its
@@ -350,6 +362,8 @@ impl Config {
             gc_interval: Some(Duration::from_secs(60 * 60)),
             upstreams: Vec::new(),
             mirror_default: None,
+            metrics_addr: None,
+            tls: None,
         }
     }
 }

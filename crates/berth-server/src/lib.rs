@@ -21,8 +21,10 @@ pub mod golden;
 pub mod http;
 pub mod marks;
 pub mod mirror;
+pub mod ops;
 pub mod policy;
 pub mod registry;
+pub mod tls;
 pub mod transport;
 pub mod web;
 
@@ -43,6 +45,8 @@ pub enum ServerError {
     Config(#[source] config::ConfigError),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("loading the TLS certificate: {0}")]
+    Tls(#[source] std::io::Error),
 }
 
 /// Opens the metadata store a database config names (also used by the admin commands).
@@ -94,8 +98,11 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
     let accounts = Accounts::open_serving(meta.clone(), &auth)
         .await
         .map_err(|e| ServerError::Accounts(e.to_string()))?;
+    let metrics = Arc::new(ops::Metrics::new(accounts.sign_in_failures()));
     Ok(Arc::new(http::AppState {
         registry: Arc::new(Registry::new(blobs, meta)),
+        metrics,
+        metrics_on_main_port: config.metrics_addr.is_none(),
         mirror: Arc::new(mirror),
         accounts,
         open: config.open,
@@ -134,13 +141,46 @@ pub async fn serve(
             interval,
         ))
     });
-    let app = http::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = http::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     let mut limits = config.limits.clone();
     if config.auth.trust_forwarded_for {
         // Every connection comes from the proxy: limiting its address would limit all.
         limits.max_connections_per_address = limits.max_connections;
     }
-    let served = transport::serve(listener, app, limits, shutdown).await;
+    let counters = state.metrics.connection_counters();
+    let (shutdown, metrics_port) = match config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(ServerError::Serve)?;
+            tracing::info!(addr = %addr, "metrics are served at /metrics");
+            // The main server's shutdown also stops the metrics port.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let metrics_port =
+                tokio::spawn(ops::metrics::serve_port(listener, state.clone(), stopped));
+            let shutdown = async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            };
+            (futures::future::Either::Left(shutdown), Some(metrics_port))
+        }
+        None => (futures::future::Either::Right(shutdown), None),
+    };
+    let tls = match &config.tls {
+        Some(files) => Some(
+            tls::CertificateFiles::open(&files.cert, &files.key)
+                .and_then(|files| files.acceptor())
+                .map_err(ServerError::Tls)?,
+        ),
+        None => None,
+    };
+    let options = transport::Options {
+        limits,
+        counters,
+        tls,
+    };
+    let served = transport::serve(listener, app, options, shutdown).await;
+    if let Some(port) = metrics_port {
+        let _ = port.await;
+    }
     housekeeping.abort();
     if let Some(collector) = collector {
         collector.abort();

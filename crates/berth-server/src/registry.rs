@@ -128,6 +128,21 @@ impl Registry {
         self.blobs.release_idle_memory(idle)
     }
 
+    /// Whether the metadata store answers (a readiness probe).
+    pub async fn check_database(&self) -> std::result::Result<(), berth_meta::MetaError> {
+        self.meta.check().await
+    }
+
+    /// Whether the blob store can be used (a readiness probe).
+    pub async fn check_storage(&self) -> io::Result<()> {
+        self.blobs.check().await
+    }
+
+    /// Bytes the registry holds (each live blob once, plus manifests).
+    pub async fn stored_bytes(&self) -> std::result::Result<u64, berth_meta::MetaError> {
+        self.meta.stored_bytes().await
+    }
+
     // ---------------------------------------------------------------- blobs
 
     /// Size of a blob this repository may serve.

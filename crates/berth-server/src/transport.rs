@@ -16,6 +16,10 @@
 //!   server is busy elsewhere does not count); a slower one fails, and with it the
 //!   request and its connection. Long transfers at any reasonable speed go on.
 //!
+//! - **TLS.** With a certificate, each connection's handshake runs in its own task
+//!   under the header deadline, and HTTP/2 or HTTP/1.1 is chosen by ALPN. The
+//!   deadlines above watch the encrypted stream.
+//!
 //! Shutdown asks every connection to finish its requests and close.
 
 use std::collections::HashMap;
@@ -47,6 +51,7 @@ use tower::ServiceExt;
 use crate::config::Limits;
 use crate::http::limits::MAX_HEADER_BYTES;
 use crate::http::origin::address_key;
+use crate::ops::metrics::ConnectionCounters;
 
 /// Refusals being written at once; past this, refused connections are just closed.
 const MAX_REFUSALS_IN_FLIGHT: usize = 256;
@@ -59,14 +64,28 @@ const NONE: u64 = u64::MAX;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How connections are served.
+pub struct Options {
+    pub limits: Limits,
+    /// Where connections and their bytes are counted.
+    pub counters: ConnectionCounters,
+    /// HTTPS (`None`: plain HTTP).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets every connection
 /// finish its requests and returns once all are closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: Limits,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let Options {
+        limits,
+        counters,
+        tls,
+    } = options;
     let limits = Arc::new(limits);
     let admission = Arc::new(Admission::new(&limits));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
@@ -105,11 +124,16 @@ pub async fn serve(
                     limits: limits.clone(),
                     builder: builder.clone(),
                     stopping: stopping.clone(),
+                    counters: counters.clone(),
+                    _open: OpenConnection::new(&counters),
                     _admitted: admitted,
                 };
-                tokio::spawn(connection.run(stream));
+                tokio::spawn(connection.run(stream, tls.clone()));
             }
             Err(refusal) => {
+                if matches!(refusal, Refusal::Address) {
+                    counters.refused_per_address.inc();
+                }
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
                     tokio::spawn(async move {
                         refusal.write(stream).await;
@@ -257,17 +281,57 @@ struct Connection {
     limits: Arc<Limits>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     stopping: watch::Receiver<bool>,
+    counters: ConnectionCounters,
+    _open: OpenConnection,
     _admitted: Admitted,
 }
 
+/// A connection counted open until dropped.
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(counters: &ConnectionCounters) -> OpenConnection {
+        counters.open.inc();
+        OpenConnection(counters.open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Connection {
-    async fn run(mut self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
+        let watched = Watched {
             inner: stream,
             activity: activity.clone(),
-        });
+            counters: self.counters.clone(),
+        };
+        match tls {
+            None => self.serve(TokioIo::new(watched), activity).await,
+            Some(acceptor) => {
+                // The handshake is the first thing the client sends: it gets the
+                // header deadline.
+                let handshake = acceptor.accept(watched);
+                match tokio::time::timeout(self.limits.header_timeout, handshake).await {
+                    Ok(Ok(stream)) => self.serve(TokioIo::new(stream), activity).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve<I>(mut self, io: TokioIo<I>, activity: Arc<Activity>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let service = ConnectionService {
             app: self.app.clone(),
             peer: self.peer,
@@ -410,6 +474,7 @@ impl Activity {
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    counters: ConnectionCounters,
 }
 
 impl AsyncRead for Watched {
@@ -420,8 +485,10 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
             self.activity.bytes_read();
+            self.counters.received.inc_by(read as u64);
         }
         polled
     }
@@ -431,7 +498,12 @@ impl Watched {
     fn note_write(&self, polled: &Poll<io::Result<usize>>) {
         match polled {
             Poll::Pending => self.activity.write_blocked(),
-            Poll::Ready(_) => self.activity.write_progressed(),
+            Poll::Ready(written) => {
+                self.activity.write_progressed();
+                if let Ok(n) = written {
+                    self.counters.sent.inc_by(*n as u64);
+                }
+            }
         }
     }
 }

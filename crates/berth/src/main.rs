@@ -12,6 +12,7 @@ mod lint;
 mod mirror;
 mod policy;
 mod serve;
+mod tls;
 
 // jemalloc hands memory back to the system a few seconds after a burst (decay, run by
 // its background threads); glibc's malloc kept hundreds of MiB in per-thread arenas
@@ -67,6 +68,9 @@ enum Command {
     /// Mirrors of other registries: fill the cache ahead of time.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// HTTPS certificates: a local CA and a server certificate clients can trust.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Collect garbage once: blobs no manifest uses any more (same storage, database
     /// and settings as `berth serve`; safe beside running servers).
     Gc(Box<gc::GcArgs>),
@@ -79,15 +83,28 @@ fn main() -> ExitCode {
             "berth: jemalloc background threads unavailable ({e}); memory is returned more slowly"
         );
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Serve(args) => match args.log_format() {
+            Ok(format) => format,
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => serve::LogFormat::Text,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log_format {
+        serve::LogFormat::Json => logs.json().init(),
+        serve::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,6 +121,7 @@ fn main() -> ExitCode {
             Command::Mirror(c) => return Ok(mirror::mirror(c).await),
             Command::Serve(args) => serve::serve(*args).await,
             Command::Gc(args) => gc::gc(*args).await,
+            Command::Tls(c) => tls::tls(c),
             Command::User(c) => admin::user(c).await,
             Command::Org(c) => admin::org(c).await,
             Command::Token(c) => admin::token(c).await,

@@ -32,7 +32,8 @@ pub struct ServeArgs {
     /// valid this long (clients fetch from the bucket directly) [default: stream them]
     #[arg(long, env = "BERTH_BLOB_REDIRECT", value_parser = humantime::parse_duration)]
     blob_redirect: Option<Duration>,
-    /// Metadata database URL [default: sqlite://<data-dir>/berth.db]
+    /// Metadata database URL: sqlite://PATH, or postgres://USER:PASSWORD@HOST[:PORT]/DB
+    /// (the password never appears in logs) [default: sqlite://<data-dir>/berth.db]
     #[arg(long, env = "BERTH_DATABASE")]
     database: Option<String>,
     /// No authentication: anyone may push and pull (trusted networks only).
@@ -123,6 +124,44 @@ pub struct ServeArgs {
     /// containerd's hosts.toml send) [default: off]
     #[arg(long, value_name = "PREFIX")]
     mirror_default: Option<String>,
+    /// Serve HTTPS with this certificate (PEM, the server's first, then its chain),
+    /// read again whenever it changes on disk; needs --tls-key [default: plain HTTP]
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve /metrics only on this address, not on the main port [default: the main
+    /// port]
+    #[arg(long, env = "BERTH_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Log lines as text or as one JSON object each (for log shippers) [default: text]
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    /// How logs are written: the flag, else the config file's `log_format`. Read
+    /// before anything is logged, so before the rest of the settings.
+    pub fn log_format(&self) -> anyhow::Result<LogFormat> {
+        let chosen = match (&self.log_format, &self.config) {
+            (Some(flag), _) => Some(flag.clone()),
+            (None, Some(path)) => read_file_config(path)?.log_format,
+            (None, None) => None,
+        };
+        match chosen.as_deref() {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => anyhow::bail!("log_format {other:?}: use text or json"),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The `--config` file: the same settings as the flags.
@@ -159,6 +198,10 @@ struct FileConfig {
     gc_untagged: Option<Vec<String>>,
     upstream: Option<Vec<FileUpstream>>,
     mirror_default: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
+    log_format: Option<String>,
 }
 
 /// An `[[upstream]]` table of the config file.
@@ -395,6 +438,15 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
             "mirror_default {prefix:?} names no upstream (add --upstream {prefix}=URL)"
         );
     }
+    config.tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(berth_server::config::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("tls_cert and tls_key go together"),
+    };
+    config.metrics_addr = args.metrics_addr.or(file.metrics_addr);
     let limits = &mut config.limits;
     anyhow::ensure!(
         limits.max_connections > 0 && limits.max_connections_per_address > 0,
@@ -458,6 +510,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.addr))?;
     tracing::info!(
         addr = %listener.local_addr()?,
+        https = config.tls.is_some(),
         storage = ?config.storage,
         database = ?config.database,
         auth = if config.open { "off (--open)" } else { "on" },
@@ -466,6 +519,102 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     berth_server::run(config, listener, shutdown_signal()).await?;
     Ok(())
 }
+
+/// The configuration reference (`docs/configuration.md`), generated from the flags
+/// above so that it cannot drift from them: each flag with its variable, its key in the
+/// `--config` file and its help. (Only the test that keeps the file current calls it.)
+#[cfg(test)]
+fn reference() -> String {
+    use clap::CommandFactory as _;
+    let cli = crate::Cli::command();
+    let serve = cli
+        .find_subcommand("serve")
+        .cloned()
+        .unwrap_or_else(|| clap::Command::new("serve"));
+    let mut text = String::from(
+        "# Configuration reference\n\n\
+         <!-- Generated from `berth serve`'s flags (crates/berth/src/serve.rs) by\n     \
+         `BERTH_BLESS=1 cargo test -p berth --bin berth configuration_reference`;\n     \
+         a test fails when this file and the flags differ. Do not edit by hand. -->\n\n\
+         Every setting of `berth serve` can be given three ways: a flag, a `BERTH_<NAME>`\n\
+         environment variable, or a key in the TOML file named by `--config`. The command\n\
+         line wins, then the environment, then the file. Durations are written like `30s`,\n\
+         `5m`, `24h`; sizes like `64MiB`, `20GiB`.\n\n\
+         | flag | environment | file key | meaning |\n|---|---|---|---|\n",
+    );
+    for arg in serve.get_arguments() {
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        if long == "help" {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .map(|e| format!("`{}`", e.to_string_lossy()))
+            .unwrap_or_else(|| "–".into());
+        let key = match long {
+            "config" => "–".to_owned(),
+            "upstream" => "`[[upstream]]` tables".to_owned(),
+            _ => format!("`{}`", long.replace('-', "_")),
+        };
+        let help = arg
+            .get_long_help()
+            .or_else(|| arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        let flag = match arg.get_value_names() {
+            Some(names) if arg.get_action().takes_values() => {
+                format!("`--{long} {}`", names.join(" "))
+            }
+            _ if arg.get_action().takes_values() => {
+                format!("`--{long} {}`", long.to_uppercase().replace('-', "_"))
+            }
+            _ => format!("`--{long}`"),
+        };
+        text.push_str(&format!("| {flag} | {env} | {key} | {help} |\n"));
+    }
+    text.push_str(
+        "\n## `[[upstream]]` tables\n\n\
+         One table per mirrored registry (see the README's \"Mirror and backup\"):\n\n\
+         | key | meaning |\n|---|---|\n",
+    );
+    for (key, meaning) in UPSTREAM_KEYS {
+        text.push_str(&format!("| `{key}` | {meaning} |\n"));
+    }
+    text
+}
+
+/// The keys of an `[[upstream]]` table, for the reference (a test checks that the file
+/// takes each of them).
+#[cfg(test)]
+const UPSTREAM_KEYS: [(&str, &str); 8] = [
+    (
+        "prefix",
+        "the first name component of the mirrored repositories (`hub`)",
+    ),
+    (
+        "url",
+        "the upstream registry (`https://registry-1.docker.io`)",
+    ),
+    ("username", "user name for the upstream"),
+    ("password", "its password or token (or `password_file`)"),
+    ("password_file", "a file holding it"),
+    (
+        "tag_ttl",
+        "how old a cached tag may get before it is checked with a HEAD [default: 5m]",
+    ),
+    (
+        "timeout",
+        "connect, first byte and between bytes before the upstream counts as down [default: 10s]",
+    ),
+    (
+        "max_size",
+        "bytes the cache of this upstream may hold, such as `20GiB` [default: no cap]",
+    ),
+];
 
 #[cfg(test)]
 mod tests {
@@ -676,5 +825,56 @@ mod tests {
                 redirect: Some(Duration::from_secs(300))
             }
         );
+    }
+
+    /// The committed reference is what the flags say now (`BERTH_BLESS=1` rewrites it).
+    #[test]
+    fn configuration_reference_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let generated = reference();
+        if std::env::var_os("BERTH_BLESS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/configuration.md differs from the flags: run \
+             BERTH_BLESS=1 cargo test -p berth --bin berth configuration_reference"
+        );
+    }
+
+    /// Every flag has its key in the `--config` file, and every `[[upstream]]` key the
+    /// reference names is taken.
+    #[test]
+    fn every_flag_is_a_file_key() {
+        use clap::CommandFactory as _;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "config" | "upstream") {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            // A value of the wrong type is fine: only an unknown key is a drift.
+            let said = match toml::from_str::<FileConfig>(&format!("{key} = 1")) {
+                Ok(_) => String::new(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!said.contains("unknown field"), "{key}: {said}");
+        }
+        for (key, _) in UPSTREAM_KEYS {
+            let table = format!("[[upstream]]\nprefix = \"p\"\nurl = \"http://x\"\n{key} = 1");
+            let said = match toml::from_str::<FileConfig>(&table) {
+                Ok(_) => String::new(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!said.contains("unknown field"), "upstream {key}: {said}");
+        }
+        let said = toml::from_str::<FileConfig>("no_such_setting = 1")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(said.contains("unknown field"), "{said}");
     }
 }

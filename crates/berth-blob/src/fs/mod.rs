@@ -114,6 +114,17 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
+    /// Writes and removes a probe file in the root (not a blob: listings skip it), and
+    /// reads the blob directory.
+    async fn check(&self) -> io::Result<()> {
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = self.root.join(format!(".ready-{}-{n}", std::process::id()));
+        tokio::fs::write(&probe, b"ready").await?;
+        tokio::fs::remove_file(&probe).await?;
+        tokio::fs::read_dir(&self.root).await.map(drop)
+    }
+
     async fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
         let meta = not_found_as_none(tokio::fs::metadata(self.blob_path(digest)).await)?;
         Ok(meta.map(|m| m.len()))

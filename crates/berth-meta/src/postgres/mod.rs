@@ -1024,6 +1024,25 @@ impl MetaStore for PgMetaStore {
         gc::namespace_usage(&mut conn, namespace).await
     }
 
+    async fn stored_bytes(&self) -> Result<u64> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COALESCE(sum(size), 0) FROM blobs WHERE state = 'live')::bigint
+                  + (SELECT COALESCE(sum(length(body)), 0) FROM manifests)::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(bytes as u64)
+    }
+
+    async fn check(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(backend)
+    }
+
     async fn gc_candidates(
         &self,
         cutoffs: &GcCutoffs,

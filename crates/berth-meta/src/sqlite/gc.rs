@@ -291,6 +291,17 @@ pub(super) async fn repository_usage(
         .collect()
 }
 
+pub(super) async fn stored_bytes(pool: &SqlitePool) -> Result<u64> {
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE state = 'live')
+              + (SELECT COALESCE(SUM(length(body)), 0) FROM manifests)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(backend)?;
+    Ok(bytes as u64)
+}
+
 pub(super) async fn namespace_usage(pool: &SqlitePool, namespace: &str) -> Result<u64> {
     let bytes: i64 = sqlx::query_scalar(
         "SELECT

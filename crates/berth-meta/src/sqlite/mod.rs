@@ -298,6 +298,9 @@ CREATE TABLE mirror_pins (
 pub struct SqliteMetaStore {
     writer: Writer,
     reader: SqlitePool,
+    /// The database file and its identity (device, inode) when opened, for
+    /// [`MetaStore::check`].
+    file: Option<(std::path::PathBuf, (u64, u64))>,
 }
 
 /// The `Changed` answer of a write that reports whether it changed anything.
@@ -352,6 +355,8 @@ impl SqliteMetaStore {
         let mut writer =
             connect_writer(options.clone().synchronous(SqliteSynchronous::Off)).await?;
         migrate(&mut writer).await?;
+        let path = options.get_filename().to_owned();
+        let file = file_identity(&path).ok().map(|id| (path, id));
         // Readers connect on first use: start-up opens only the writer.
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -359,12 +364,20 @@ impl SqliteMetaStore {
         Ok(SqliteMetaStore {
             writer: Writer::start(writer),
             reader,
+            file,
         })
     }
 
     async fn write(&self, write: Write) -> Result<Outcome> {
         self.writer.submit(write).await
     }
+}
+
+/// A file's device and inode.
+fn file_identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// Connects the writer. Two processes opening a new file at the same moment (`berth
@@ -928,6 +941,35 @@ impl MetaStore for SqliteMetaStore {
 
     async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
         gc::namespace_usage(&self.reader, namespace).await
+    }
+
+    async fn stored_bytes(&self) -> Result<u64> {
+        gc::stored_bytes(&self.reader).await
+    }
+
+    async fn check(&self) -> Result<()> {
+        if let Some((path, opened)) = &self.file {
+            match file_identity(path) {
+                Ok(now) if now == *opened => {}
+                Ok(_) => {
+                    return Err(backend(std::io::Error::other(format!(
+                        "{} was replaced",
+                        path.display()
+                    ))));
+                }
+                Err(e) => {
+                    return Err(backend(std::io::Error::other(format!(
+                        "{}: {e}",
+                        path.display()
+                    ))));
+                }
+            }
+        }
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(drop)
+            .map_err(backend)
     }
 
     async fn gc_candidates(

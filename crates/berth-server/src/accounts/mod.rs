@@ -179,6 +179,8 @@ pub struct Accounts {
     mirror_prefixes: Vec<String>,
     /// Registry-mirror mode's prefix ([`AuthConfig::mirror_default`]).
     mirror_default: Option<String>,
+    /// Sign-ins refused for a wrong password or token (served at `/metrics`).
+    sign_in_failures: prometheus_client::metrics::counter::Counter,
 }
 
 impl Accounts {
@@ -195,6 +197,7 @@ impl Accounts {
             passwords: PasswordChecker::new(config.password_workers),
             mirror_prefixes: config.mirror_prefixes.clone(),
             mirror_default: config.mirror_default.clone(),
+            sign_in_failures: Default::default(),
             meta,
         }
     }
@@ -455,7 +458,13 @@ impl Accounts {
         }
     }
 
+    /// The counter of failed sign-ins (shared: counting through it counts here).
+    pub fn sign_in_failures(&self) -> prometheus_client::metrics::counter::Counter {
+        self.sign_in_failures.clone()
+    }
+
     fn log_failure(&self, user: &str, client: &str) {
+        self.sign_in_failures.inc();
         // A token pasted as the user name must not reach the log either.
         let shown = if looks_like_token(user) {
             "<a token>"

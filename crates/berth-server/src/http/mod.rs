@@ -22,6 +22,7 @@ use crate::accounts::Accounts;
 use crate::error::RegistryError;
 use crate::http::auth::Access;
 use crate::http::origin::RequestOrigin;
+use crate::ops;
 use crate::registry::{ByteStream, Registry};
 
 pub mod api;
@@ -49,6 +50,10 @@ pub type ApiResult = Result<Response, ApiError>;
 /// What every handler can reach.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// This server's counters, served at `/metrics`.
+    pub metrics: Arc<crate::ops::Metrics>,
+    /// `/metrics` on the main port (no `--metrics-addr`).
+    pub metrics_on_main_port: bool,
     /// Mirrored upstream registries (none unless configured).
     pub mirror: Arc<crate::mirror::Mirror>,
     pub accounts: Arc<Accounts>,
@@ -64,7 +69,13 @@ pub struct AppState {
 
 /// The whole HTTP application over a registry.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
+        .route("/healthz", axum::routing::get(ops::health::healthz))
+        .route("/readyz", axum::routing::get(ops::health::readyz));
+    if state.metrics_on_main_port {
+        router = router.route("/metrics", axum::routing::get(ops::metrics::metrics));
+    }
+    router
         .route("/v2", axum::routing::any(dispatch))
         .route("/v2/", axum::routing::any(dispatch))
         .route("/v2/{*rest}", axum::routing::any(dispatch))
@@ -77,6 +88,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::guard,
+        ))
+        // Outermost: every answer counts, the guard's refusals too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::metrics::observe,
         ))
         .with_state(state)
 }

@@ -22,6 +22,7 @@ mod manifests;
 mod mirror;
 mod nodes;
 mod oci_client;
+mod ops;
 mod process;
 mod real_clients;
 mod tag_policies;

@@ -19,6 +19,10 @@ pub struct BerthProcess {
     pub port: u16,
     pub base: String,
     pub data_dir: PathBuf,
+    /// The address it listens on, without the port (`127.0.0.1`, `[::1]`).
+    listen: String,
+    /// What waits for it to answer (one that trusts its certificate, for HTTPS).
+    client: reqwest::Client,
     /// Flags after `serve --addr … --data-dir …`.
     args: Vec<String>,
     /// Variables set for the process (every other `BERTH_*` is removed).
@@ -53,6 +57,19 @@ impl BerthProcess {
     /// Starts berth with `args` and environment `env` on a free port with a new, empty
     /// data directory.
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> BerthProcess {
+        BerthProcess::start_on("http", "127.0.0.1", free_port(), http(), args, env).await
+    }
+
+    /// Starts berth listening on `listen` (`[::1]`) and `port`, reached over `scheme`
+    /// with `client`.
+    pub async fn start_on(
+        scheme: &str,
+        listen: &str,
+        port: u16,
+        client: reqwest::Client,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BerthProcess {
         let dir = tempfile::Builder::new()
             .prefix("berth-crash-")
             .tempdir()
@@ -60,12 +77,13 @@ impl BerthProcess {
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         let log = dir.path().join("berth.log");
-        let port = free_port();
         let mut process = BerthProcess {
             child: None,
             port,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://{listen}:{port}"),
             data_dir,
+            listen: listen.to_owned(),
+            client,
             log,
             log_start: 0,
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -93,14 +111,19 @@ impl BerthProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
-        writeln!(log, "==== berth serve --addr 127.0.0.1:{} ====", self.port).unwrap();
+        writeln!(
+            log,
+            "==== berth serve --addr {}:{} ====",
+            self.listen, self.port
+        )
+        .unwrap();
         self.log_start = log.metadata().unwrap().len();
         let stderr = log.try_clone().unwrap();
         let mut command = Command::new(berth_binary());
         command
             .arg("serve")
             .arg("--addr")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.listen, self.port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args);
@@ -142,8 +165,8 @@ impl BerthProcess {
     /// address, so a server that took the port in the meantime is not mistaken for it.
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let client = http();
-        let own_addr = format!("127.0.0.1:{}", self.port);
+        let client = self.client.clone();
+        let own_addr = format!("{}:{}", self.listen, self.port);
         loop {
             let child = self.child.as_mut().ok_or("berth is not running")?;
             if let Some(status) = child.try_wait().unwrap() {

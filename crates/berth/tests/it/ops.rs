@@ -1,0 +1,563 @@
+//! Running berth in production, through the real binary: HTTPS with a CA from `berth
+//! tls init` trusted by the Docker engine (certs.d) and skopeo (--cert-dir), with no
+//! insecure-registries; certificates replaced on disk; health probes that follow the
+//! stores; `/metrics` read by a Prometheus text parser after known traffic;
+//! `--metrics-addr`; `--log-format json`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+
+use crate::accounts::{admin, call};
+use crate::clients::{DockerDaemon, Skopeo, blocking, mkimage, oci_ref};
+use crate::process::{BerthProcess, berth_binary, free_port};
+use crate::{ADMIN_PASSWORD, anonymous, basic, image_manifest, sha256};
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("berth-ops-")
+        .tempdir()
+        .unwrap()
+}
+
+/// `berth tls init ARGS…`, asserting success; returns what it printed.
+fn tls_init(args: &[&str]) -> String {
+    let out = std::process::Command::new(berth_binary())
+        .args(["tls", "init"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A client that trusts only the CA in `dir`.
+fn trusting(dir: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap()
+}
+
+/// A TLS connection to `[::1]:port` that trusts the CA in `dir`, offering h2 and
+/// http/1.1: the stream, the certificate served and the protocol chosen.
+async fn connect(
+    dir: &Path,
+    port: u16,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(dir.join("ca.crt")).unwrap();
+    roots.add(ca).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(("::1", port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("::1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (_, session) = stream.get_ref();
+    let served = session.peer_certificates().unwrap()[0].to_vec();
+    let protocol = session.alpn_protocol().map(<[u8]>::to_vec);
+    (stream, served, protocol)
+}
+
+/// One HTTP/1.1 `GET /healthz` on an open connection, kept open; the status line.
+async fn health_over(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: berth\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(path)
+        .unwrap()
+        .to_vec()
+}
+
+/// The registry's name in the HTTPS test. The Docker engine treats 127.0.0.0/8 as
+/// insecure (it would skip verification) and its image names cannot hold an IPv6
+/// literal, so the test uses a name that resolves to `::1` only.
+const TLS_HOST: &str = "berth-tls.test";
+
+/// Makes [`TLS_HOST`] resolve to `::1` (a line in `/etc/hosts`, added once).
+fn resolve_tls_host() {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let known = hosts
+        .lines()
+        .any(|line| line.split_whitespace().skip(1).any(|name| name == TLS_HOST));
+    if !known {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/etc/hosts")
+            .unwrap_or_else(|e| {
+                panic!("the HTTPS test names ::1 in /etc/hosts (run as root): {e}")
+            });
+        std::io::Write::write_all(&mut file, format!("\n::1 {TLS_HOST}\n").as_bytes()).unwrap();
+    }
+}
+
+/// Removes a certs.d directory this test made, however the test ends.
+struct Installed(std::path::PathBuf);
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// HTTPS in one command: `berth tls init` makes the CA and certificate; the Docker
+/// engine refuses the registry until the CA is in `/etc/docker/certs.d/HOST:PORT` and
+/// then pushes and pulls with no insecure-registries (the host is `::1`, outside the
+/// engine's built-in insecure 127.0.0.0/8); skopeo likewise with `--cert-dir`; HTTP/2 is
+/// offered; a certificate replaced on disk is served on the next connection while a
+/// connection opened before goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_a_local_ca_for_docker_and_skopeo() {
+    resolve_tls_host();
+    let tmp = scratch();
+    let tls = tmp.path().join("tls");
+    let port = free_port();
+    let said = tls_init(&[
+        "--host",
+        TLS_HOST,
+        "--host",
+        "::1",
+        "--dir",
+        tls.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ]);
+    let registry = format!("{TLS_HOST}:{port}");
+    assert!(
+        said.contains(&format!("/etc/docker/certs.d/{registry}/ca.crt")),
+        "{said}"
+    );
+    assert!(said.contains("--tls-cert"), "{said}");
+    let (cert, key) = (tls.join("server.crt"), tls.join("server.key"));
+    let mut berth = BerthProcess::start_on(
+        "https",
+        "[::1]",
+        port,
+        trusting(&tls),
+        &[
+            "--open",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+
+    // HTTP/2 and HTTP/1.1 by ALPN.
+    let (_, served, protocol) = connect(&tls, port, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(protocol.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(served, pem_der(&cert));
+    let (mut before, _, protocol) = connect(&tls, port, &[b"http/1.1"]).await;
+    assert_eq!(protocol.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(health_over(&mut before).await, "HTTP/1.1 200 OK");
+
+    let layout = tmp.path().join("layout");
+    let docker_dir = Path::new("/etc/docker/certs.d").join(&registry);
+    let ca = tls.join("ca.crt");
+    let tar = tmp.path().join("image.tar");
+    let registry_ = registry.clone();
+    blocking(move || {
+        let registry = registry_;
+        let name = format!("{registry}/tls/app:1");
+        mkimage(
+            &layout,
+            &[
+                "--layers",
+                "200K",
+                "--tag",
+                "1",
+                "--seed",
+                "https",
+                "--docker-archive",
+                tar.to_str().unwrap(),
+                "--docker-name",
+                &name,
+            ],
+        );
+        // skopeo: refused without the CA, fine with --cert-dir (before the engine's
+        // certs.d has it: containers/image reads that directory too).
+        let sk = Skopeo::new();
+        let dest = format!("docker://{registry}/tls/skopeo:1");
+        let err = sk.fails(&["copy", &oci_ref(&layout, "1"), &dest]);
+        assert!(err.contains("x509") || err.contains("certificate"), "{err}");
+        // What a client machine gets: ca.crt alone (the .key files beside it would be
+        // read as a client certificate pair).
+        let client_dir = layout.with_file_name("client-certs");
+        std::fs::create_dir_all(&client_dir).unwrap();
+        std::fs::copy(&ca, client_dir.join("ca.crt")).unwrap();
+        let cert_dir = client_dir.to_str().unwrap().to_owned();
+        sk.ok(&[
+            "copy",
+            "--dest-cert-dir",
+            &cert_dir,
+            &oci_ref(&layout, "1"),
+            &dest,
+        ]);
+        let raw = sk.ok(&["inspect", "--raw", "--cert-dir", &cert_dir, &dest]);
+        assert!(raw.contains("schemaVersion"), "{raw}");
+        let docker = DockerDaemon::shared();
+        docker.docker_ok(&["load", "-i", tar.to_str().unwrap()]);
+        // Not trusted yet: refused, and not by falling back to plain HTTP.
+        let refused = docker.docker(&["image", "push", &name]);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "pushed without trusting the CA");
+        assert!(
+            said.contains("x509") || said.contains("certificate"),
+            "{said}"
+        );
+        std::fs::create_dir_all(&docker_dir).unwrap();
+        let _installed = Installed(docker_dir.clone());
+        std::fs::copy(&ca, docker_dir.join("ca.crt")).unwrap();
+        let pushed = docker.docker_ok(&["image", "push", &name]);
+        assert!(pushed.contains("1: digest: sha256:"), "{pushed}");
+        docker.docker_ok(&["image", "rm", &name]);
+        let pulled = docker.docker_ok(&["image", "pull", &name]);
+        assert!(pulled.contains("Downloaded newer image"), "{pulled}");
+    })
+    .await;
+
+    // A new certificate on disk (another name added): served from the next
+    // connection on, without a restart; the connection opened before goes on.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    tls_init(&[
+        "--host",
+        "::1",
+        "--host",
+        "renewed.example",
+        "--dir",
+        tls.to_str().unwrap(),
+    ]);
+    let renewed = pem_der(&cert);
+    let (_, served, _) = connect(&tls, port, &[b"http/1.1"]).await;
+    assert!(served == renewed, "the renewed certificate is served");
+    assert_eq!(health_over(&mut before).await, "HTTP/1.1 200 OK");
+    assert!(berth.child.as_mut().unwrap().try_wait().unwrap().is_none());
+}
+
+/// `/healthz` and `/readyz` answer without credentials (auth is on: `/v2/` is 401);
+/// `/readyz` turns 503, naming the store, while the storage directory or the database
+/// file is unusable, and ready again once it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_the_database_and_the_storage() {
+    let tmp = scratch();
+    let blobs = tmp.path().join("blobs");
+    let storage = format!("file://{}", blobs.display());
+    let berth = BerthProcess::start_with(
+        &["--storage", &storage],
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await;
+    let get = |path: &'static str| {
+        let url = berth.url(path);
+        async move {
+            let r = anonymous().get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(
+        anonymous()
+            .get(berth.url("/v2/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get("/healthz").await,
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let (status, body) = get("/readyz").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &Value::from("ready")),
+        "{body}"
+    );
+
+    // The storage directory replaced by a file.
+    let aside = tmp.path().join("blobs-aside");
+    std::fs::rename(&blobs, &aside).unwrap();
+    std::fs::write(&blobs, b"not a directory").unwrap();
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+    assert_ne!(body["checks"]["storage"], "ok", "{body}");
+    assert_eq!(get("/healthz").await.0, 200, "alive all the same");
+    std::fs::remove_file(&blobs).unwrap();
+    std::fs::rename(&aside, &blobs).unwrap();
+    assert_eq!(get("/readyz").await.0, 200);
+
+    // The database file moved away.
+    let db = berth.data_dir.join("berth.db");
+    let db_aside = berth.data_dir.join("berth.db.aside");
+    std::fs::rename(&db, &db_aside).unwrap();
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["storage"], "ok", "{body}");
+    assert!(
+        body["checks"]["database"]
+            .as_str()
+            .is_some_and(|why| why.contains("berth.db")),
+        "{body}"
+    );
+    std::fs::rename(&db_aside, &db).unwrap();
+    assert_eq!(get("/readyz").await.0, 200);
+}
+
+/// The value of the one sample `name` whose labels include all of `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(scrape, name, labels);
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    found[0]
+}
+
+fn samples(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .collect()
+}
+
+async fn scrape(url: String) -> prometheus_parse::Scrape {
+    let r = anonymous().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).unwrap()
+}
+
+/// `/metrics` after known traffic, parsed as Prometheus parses it: requests by route,
+/// method and status, latency histograms, failed sign-ins, refusals, bytes in and out,
+/// storage held; then `--metrics-addr` moves it off the main port, and `--log-format
+/// json` writes one JSON object per line.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_known_traffic() {
+    let berth = BerthProcess::start_with(
+        &["--login-failures", "2"],
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await;
+    let auth = admin();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = vec![7u8; 300_000];
+    for blob in [&config, &layer] {
+        let r = anonymous()
+            .post(berth.url(&format!(
+                "/v2/ops/app/blobs/uploads/?digest={}",
+                sha256(blob)
+            )))
+            .header("authorization", &auth)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let manifest = image_manifest(&config, &[&layer]);
+    let r = anonymous()
+        .put(berth.url("/v2/ops/app/manifests/1"))
+        .header("authorization", &auth)
+        .header("content-type", crate::OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for _ in 0..3 {
+        let r = call(
+            &berth,
+            Method::GET,
+            "/v2/ops/app/manifests/1",
+            Some(&auth),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = call(
+        &berth,
+        Method::GET,
+        "/v2/ops/app/manifests/2",
+        Some(&auth),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    // Two wrong passwords, then the lock-out.
+    let wrong = basic("admin", "not-the-password");
+    for expected in [401, 401, 429] {
+        let r = call(&berth, Method::GET, "/v2/", Some(&wrong), None).await;
+        assert_eq!(r.status(), expected);
+    }
+
+    let scraped = scrape(berth.url("/metrics")).await;
+    let requests = |route, method, status| {
+        sample(
+            &scraped,
+            "berth_http_requests_total",
+            &[("route", route), ("method", method), ("status", status)],
+        )
+    };
+    assert_eq!(requests("blob_uploads", "POST", "201"), 2.0);
+    assert_eq!(requests("manifests", "PUT", "201"), 1.0);
+    assert_eq!(requests("manifests", "GET", "200"), 3.0);
+    assert_eq!(requests("manifests", "GET", "404"), 1.0);
+    // Waiting for the start asked `/v2/` without credentials too: at least 2.
+    assert!(requests("base", "GET", "401") >= 2.0);
+    assert_eq!(requests("base", "GET", "429"), 1.0);
+    let latencies = scraped
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "berth_http_request_duration_seconds"
+                && s.labels.get("route") == Some("manifests")
+                && s.labels.get("method") == Some("GET")
+        })
+        .map(|s| s.value.clone());
+    match latencies {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            let all = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+            assert_eq!(all, 4.0, "{buckets:?}");
+        }
+        other => panic!("no latency histogram for manifest GETs: {other:?}"),
+    }
+    assert_eq!(sample(&scraped, "berth_sign_in_failures_total", &[]), 2.0);
+    assert_eq!(
+        sample(&scraped, "berth_rate_limited_total", &[("route", "base")]),
+        1.0
+    );
+    let stored = (config.len() + layer.len() + manifest.len()) as f64;
+    assert_eq!(sample(&scraped, "berth_storage_bytes", &[]), stored);
+    assert!(sample(&scraped, "berth_received_bytes_total", &[]) > 300_000.0);
+    assert!(sample(&scraped, "berth_sent_bytes_total", &[]) > 3.0 * manifest.len() as f64);
+    assert_eq!(sample(&scraped, "berth_uploads_in_flight", &[]), 0.0);
+    assert!(sample(&scraped, "berth_connections_open", &[]) >= 1.0);
+    drop(berth);
+
+    // On its own port, and the main port has none; logs as JSON.
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let berth = BerthProcess::start_with(
+        &[
+            "--open",
+            "--metrics-addr",
+            &metrics_addr,
+            "--log-format",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    let r = anonymous().get(berth.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let scraped = scrape(format!("http://{metrics_addr}/metrics")).await;
+    assert!(
+        sample(
+            &scraped,
+            "berth_http_requests_total",
+            &[("route", "base"), ("status", "200")]
+        ) >= 1.0
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logged = loop {
+        let logged = berth.log_since_spawn();
+        if logged.contains("berth is serving") || Instant::now() > deadline {
+            break logged;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines: Vec<Value> = logged
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "berth is serving" && l["level"] == "INFO"),
+        "{logged}"
+    );
+}
+
+/// The deployment files in the repository hold: `systemd-analyze verify` finds nothing
+/// to say about the unit (pointed at this build's binary), and the sample settings file
+/// starts the real binary.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_systemd_unit_and_sample_settings_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let unit = std::fs::read_to_string(root.join("deploy/berth.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/berth serve"));
+    let tmp = scratch();
+    let local = tmp.path().join("berth.service");
+    let binary = berth_binary();
+    std::fs::write(
+        &local,
+        unit.replace("/usr/local/bin/berth", binary.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .unwrap_or_else(|e| panic!("systemd-analyze (Debian package systemd): {e}"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+
+    let settings = root.join("deploy/berth.toml");
+    let berth =
+        BerthProcess::start_with(&["--open", "--config", settings.to_str().unwrap()], &[]).await;
+    let r = anonymous().get(berth.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
