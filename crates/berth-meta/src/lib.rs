@@ -14,6 +14,7 @@ use berth_core::{Algorithm, Digest, RepoName, Tag};
 pub mod accounts;
 pub mod catalog;
 pub mod mirror;
+pub mod ops;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -25,6 +26,7 @@ pub use accounts::{
 };
 pub use catalog::{CatalogStore, RecentScope, RepositoryCard, SearchQuery, SearchResults, TagRow};
 pub use mirror::{MirrorPin, MirrorStore};
+pub use ops::{AuditEntry, AuditEvent, AuditQuery, OpsStore, RequestWindow};
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
@@ -213,7 +215,7 @@ pub struct PushWarning {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore + CatalogStore + MirrorStore {
+pub trait MetaStore: AccountStore + CatalogStore + MirrorStore + OpsStore {
     // ---- blobs ----
     /// Size of `digest` if `repository` may serve it (pushed, mounted or linked there).
     async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;

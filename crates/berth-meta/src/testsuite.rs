@@ -17,8 +17,9 @@ use async_trait::async_trait;
 use berth_core::{AccountName, Algorithm, Digest, Relation, RepoName, Role, Tag, TokenScope};
 
 use crate::{
-    AccessToken, AccountRefusal, GcBlob, GcCutoffs, ManifestRecord, MetaStore, PutManifestError,
-    RepositoryUsage, SignInWindow, TagMoveReason, TagUpdate, UploadSession, Viewer, WebSession,
+    AccessToken, AccountRefusal, AuditEvent, AuditQuery, GcBlob, GcCutoffs, ManifestRecord,
+    MetaStore, PutManifestError, RepositoryUsage, RequestWindow, SignInWindow, TagMoveReason,
+    TagUpdate, UploadSession, Viewer, WebSession,
 };
 
 /// Fresh, empty data of one backend for one test, on which any number of store
@@ -100,6 +101,8 @@ macro_rules! meta_store_contract {
             recent_repositories_and_tag_rows,
             mirrored_manifests_may_reference_what_is_not_here_yet,
             mirror_cache_usage_eviction_order_and_pins,
+            request_windows_count_until_they_end,
+            audit_log_filters_pages_and_prunes,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -114,6 +117,7 @@ macro_rules! meta_store_contract {
             race_two_collectors_claim_disjoint_sets,
             race_collection_against_references,
             race_sign_in_attempts_count_once_each,
+            race_requests_count_once_each,
             race_releases_leave_floats_at_the_highest,
             race_new_immutable_tag_has_one_winner,
         );
@@ -3281,4 +3285,168 @@ pub async fn mirror_cache_usage_eviction_order_and_pins(store: &dyn MetaStore) {
         store.mirror_usage("up").await.unwrap(),
         100 + (m1.body.len() + idx.body.len()) as u64
     );
+}
+
+pub async fn request_windows_count_until_they_end(store: &dyn MetaStore) {
+    let t = 1_000_000;
+    assert_eq!(store.request_window("pull:a", t).await.unwrap(), None);
+    for n in 1..=3 {
+        let w = store.count_request("pull:a", 60, t + n).await.unwrap();
+        assert_eq!(
+            w,
+            RequestWindow {
+                count: n as u32,
+                ends_at: t + 61
+            },
+            "the window of the first"
+        );
+    }
+    assert_eq!(
+        store.count_request("pull:b", 600, t).await.unwrap(),
+        RequestWindow {
+            count: 1,
+            ends_at: t + 600
+        },
+        "keys count apart"
+    );
+    assert_eq!(
+        store.request_window("pull:a", t + 60).await.unwrap(),
+        Some(RequestWindow {
+            count: 3,
+            ends_at: t + 61
+        })
+    );
+    assert_eq!(
+        store.request_window("pull:a", t + 61).await.unwrap(),
+        None,
+        "ended"
+    );
+    // Counting after the end starts the next window.
+    assert_eq!(
+        store.count_request("pull:a", 60, t + 70).await.unwrap(),
+        RequestWindow {
+            count: 1,
+            ends_at: t + 130
+        }
+    );
+    assert_eq!(store.sweep_request_windows(t + 130).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .request_window("pull:b", t + 1)
+            .await
+            .unwrap()
+            .map(|w| w.count),
+        Some(1)
+    );
+    assert_eq!(store.sweep_request_windows(t + 600).await.unwrap(), 1);
+    assert_eq!(store.request_window("pull:b", t + 1).await.unwrap(), None);
+}
+
+/// Requests counted at once on both instances each get a count of their own: 1..=n.
+pub async fn race_requests_count_once_each(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    const N: usize = 16;
+    let now = unix_now();
+    let mut counts: Vec<u32> = together(N, &a, &b, move |_, store| async move {
+        store
+            .count_request("pull:race", 3600, now)
+            .await
+            .unwrap()
+            .count
+    })
+    .await;
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=N as u32).collect::<Vec<_>>());
+}
+
+pub async fn audit_log_filters_pages_and_prunes(store: &dyn MetaStore) {
+    let event = |at: i64, actor: &str, action: &str, target: Option<&str>| AuditEvent {
+        at,
+        actor: actor.into(),
+        client: "192.0.2.7".into(),
+        action: action.into(),
+        target: target.map(str::to_owned),
+        detail: format!("{{\"n\":{at}}}"),
+    };
+    let events = [
+        event(100, "alice", "sign-in", None),
+        event(200, "alice", "push", Some("gallery/ui")),
+        event(300, "bob", "push", Some("gallery/api")),
+        event(400, "bob", "delete", Some("galleryx/ui")),
+        event(500, "admin", "settings", Some("gallery")),
+    ];
+    for e in &events {
+        store.record_audit(e).await.unwrap();
+    }
+    let list = |query: AuditQuery| async move {
+        store
+            .audit_events(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.at)
+            .collect::<Vec<_>>()
+    };
+    let all = AuditQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        list(all.clone()).await,
+        [500, 400, 300, 200, 100],
+        "newest first"
+    );
+    let entries = store.audit_events(&all).await.unwrap();
+    assert_eq!(entries[4].event, events[0], "stored as given");
+    assert_eq!(
+        list(AuditQuery {
+            actor: Some("bob".into()),
+            ..all.clone()
+        })
+        .await,
+        [400, 300]
+    );
+    assert_eq!(
+        list(AuditQuery {
+            target: Some("gallery".into()),
+            ..all.clone()
+        })
+        .await,
+        [500, 300, 200],
+        "a namespace takes its repositories, not a lookalike"
+    );
+    assert_eq!(
+        list(AuditQuery {
+            target: Some("gallery/ui".into()),
+            ..all.clone()
+        })
+        .await,
+        [200]
+    );
+    assert_eq!(
+        list(AuditQuery {
+            since: Some(300),
+            ..all.clone()
+        })
+        .await,
+        [500, 400, 300]
+    );
+    let first = list(AuditQuery {
+        limit: 2,
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(first, [500, 400]);
+    let before = entries[1].id;
+    assert_eq!(
+        list(AuditQuery {
+            before_id: Some(before),
+            limit: 2,
+            ..all.clone()
+        })
+        .await,
+        [300, 200],
+        "the next page"
+    );
+    assert_eq!(store.prune_audit(300).await.unwrap(), 2);
+    assert_eq!(list(all).await, [500, 400, 300]);
 }

@@ -156,6 +156,32 @@ pub struct Limits {
     pub max_body_memory: usize,
     /// Open upload sessions per client (a user, or the address of an anonymous one).
     pub max_uploads_per_client: u32,
+    /// Manifest pulls per window for anonymous clients, by address (`None`: no limit).
+    pub pull_limit_anonymous: Option<PullLimit>,
+    /// Manifest pulls per window for each signed-in account (`None`: no limit).
+    pub pull_limit_account: Option<PullLimit>,
+}
+
+/// A pull rate limit in Docker Hub's model: `count` manifest GETs per fixed `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullLimit {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl PullLimit {
+    /// `COUNT/WINDOW`, such as `100/6h`.
+    pub fn parse(text: &str) -> Result<PullLimit, ConfigError> {
+        let invalid =
+            || ConfigError::PullLimit(format!("{text:?}: use COUNT/WINDOW, such as 100/6h"));
+        let (count, window) = text.split_once('/').ok_or_else(invalid)?;
+        let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+        let window = humantime::parse_duration(window.trim()).map_err(|_| invalid())?;
+        if count == 0 || window < Duration::from_secs(1) {
+            return Err(invalid());
+        }
+        Ok(PullLimit { count, window })
+    }
 }
 
 impl Default for Limits {
@@ -170,6 +196,8 @@ impl Default for Limits {
             body_rate_window: Duration::from_secs(30),
             max_body_memory: 64 * 1024 * 1024,
             max_uploads_per_client: 1024,
+            pull_limit_anonymous: None,
+            pull_limit_account: None,
         }
     }
 }
@@ -198,6 +226,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Serve HTTPS with this certificate (`--tls-cert`, `--tls-key`).
     pub tls: Option<TlsFiles>,
+    /// Audit events are kept this long (`None`: for ever).
+    pub audit_retention: Option<Duration>,
 }
 
 /// A server certificate (with its chain) and its private key, PEM files, read again
@@ -312,6 +342,8 @@ pub enum ConfigError {
     Database(String),
     #[error("upstream {0}")]
     Upstream(String),
+    #[error("pull limit {0}")]
+    PullLimit(String),
 }
 
 impl StorageConfig {
@@ -364,6 +396,7 @@ impl Config {
             mirror_default: None,
             metrics_addr: None,
             tls: None,
+            audit_retention: Some(Duration::from_secs(90 * 24 * 60 * 60)),
         }
     }
 }

@@ -100,6 +100,7 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
         .map_err(|e| ServerError::Accounts(e.to_string()))?;
     let metrics = Arc::new(ops::Metrics::new(accounts.sign_in_failures()));
     Ok(Arc::new(http::AppState {
+        pull_limits: ops::pull_limits::PullLimits::new(meta.clone(), &config.limits),
         registry: Arc::new(Registry::new(blobs, meta)),
         metrics,
         metrics_on_main_port: config.metrics_addr.is_none(),
@@ -133,7 +134,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let housekeeping = tokio::spawn(housekeeping(state.clone(), config.upload_idle_timeout));
+    let housekeeping = tokio::spawn(housekeeping(
+        state.clone(),
+        config.upload_idle_timeout,
+        config.audit_retention,
+    ));
     let collector = config.gc_interval.map(|interval| {
         tokio::spawn(gc::run_periodically(
             state.registry.clone(),
@@ -191,11 +196,15 @@ pub async fn serve(
 /// Memory held for reuse is handed back after this long unused.
 const IDLE_MEMORY: Duration = Duration::from_secs(2);
 
-/// Background upkeep: removes idle upload sessions, expired web sessions and ended
-/// sign-in windows, and hands back memory kept for reuse that has been idle (password
+/// Background upkeep: removes idle upload sessions, expired web sessions, ended
+/// sign-in and pull-limit windows and audit events past their retention, and hands back memory kept for reuse that has been idle (password
 /// work areas, transfer buffers). Memory is checked every second; the store a few times per upload timeout,
 /// and at least every minute.
-async fn housekeeping(state: Arc<http::AppState>, upload_idle: Duration) {
+async fn housekeeping(
+    state: Arc<http::AppState>,
+    upload_idle: Duration,
+    audit_retention: Option<Duration>,
+) {
     let period = (upload_idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     let mut last_sweep = std::time::Instant::now();
@@ -223,6 +232,20 @@ async fn housekeeping(state: Arc<http::AppState>, upload_idle: Duration) {
         }
         if let Err(e) = state.accounts.sign_in_limits().sweep().await {
             tracing::warn!(error = %e, "forgetting ended sign-in windows failed");
+        }
+        if let Err(e) = state
+            .registry
+            .meta
+            .sweep_request_windows(accounts::now())
+            .await
+        {
+            tracing::warn!(error = %e, "forgetting ended pull-limit windows failed");
+        }
+        if let Some(kept) = audit_retention {
+            let before = accounts::now() - kept.as_secs() as i64;
+            if let Err(e) = state.registry.meta.prune_audit(before).await {
+                tracing::warn!(error = %e, "removing old audit events failed");
+            }
         }
     }
 }

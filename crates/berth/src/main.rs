@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod audit;
 mod gc;
 mod lint;
 mod mirror;
@@ -68,6 +69,9 @@ enum Command {
     /// Mirrors of other registries: fill the cache ahead of time.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// The audit log: who did what, from where, when.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// HTTPS certificates: a local CA and a server certificate clients can trust.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(*args).await,
             Command::Gc(args) => gc::gc(*args).await,
             Command::Tls(c) => tls::tls(c),
+            Command::Audit(c) => audit::audit(c).await,
             Command::User(c) => admin::user(c).await,
             Command::Org(c) => admin::org(c).await,
             Command::Token(c) => admin::token(c).await,

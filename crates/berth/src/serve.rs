@@ -96,6 +96,15 @@ pub struct ServeArgs {
     /// Open upload sessions per client (a user, or an anonymous address) [default: 1024]
     #[arg(long, env = "BERTH_MAX_UPLOADS_PER_CLIENT")]
     max_uploads_per_client: Option<u32>,
+    /// Manifest pulls (GETs; HEADs are free) allowed per anonymous client address in a
+    /// fixed window, as COUNT/WINDOW such as 100/6h; past it, 429 TOOMANYREQUESTS
+    /// [default: no limit]
+    #[arg(long, env = "BERTH_PULL_LIMIT_ANONYMOUS", value_name = "COUNT/WINDOW")]
+    pull_limit_anonymous: Option<String>,
+    /// Manifest pulls allowed per signed-in account in a fixed window, such as 200/6h
+    /// [default: no limit]
+    #[arg(long, env = "BERTH_PULL_LIMIT_ACCOUNT", value_name = "COUNT/WINDOW")]
+    pull_limit_account: Option<String>,
     /// Remove upload sessions idle for longer than this [default: 24h]
     #[arg(long, env = "BERTH_UPLOAD_TIMEOUT", value_parser = humantime::parse_duration)]
     upload_timeout: Option<Duration>,
@@ -138,6 +147,9 @@ pub struct ServeArgs {
     /// Log lines as text or as one JSON object each (for log shippers) [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// Keep audit events this long; 0 keeps them for ever [default: 90d]
+    #[arg(long, env = "BERTH_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
+    audit_retention: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -192,6 +204,8 @@ struct FileConfig {
     min_body_rate: Option<u64>,
     max_body_memory: Option<String>,
     max_uploads_per_client: Option<u32>,
+    pull_limit_anonymous: Option<String>,
+    pull_limit_account: Option<String>,
     gc_interval: Option<String>,
     gc_grace: Option<String>,
     gc_push_window: Option<String>,
@@ -202,6 +216,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
     log_format: Option<String>,
+    audit_retention: Option<String>,
 }
 
 /// An `[[upstream]]` table of the config file.
@@ -400,6 +415,12 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(n) = args.max_uploads_per_client.or(file.max_uploads_per_client) {
         limits.max_uploads_per_client = n;
     }
+    if let Some(text) = args.pull_limit_anonymous.or(file.pull_limit_anonymous) {
+        limits.pull_limit_anonymous = Some(berth_server::config::PullLimit::parse(&text)?);
+    }
+    if let Some(text) = args.pull_limit_account.or(file.pull_limit_account) {
+        limits.pull_limit_account = Some(berth_server::config::PullLimit::parse(&text)?);
+    }
     if let Some(interval) = duration(args.gc_interval, file.gc_interval, "gc_interval")? {
         config.gc_interval = (!interval.is_zero()).then_some(interval);
     }
@@ -447,6 +468,13 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         _ => anyhow::bail!("tls_cert and tls_key go together"),
     };
     config.metrics_addr = args.metrics_addr.or(file.metrics_addr);
+    if let Some(kept) = duration(
+        args.audit_retention,
+        file.audit_retention,
+        "audit_retention",
+    )? {
+        config.audit_retention = (!kept.is_zero()).then_some(kept);
+    }
     let limits = &mut config.limits;
     anyhow::ensure!(
         limits.max_connections > 0 && limits.max_connections_per_address > 0,

@@ -97,6 +97,7 @@ mod accounts;
 mod catalog;
 mod gc;
 mod mirror;
+mod ops;
 mod writes;
 
 /// Schema changes in order; `berth_schema_migrations` records which have been applied.
@@ -391,6 +392,30 @@ CREATE TABLE mirror_pins (
     pinned_at  BIGINT NOT NULL,
     PRIMARY KEY (repository, reference)
 );
+"#,
+    // Pull rate limits: a fixed window of requests per key.
+    r#"
+CREATE TABLE request_windows (
+    key     TEXT COLLATE "C" PRIMARY KEY,
+    ends_at BIGINT NOT NULL,
+    count   BIGINT NOT NULL
+);
+CREATE INDEX request_windows_by_end ON request_windows (ends_at);
+"#,
+    // The audit log.
+    r#"
+CREATE TABLE audit_events (
+    id     BIGSERIAL PRIMARY KEY,
+    at     BIGINT NOT NULL,
+    actor  TEXT COLLATE "C" NOT NULL,
+    client TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT COLLATE "C",
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_events_by_time ON audit_events (at);
+CREATE INDEX audit_events_by_actor ON audit_events (actor, id);
+CREATE INDEX audit_events_by_target ON audit_events (target, id);
 "#,
 ];
 

@@ -21,6 +21,7 @@ mod accounts;
 mod catalog;
 mod gc;
 mod mirror;
+mod ops;
 mod writes;
 
 use gc::GcWrite;
@@ -293,6 +294,30 @@ CREATE TABLE mirror_pins (
     PRIMARY KEY (repository, reference)
 ) WITHOUT ROWID;
 "#,
+    // Pull rate limits: a fixed window of requests per key.
+    r#"
+CREATE TABLE request_windows (
+    key     TEXT PRIMARY KEY,
+    ends_at INTEGER NOT NULL,
+    count   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX request_windows_by_end ON request_windows (ends_at);
+"#,
+    // The audit log.
+    r#"
+CREATE TABLE audit_events (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    client TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_events_by_time ON audit_events (at);
+CREATE INDEX audit_events_by_actor ON audit_events (actor, id);
+CREATE INDEX audit_events_by_target ON audit_events (target, id);
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -315,7 +340,8 @@ fn changed(outcome: Result<Outcome>) -> Result<bool> {
         | Outcome::Blobs(_)
         | Outcome::Manifests(_)
         | Outcome::Moves(_)
-        | Outcome::Window(_) => Ok(true),
+        | Outcome::Window(_)
+        | Outcome::Request(_) => Ok(true),
     }
 }
 

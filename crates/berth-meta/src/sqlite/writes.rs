@@ -90,6 +90,7 @@ pub(super) enum Write {
         description: String,
     },
     Mirror(super::mirror::MirrorWrite),
+    Ops(super::ops::OpsWrite),
 }
 
 /// Golden images, namespace marks and push warnings.
@@ -135,6 +136,8 @@ pub(super) enum Outcome {
     Window(SignInWindow),
     /// The tags a manifest PUT moved.
     Moves(Vec<TagMove>),
+    /// A request window after counting a request.
+    Request(crate::RequestWindow),
 }
 
 struct Job {
@@ -248,16 +251,10 @@ async fn apply_in_transaction(
             .await
             .map_err(backend)?;
         let outcome = apply(&mut tx, &job.write).await;
-        let keep = matches!(
+        // Only a refusal or a failure is undone; whatever else a write answers, it did.
+        let keep = !matches!(
             outcome,
-            Ok(Outcome::Done
-                | Outcome::Changed(_)
-                | Outcome::Value(_)
-                | Outcome::Number(_)
-                | Outcome::Blobs(_)
-                | Outcome::Manifests(_)
-                | Outcome::Moves(_)
-                | Outcome::Window(_))
+            Err(_) | Ok(Outcome::Refused(_) | Outcome::AccountRefused(_))
         );
         if !keep {
             sqlx::query("ROLLBACK TO write")
@@ -451,6 +448,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
         }
         Write::Trust(write) => apply_trust(conn, write).await,
         Write::Mirror(write) => super::mirror::apply(conn, write).await,
+        Write::Ops(write) => super::ops::apply(conn, write).await,
         Write::Describe {
             repository,
             description,

@@ -472,6 +472,17 @@ impl Accounts {
             user
         };
         tracing::info!(user = shown, client, "failed sign-in");
+        // No response of its own carries it (the refusal may be any of four), so it is
+        // written here, beside the request.
+        let event = crate::ops::audit::event(
+            shown,
+            client,
+            "sign-in-failed",
+            None,
+            serde_json::Value::Object(Default::default()),
+        );
+        let meta = self.meta.clone();
+        tokio::spawn(async move { crate::ops::audit::record_now(&*meta, &event).await });
     }
 
     /// The caller an access token speaks for, if it is active (and, when `user` is

@@ -23,6 +23,7 @@ use berth_meta::Viewer;
 use crate::accounts::{Accounts, Caller, SignInError};
 use crate::http::ApiError;
 use crate::http::origin::RequestOrigin;
+use crate::ops::pull_limits::Puller;
 
 /// What a handler may rely on about the caller.
 pub enum Access {
@@ -82,6 +83,17 @@ impl Access {
                 ..
             } if !caller.name().is_empty() => caller.name().to_owned(),
             _ => format!("anonymous@{}", origin.client),
+        }
+    }
+
+    /// Whom a pull counts against: the signed-in account, else the client's address.
+    pub fn puller<'a>(&'a self, origin: &'a RequestOrigin) -> Puller<'a> {
+        match self {
+            Access::Checked {
+                caller: Some(caller),
+                ..
+            } if !caller.name().is_empty() => Puller::Account(caller.name()),
+            _ => Puller::Anonymous(&origin.client),
         }
     }
 

@@ -7,6 +7,7 @@ use super::{
 };
 use crate::error::RegistryError;
 use crate::http::auth::Access;
+use crate::ops::audit;
 use crate::registry::Registry;
 use axum::body::Body;
 use axum::http::{StatusCode, header};
@@ -75,6 +76,7 @@ pub async fn put(
     actor: &str,
 ) -> ApiResult {
     let content_type = req.header(&header::CONTENT_TYPE).map(str::to_owned);
+    let client = req.origin.client.clone();
     let mut tags = Vec::new();
     for (key, value) in &req.query {
         if key == "tag" {
@@ -112,7 +114,7 @@ pub async fn put(
             actor,
         )
         .await?;
-    let (digest, subject) = (stored.digest, stored.subject);
+    let (digest, subject, moves) = (stored.digest, stored.subject, stored.moves);
     let mut headers = vec![
         (header::LOCATION, format!("/v2/{repo}/manifests/{digest}")),
         (CONTENT_DIGEST, digest.to_string()),
@@ -130,7 +132,30 @@ pub async fn put(
         headers.push((header::WARNING, format!("299 - \"{quoted}\"")));
     }
     headers.extend(tags.iter().map(|t| (OCI_TAG, t.to_string())));
-    Ok(response(StatusCode::CREATED, headers, Body::empty()))
+    let mut answer = response(StatusCode::CREATED, headers, Body::empty());
+    let target = Some(repo.as_str());
+    let detail = serde_json::json!({
+        "reference": reference.to_string(),
+        "digest": digest.to_string(),
+        "tags": tags.iter().map(Tag::to_string).collect::<Vec<_>>(),
+    });
+    audit::attach(
+        &mut answer,
+        audit::event(actor, &client, "push", target, detail),
+    );
+    for moved in moves {
+        let detail = serde_json::json!({
+            "tag": moved.tag,
+            "from": moved.from.map(|d| d.to_string()),
+            "to": moved.to.map(|d| d.to_string()),
+            "reason": moved.reason.as_str(),
+        });
+        audit::attach(
+            &mut answer,
+            audit::event(actor, &client, "tag-move", target, detail),
+        );
+    }
+    Ok(answer)
 }
 
 pub async fn delete(

@@ -54,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<crate::ops::Metrics>,
     /// `/metrics` on the main port (no `--metrics-addr`).
     pub metrics_on_main_port: bool,
+    /// Manifest pulls allowed per window.
+    pub pull_limits: crate::ops::pull_limits::PullLimits,
     /// Mirrored upstream registries (none unless configured).
     pub mirror: Arc<crate::mirror::Mirror>,
     pub accounts: Arc<Accounts>,
@@ -88,6 +90,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::audit::record,
         ))
         // Outermost: every answer counts, the guard's refusals too.
         .layer(axum::middleware::from_fn_with_state(
@@ -144,13 +150,36 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
         } else {
             auth::admit(&app.accounts, &endpoint, &parts, &origin).await?
         };
+        // Manifest requests count against the pull limits and say where the caller stands.
+        let standing = match &endpoint {
+            Endpoint::GetManifest { head, .. } => {
+                app.pull_limits
+                    .check(&access.puller(&origin), *head)
+                    .await?
+            }
+            _ => None,
+        };
         let req = Req {
             headers: parts.headers,
             query: query_pairs(parts.uri.query()),
             body,
             origin,
         };
-        handle(&app, endpoint, req, &access).await
+        let mut answer = handle(&app, endpoint, req, &access).await;
+        if let Some(standing) = standing {
+            for (name, value) in standing.headers() {
+                answer = match answer {
+                    Ok(mut response) => {
+                        if let Ok(value) = HeaderValue::try_from(value) {
+                            response.headers_mut().insert(name, value);
+                        }
+                        Ok(response)
+                    }
+                    Err(e) => Err(e.with_header(name, value)),
+                };
+            }
+        }
+        answer
     }
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
@@ -220,7 +249,17 @@ async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -
         }
         Endpoint::DeleteManifest { name, reference } => {
             let actor = access.actor(&req.origin);
-            manifests::delete(registry, &name, &reference, &actor).await
+            let mut response = manifests::delete(registry, &name, &reference, &actor).await?;
+            let detail = serde_json::json!({ "reference": reference.to_string() });
+            let event = ops::audit::event(
+                &actor,
+                &req.origin.client,
+                "delete",
+                Some(name.as_str()),
+                detail,
+            );
+            ops::audit::attach(&mut response, event);
+            Ok(response)
         }
         Endpoint::Referrers { name, digest } => {
             manifests::referrers(registry, &name, &digest, req).await
@@ -228,7 +267,20 @@ async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -
         Endpoint::GetBlob { name, digest, head } => {
             blobs::get(registry, &name, &digest, head, req).await
         }
-        Endpoint::DeleteBlob { name, digest } => blobs::delete(registry, &name, &digest).await,
+        Endpoint::DeleteBlob { name, digest } => {
+            let mut response = blobs::delete(registry, &name, &digest).await?;
+            let detail = serde_json::json!({ "digest": digest.to_string() });
+            let actor = access.actor(&req.origin);
+            let event = ops::audit::event(
+                &actor,
+                &req.origin.client,
+                "blob-delete",
+                Some(name.as_str()),
+                detail,
+            );
+            ops::audit::attach(&mut response, event);
+            Ok(response)
+        }
         Endpoint::StartUpload { name } => blobs::start_upload(app, &name, req, access).await,
         Endpoint::UploadStatus { name, id } => {
             blobs::upload_status(registry, &name, id.as_str()).await

@@ -160,6 +160,12 @@ async fn grant(
             Some((principal, Some(credential)))
         }
     };
+    // A user's credentials traded here (`docker login`, and each client session after
+    // it) are a sign-in; a refresh token is the same sign-in continued.
+    let signed_in_now = match (&request.grant, &signed_in) {
+        (TokenGrant::RefreshToken(_), _) | (_, None) => None,
+        (_, Some((principal, _))) => principal.user.clone(),
+    };
     let (principal, credential) = signed_in.unwrap_or_else(|| (Principal::anonymous(), None));
     let tokens = accounts
         .issue(
@@ -170,5 +176,11 @@ async fn grant(
         )
         .await
         .map_err(ApiError::internal)?;
-    Ok(issued(tokens))
+    let mut response = issued(tokens);
+    if let Some(user) = signed_in_now {
+        let detail = serde_json::json!({ "via": "/token", "offline": request.offline });
+        let event = crate::ops::audit::event(&user, &origin.client, "sign-in", None, detail);
+        crate::ops::audit::attach(&mut response, event);
+    }
+    Ok(response)
 }

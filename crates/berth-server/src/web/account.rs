@@ -20,6 +20,7 @@ use super::view::{Layout, ago, iso, now};
 use super::{Form, Visitor, WebError, html, redirect, respond};
 use crate::accounts::SignInError;
 use crate::http::AppState;
+use crate::ops::audit;
 
 #[derive(Template)]
 #[template(path = "signin.html")]
@@ -115,6 +116,15 @@ pub async fn sign_in(State(app): State<Arc<AppState>>, request: Request) -> Resp
             .await?;
         let mut response = redirect(&next);
         visitor.set_session(&mut response, Some(&started.secret));
+        let detail = serde_json::json!({ "via": "web" });
+        let event = audit::event(
+            caller.name(),
+            &visitor.origin.client,
+            "sign-in",
+            None,
+            detail,
+        );
+        audit::attach(&mut response, event);
         Ok::<_, WebError>(response)
     }
     .await;
@@ -302,6 +312,13 @@ pub async fn create_token(State(app): State<Arc<AppState>>, request: Request) ->
         };
         let mut response = account_page(&app, &mut visitor, Some(shown), "", "").await?;
         *response.status_mut() = StatusCode::CREATED;
+        let detail = serde_json::json!({
+            "id": created.token.id,
+            "name": created.token.name,
+            "scope": created.token.scope.as_str(),
+        });
+        let event = audit::event(&user, &visitor.origin.client, "token-create", None, detail);
+        audit::attach(&mut response, event);
         Ok(response)
     }
     .await;
@@ -324,7 +341,11 @@ pub async fn revoke_token(
             return Err(WebError::not_found());
         }
         app.accounts.revoke_token(&id).await?;
-        Ok(redirect("/account?revoked"))
+        let mut response = redirect("/account?revoked");
+        let detail = serde_json::json!({ "id": id });
+        let event = audit::event(&user, &visitor.origin.client, "token-revoke", None, detail);
+        audit::attach(&mut response, event);
+        Ok(response)
     }
     .await;
     respond(visitor, outcome)
@@ -363,7 +384,16 @@ pub async fn change_password(State(app): State<Arc<AppState>>, request: Request)
         if let Err(e) = app.accounts.set_password(&user, new).await {
             return account_page(&app, &mut visitor, None, "", &e.to_string()).await;
         }
-        Ok(redirect("/account?password"))
+        let mut response = redirect("/account?password");
+        let event = audit::event(
+            &user,
+            &visitor.origin.client,
+            "password-change",
+            None,
+            serde_json::json!({}),
+        );
+        audit::attach(&mut response, event);
+        Ok(response)
     }
     .await;
     respond(visitor, outcome)

@@ -249,6 +249,27 @@ impl Form {
         Ok((parts, Form(fields)))
     }
 
+    /// The audit event of a settings form saved on `target`: its fields but the CSRF
+    /// token (a description by its length).
+    pub fn settings_event(&self, visitor: &Visitor, target: &str) -> berth_meta::AuditEvent {
+        let mut fields = serde_json::Map::new();
+        for (key, value) in &self.0 {
+            let value = match key.as_str() {
+                k if k.contains("csrf") => continue,
+                "description" => serde_json::json!(format!("{} characters", value.chars().count())),
+                _ => serde_json::json!(value),
+            };
+            fields.insert(key.clone(), value);
+        }
+        crate::ops::audit::event(
+            visitor.user().unwrap_or_default(),
+            &visitor.origin.client,
+            "settings",
+            Some(target),
+            serde_json::Value::Object(fields),
+        )
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()

@@ -241,7 +241,9 @@ pub async fn save_settings(
             "policy" => save_policy(&app, &visitor, &name, &form).await?,
             other => return Err(WebError::invalid(format!("unknown action {other:?}"))),
         }
-        Ok::<_, WebError>(redirect(&format!("{here}?saved")))
+        let mut response = redirect(&format!("{here}?saved"));
+        crate::ops::audit::attach(&mut response, form.settings_event(&visitor, &name));
+        Ok::<_, WebError>(response)
     }
     .await;
     respond(visitor, outcome)

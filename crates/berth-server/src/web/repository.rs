@@ -460,7 +460,9 @@ pub async fn post(
             "policy" => save_policy(&app, &visitor, repo.as_str(), &form).await?,
             other => return Err(WebError::invalid(format!("unknown action {other:?}"))),
         }
-        Ok(redirect(&format!("{settings_href}?saved")))
+        let mut response = redirect(&format!("{settings_href}?saved"));
+        crate::ops::audit::attach(&mut response, form.settings_event(&visitor, repo.as_str()));
+        Ok(response)
     }
     .await;
     respond(visitor, outcome)

@@ -343,6 +343,120 @@ async fn readiness_follows_the_database_and_the_storage() {
     assert_eq!(get("/readyz").await.0, 200);
 }
 
+/// Pushes a small image (a config, a 300 kB layer) to `repo:tag` as the administrator;
+/// returns the config, the layer and the manifest.
+async fn push_image(berth: &BerthProcess, repo: &str, tag: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let auth = admin();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = vec![7u8; 300_000];
+    for blob in [&config, &layer] {
+        let r = anonymous()
+            .post(berth.url(&format!(
+                "/v2/{repo}/blobs/uploads/?digest={}",
+                sha256(blob)
+            )))
+            .header("authorization", &auth)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let manifest = image_manifest(&config, &[&layer]);
+    let r = anonymous()
+        .put(berth.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("authorization", &auth)
+        .header("content-type", crate::OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    (config, layer, manifest)
+}
+
+/// Pull rate limits in Docker Hub's model: manifest GETs count (HEADs do not), per
+/// anonymous address and per account apart; every manifest answer carries
+/// `RateLimit-Limit` and `RateLimit-Remaining`; past the limit, `429 TOOMANYREQUESTS`
+/// with `Retry-After`, which the Docker engine's client shows as "toomanyrequests".
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_limits_count_manifest_gets_per_address_and_account() {
+    let berth = BerthProcess::start_with(
+        &[
+            "--pull-limit-anonymous",
+            "3/1h",
+            "--pull-limit-account",
+            "5/1h",
+        ],
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await;
+    push_image(&berth, "limits/app", "1").await;
+    let ask = |method: Method, auth: Option<String>| {
+        let url = berth.url("/v2/limits/app/manifests/1");
+        async move {
+            let mut request = anonymous()
+                .request(method, url)
+                .header("accept", crate::OCI_MANIFEST);
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let r = request.send().await.unwrap();
+            let header = |name: &str| {
+                r.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            (
+                r.status().as_u16(),
+                header("ratelimit-limit"),
+                header("ratelimit-remaining"),
+                header("retry-after"),
+            )
+        }
+    };
+    let look = ask(Method::HEAD, None).await;
+    assert_eq!(look.0, 200);
+    assert_eq!(
+        (look.1.as_str(), look.2.as_str()),
+        ("3;w=3600", "3;w=3600"),
+        "a HEAD is free"
+    );
+    for remaining in [2, 1, 0] {
+        let got = ask(Method::GET, None).await;
+        assert_eq!((got.0, got.2), (200, format!("{remaining};w=3600")));
+    }
+    let refused = ask(Method::GET, None).await;
+    assert_eq!((refused.0, refused.2.as_str()), (429, "0;w=3600"));
+    let retry: u64 = refused.3.parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    let r = anonymous()
+        .get(berth.url("/v2/limits/app/manifests/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::error_code(r).await, "TOOMANYREQUESTS");
+    assert_eq!(ask(Method::HEAD, None).await.0, 200, "HEAD still answers");
+    // The account counts apart from its address.
+    let signed_in = ask(Method::GET, Some(admin())).await;
+    assert_eq!(
+        (signed_in.0, signed_in.1.as_str(), signed_in.2.as_str()),
+        (200, "5;w=3600", "4;w=3600")
+    );
+
+    // The Docker engine pulls anonymously from the same address: refused, and says so.
+    let name = format!("localhost:{}/limits/app:1", berth.port);
+    let said = blocking(move || {
+        let out = DockerDaemon::shared().docker(&["image", "pull", &name]);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })
+    .await;
+    assert!(said.contains("toomanyrequests"), "{said}");
+    assert!(said.contains("pull rate limit reached"), "{said}");
+}
+
 /// The value of the one sample `name` whose labels include all of `labels`.
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found = samples(scrape, name, labels);
@@ -391,31 +505,7 @@ async fn metrics_count_known_traffic() {
     )
     .await;
     let auth = admin();
-    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let layer = vec![7u8; 300_000];
-    for blob in [&config, &layer] {
-        let r = anonymous()
-            .post(berth.url(&format!(
-                "/v2/ops/app/blobs/uploads/?digest={}",
-                sha256(blob)
-            )))
-            .header("authorization", &auth)
-            .body(blob.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
-    let manifest = image_manifest(&config, &[&layer]);
-    let r = anonymous()
-        .put(berth.url("/v2/ops/app/manifests/1"))
-        .header("authorization", &auth)
-        .header("content-type", crate::OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let (config, layer, manifest) = push_image(&berth, "ops/app", "1").await;
     for _ in 0..3 {
         let r = call(
             &berth,
@@ -560,4 +650,203 @@ async fn the_systemd_unit_and_sample_settings_are_valid() {
         BerthProcess::start_with(&["--open", "--config", settings.to_str().unwrap()], &[]).await;
     let r = anonymous().get(berth.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The audit log shows a scripted session: a failed sign-in, a user created, a token
+/// made, a sign-in at `/token`, a push (and its tag), a visibility change, a delete and
+/// the token revoked, each with who and from where; never a secret. Through
+/// `/api/v1/audit` (administrators only) and `berth audit ls`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_shows_a_scripted_session() {
+    let berth = BerthProcess::start_with(&[], &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]).await;
+    let wrong = basic("alice", "not-her-password");
+    assert_eq!(
+        call(&berth, Method::GET, "/v2/", Some(&wrong), None)
+            .await
+            .status(),
+        401
+    );
+    crate::accounts::add_user(&berth, "alice").await;
+    let (token_id, secret) = crate::accounts::add_token(&berth, "alice", "read-write-delete").await;
+    let alice = basic("alice", &secret);
+    let r = anonymous()
+        .get(berth.url("/token?service=berth&scope=repository:alice/app:pull,push"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The push, as alice with her token.
+    let config = br#"{"architecture":"arm64","os":"linux"}"#.to_vec();
+    for blob in [&config] {
+        let r = anonymous()
+            .post(berth.url(&format!(
+                "/v2/alice/app/blobs/uploads/?digest={}",
+                sha256(blob)
+            )))
+            .header("authorization", &alice)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let manifest = image_manifest(&config, &[]);
+    let r = anonymous()
+        .put(berth.url("/v2/alice/app/manifests/1"))
+        .header("authorization", &alice)
+        .header("content-type", crate::OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = call(
+        &berth,
+        Method::PUT,
+        "/api/v1/repositories/alice/app/visibility",
+        Some(&basic("alice", crate::accounts::PASSWORD)),
+        Some(serde_json::json!({ "visibility": "private" })),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = call(
+        &berth,
+        Method::DELETE,
+        "/v2/alice/app/manifests/1",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let r = call(
+        &berth,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{token_id}"),
+        Some(&basic("alice", crate::accounts::PASSWORD)),
+        None,
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+
+    // The failed sign-in is written beside its request: give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = call(
+        &berth,
+        Method::GET,
+        "/api/v1/audit?limit=100",
+        Some(&admin()),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let text = body.to_string();
+    assert!(!text.contains(&secret), "no secret in the log");
+    assert!(
+        !text.contains(crate::accounts::PASSWORD),
+        "no password in the log"
+    );
+    let events = body["events"].as_array().unwrap();
+    let mut seen: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    seen.reverse();
+    let expected = [
+        ("sign-in-failed", "alice", "-"),
+        ("users:create", "admin", "-"),
+        ("tokens:create", "alice", "-"),
+        ("sign-in", "alice", "-"),
+        ("push", "alice", "alice/app"),
+        ("tag-move", "alice", "alice/app"),
+        ("repositories:set", "alice", "alice/app"),
+        ("delete", "alice", "alice/app"),
+        ("tokens:remove", "alice", "-"),
+    ];
+    let seen_ref: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(seen_ref, expected, "{body:#}");
+    for event in events {
+        assert_eq!(event["client"], "127.0.0.1", "{event}");
+        assert!(event["at"].as_i64().unwrap() > 1_700_000_000);
+    }
+    let push = events.iter().find(|e| e["action"] == "push").unwrap();
+    assert_eq!(push["detail"]["digest"], sha256(&manifest));
+    assert_eq!(push["detail"]["reference"], "1");
+    let moved = events.iter().find(|e| e["action"] == "tag-move").unwrap();
+    assert_eq!(moved["detail"]["tag"], "1");
+    assert_eq!(moved["detail"]["to"], sha256(&manifest));
+    let visibility = events
+        .iter()
+        .find(|e| e["action"] == "repositories:set")
+        .unwrap();
+    assert_eq!(visibility["detail"]["body"]["visibility"], "private");
+
+    // Filters, and administrators only.
+    let r = call(
+        &berth,
+        Method::GET,
+        "/api/v1/audit?user=admin",
+        Some(&admin()),
+        None,
+    )
+    .await;
+    let only: Value = r.json().await.unwrap();
+    assert_eq!(only["events"].as_array().unwrap().len(), 1, "{only}");
+    let r = call(
+        &berth,
+        Method::GET,
+        "/api/v1/audit",
+        Some(&basic("alice", crate::accounts::PASSWORD)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+
+    // The command, on the same database as the running server.
+    let data_dir = berth.data_dir.clone();
+    let out = blocking(move || {
+        std::process::Command::new(berth_binary())
+            .args([
+                "audit",
+                "ls",
+                "--repo",
+                "alice",
+                "--since",
+                "1h",
+                "--json",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["delete", "repositories:set", "tag-move", "push"],
+        "{lines:?}"
+    );
 }

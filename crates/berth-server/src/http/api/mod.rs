@@ -2,7 +2,7 @@
 //! The same operations as the `berth user|org|token|repo` commands, one module per
 //! resource: [`sessions`], [`users`], [`orgs`], [`tokens`], [`repositories`],
 //! [`namespaces`], [`policies`], [`tags`] (tag history and the dry run of a push),
-//! [`golden`] (golden images and push warnings), [`search`], [`mirrors`].
+//! [`golden`] (golden images and push warnings), [`search`], [`mirrors`], [`audit`].
 //!
 //! Callers sign in with a session cookie (`POST /api/v1/session`), Basic credentials
 //! (a password or an access token) or `Authorization: Bearer <access token>`; bearer
@@ -34,6 +34,7 @@ use crate::http::limits::{MAX_JSON_BODY, declared_length};
 use crate::http::origin::RequestOrigin;
 use crate::http::{AppState, json_response};
 
+mod audit;
 mod error;
 mod golden;
 mod mirrors;
@@ -253,10 +254,82 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
             body: &body.bytes,
             caller,
         };
-        route(&ctx).await
+        let mut response = route(&ctx).await?;
+        if let Some(event) = change_event(&ctx, response.status()) {
+            crate::ops::audit::attach(&mut response, event);
+        }
+        Ok::<_, ApiFailure>(response)
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The audit event of a request that changed something: every successful `/api/v1`
+/// request but reads and dry runs, named `RESOURCE:create|set|remove` (sign-in and
+/// sign-out by their names), with the request's body (its secrets taken out).
+fn change_event(ctx: &Ctx<'_>, status: StatusCode) -> Option<berth_meta::AuditEvent> {
+    let method = &ctx.parts.method;
+    if !status.is_success() || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let path = ctx.parts.uri.path();
+    let segments: Vec<&str> = path
+        .strip_prefix("/api/v1/")
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    let resource = *segments.first()?;
+    if matches!(resource, "tag-plan" | "search" | "audit") {
+        return None;
+    }
+    let body = crate::ops::audit::without_secrets(ctx.body);
+    let signed_in = || {
+        body.get("username")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (action, actor) = match (resource, method.as_str()) {
+        ("session", "POST") => ("sign-in".to_owned(), signed_in()),
+        ("session", "DELETE") => ("sign-out".to_owned(), String::new()),
+        (resource, method) => {
+            let verb = match method {
+                "POST" => "create",
+                "DELETE" => "remove",
+                _ => "set",
+            };
+            (format!("{resource}:{verb}"), String::new())
+        }
+    };
+    let actor = if actor.is_empty() {
+        ctx.caller
+            .as_ref()
+            .map(|c| c.name().to_owned())
+            .unwrap_or_default()
+    } else {
+        actor
+    };
+    let target = match (resource, &segments[1..]) {
+        ("repositories" | "policies" | "golden" | "push-warnings", [.., _setting])
+            if segments.len() > 3 =>
+        {
+            Some(segments[1..segments.len() - 1].join("/"))
+        }
+        ("repositories" | "policies" | "golden" | "push-warnings", rest) if !rest.is_empty() => {
+            Some(rest.join("/"))
+        }
+        ("namespaces" | "orgs", [name, ..]) => Some((*name).to_owned()),
+        _ => None,
+    };
+    let detail = json!({ "method": method.as_str(), "path": path, "body": body });
+    Some(crate::ops::audit::event(
+        &actor,
+        &ctx.origin.client,
+        &action,
+        target.as_deref(),
+        detail,
+    ))
 }
 
 async fn route(ctx: &Ctx<'_>) -> ApiResult {
@@ -278,6 +351,7 @@ async fn route(ctx: &Ctx<'_>) -> ApiResult {
         ["tokens", rest @ ..] => tokens::handle(ctx, method, rest).await,
         ["repositories", rest @ ..] => repositories::handle(ctx, method, rest).await,
         ["search"] => search::handle(ctx, method).await,
+        ["audit"] => audit::list(ctx, method).await,
         ["mirrors"] => mirrors::handle(ctx, method, ctx.mirror).await,
         ["mirrors", "pins"] => mirrors::pins(ctx, method).await,
         ["namespaces", rest @ ..] => namespaces::handle(ctx, method, rest).await,

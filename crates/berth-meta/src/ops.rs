@@ -1,0 +1,135 @@
+//! What running berth in production records beyond content: request windows for the
+//! pull rate limits, counted in the store so that every node shares them, and the audit
+//! log (who did what, from where, when).
+
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// A fixed window of requests counted for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestWindow {
+    /// Requests counted in the window, the one just counted included.
+    pub count: u32,
+    /// When the window ends (unix seconds, the callers' clock).
+    pub ends_at: i64,
+}
+
+/// One thing someone did, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// A user name, `anonymous`, or `cli` (a command on the server).
+    pub actor: String,
+    /// The client's address (`local` for a command on the server).
+    pub client: String,
+    /// What was done: `push`, `delete`, `tag-move`, `sign-in`, `token-create`, …
+    pub action: String,
+    /// The repository (or namespace) it was done to, if any.
+    pub target: Option<String>,
+    /// The particulars, a JSON object (never a secret).
+    pub detail: String,
+}
+
+/// An audit event as stored, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Increasing in the order events were recorded.
+    pub id: i64,
+    pub event: AuditEvent,
+}
+
+/// Which audit events to list: newest first, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only events at or after this (unix seconds).
+    pub since: Option<i64>,
+    /// Only this actor's.
+    pub actor: Option<String>,
+    /// Only those about this repository, or about this namespace and its repositories.
+    pub target: Option<String>,
+    /// Only events older than this entry (paging).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait OpsStore: Send + Sync + 'static {
+    /// Appends an event to the audit log.
+    async fn record_audit(&self, event: &AuditEvent) -> Result<()>;
+    /// Audit events matching `query`, newest first.
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
+    /// Removes audit events older than `before` (unix seconds); returns how many.
+    async fn prune_audit(&self, before: i64) -> Result<u64>;
+
+    /// Counts one request for `key` (opaque, at most a few hundred bytes) and returns
+    /// its window: the current one, or a new one of `window` seconds from `now` if the
+    /// last has ended or there was none. Atomic: requests counted at once, from any
+    /// number of store instances, each get a count of their own.
+    async fn count_request(&self, key: &str, window: i64, now: i64) -> Result<RequestWindow>;
+    /// `key`'s window if it has not ended at `now`; counts nothing.
+    async fn request_window(&self, key: &str, now: i64) -> Result<Option<RequestWindow>>;
+    /// Forgets the windows that ended by `now`; returns how many.
+    async fn sweep_request_windows(&self, now: i64) -> Result<u64>;
+}
+
+/// Counts a request (`$1` key, `$2` now, `$3` window length): one statement, so
+/// concurrent counts serialize on the key's row. One text for both backends (in `SET`,
+/// columns are the row's values before the update).
+pub(crate) const COUNT_REQUEST_SQL: &str = "INSERT INTO request_windows (key, ends_at, count)
+    VALUES ($1, $2 + $3, 1)
+    ON CONFLICT (key) DO UPDATE SET
+        count = CASE WHEN request_windows.ends_at <= $2 THEN 1
+                     ELSE request_windows.count + 1 END,
+        ends_at = CASE WHEN request_windows.ends_at <= $2 THEN $2 + $3
+                       ELSE request_windows.ends_at END
+    RETURNING count, ends_at";
+
+pub(crate) const REQUEST_WINDOW_SQL: &str =
+    "SELECT count, ends_at FROM request_windows WHERE key = $1 AND ends_at > $2";
+
+pub(crate) const SWEEP_REQUEST_WINDOWS_SQL: &str =
+    "DELETE FROM request_windows WHERE ends_at <= $1";
+
+/// A row of [`COUNT_REQUEST_SQL`] or [`REQUEST_WINDOW_SQL`].
+pub(crate) fn request_window(row: (i64, i64)) -> RequestWindow {
+    RequestWindow {
+        count: u32::try_from(row.0).unwrap_or(u32::MAX),
+        ends_at: row.1,
+    }
+}
+
+pub(crate) const RECORD_AUDIT_SQL: &str = "INSERT INTO audit_events
+    (at, actor, client, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// `$1` since, `$2` actor, `$3` target, `$4` before id, `$5` limit; a NULL filter
+/// matches everything. A target matches itself and, as a namespace, what is under it.
+pub(crate) const AUDIT_EVENTS_SQL: &str = "SELECT id, at, actor, client, action, target, detail
+    FROM audit_events
+    WHERE ($1 IS NULL OR at >= $1)
+      AND ($2 IS NULL OR actor = $2)
+      AND ($3 IS NULL OR target = $3 OR substr(target, 1, length($3) + 1) = $3 || '/')
+      AND ($4 IS NULL OR id < $4)
+    ORDER BY id DESC
+    LIMIT $5";
+
+pub(crate) const PRUNE_AUDIT_SQL: &str = "DELETE FROM audit_events WHERE at < $1";
+
+/// A row of [`AUDIT_EVENTS_SQL`].
+pub(crate) type AuditRow = (i64, i64, String, String, String, Option<String>, String);
+
+pub(crate) fn audit_entry(row: AuditRow) -> AuditEntry {
+    let (id, at, actor, client, action, target, detail) = row;
+    AuditEntry {
+        id,
+        event: AuditEvent {
+            at,
+            actor,
+            client,
+            action,
+            target,
+            detail,
+        },
+    }
+}

@@ -1,0 +1,103 @@
+//! The audit log: sign-ins (and failed ones), token creation and revocation, pushes,
+//! deletes, tag moves, settings and membership changes, each with who, from where and
+//! when, kept in the metadata store for `--audit-retention`.
+//!
+//! Handlers say what they did by attaching [`Audited`] events to their response; the
+//! [`record`] layer writes them once the response is ready, so a handler never fails
+//! for its audit record and recording lives in one place. What happens without a
+//! response of its own (a failed sign-in, deep in the accounts service) is written with
+//! [`record_now`].
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use berth_meta::{AuditEvent, MetaStore};
+use serde_json::Value;
+
+use crate::http::AppState;
+
+/// Events a handler attaches to its response for [`record`] to write.
+#[derive(Clone, Default)]
+pub struct Audited(pub Vec<AuditEvent>);
+
+/// An event happening now.
+pub fn event(
+    actor: &str,
+    client: &str,
+    action: &str,
+    target: Option<&str>,
+    detail: Value,
+) -> AuditEvent {
+    AuditEvent {
+        at: crate::accounts::now(),
+        actor: if actor.is_empty() { "anonymous" } else { actor }.to_owned(),
+        client: client.to_owned(),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        detail: detail.to_string(),
+    }
+}
+
+/// Attaches `event` to `response`.
+pub fn attach(response: &mut Response, event: AuditEvent) {
+    match response.extensions_mut().get_mut::<Audited>() {
+        Some(Audited(events)) => events.push(event),
+        None => {
+            response.extensions_mut().insert(Audited(vec![event]));
+        }
+    }
+}
+
+/// Writes the events a response carries (a layer around every route).
+pub async fn record(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(Audited(events)) = response.extensions_mut().remove::<Audited>() {
+        for event in &events {
+            record_now(&*app.registry.meta, event).await;
+        }
+    }
+    response
+}
+
+/// Writes one event; a store that fails is logged (with the event), never passed on.
+pub async fn record_now(meta: &dyn MetaStore, event: &AuditEvent) {
+    if let Err(e) = meta.record_audit(event).await {
+        tracing::warn!(
+            error = %e,
+            actor = %event.actor,
+            action = %event.action,
+            target = ?event.target,
+            "recording an audit event failed"
+        );
+    }
+}
+
+/// A JSON request body with every secret taken out, for the detail of a change.
+pub fn without_secrets(body: &[u8]) -> Value {
+    let mut value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        fields.retain(|key, _| {
+            let key = key.to_ascii_lowercase();
+            !(key.contains("password") || key.contains("secret") || key.contains("token"))
+        });
+    }
+    value
+}
+
+/// Unix seconds, an RFC 3339 time, or an age before `now` (`90m`, `24h`, `7d`).
+pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(text)
+        .map(|age| now - age.as_secs() as i64)
+        .map_err(|_| format!("since={text:?}: unix seconds, an RFC 3339 time or an age like 24h"))
+}
