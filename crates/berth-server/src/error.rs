@@ -39,6 +39,18 @@ pub enum RegistryError {
     /// golden image).
     #[error("{0}")]
     NotGolden(String),
+    /// The namespace's storage quota would be exceeded.
+    #[error(
+        "namespace {namespace} is over its storage quota: this push would bring it to {} of {} \
+         (remove images, or ask an administrator for more)",
+        crate::policy::human_size(*.would_use),
+        crate::policy::human_size(*.quota)
+    )]
+    QuotaExceeded {
+        namespace: String,
+        quota: u64,
+        would_use: u64,
+    },
     /// A mirror's upstream could not serve what was not cached (the message names it).
     #[error(transparent)]
     Upstream(#[from] crate::mirror::UpstreamError),

@@ -276,7 +276,12 @@ impl Registry {
             tracing::warn!(%digest, "mount source is recorded but its bytes are missing");
             return Ok(None);
         }
-        Ok(self.meta.mount_blob(repo, digest, from).await?)
+        let quota = self.quota_to_hold(repo, digest).await?;
+        let mounted = self.meta.mount_blob(repo, digest, from).await?;
+        if mounted.is_some() {
+            self.hold_to_quota(repo, digest, quota).await?;
+        }
+        Ok(mounted)
     }
 
     /// Reserves `digest` in `repo` before its bytes are published, so that a garbage
@@ -294,6 +299,64 @@ impl Registry {
         ))))
     }
 
+    // ---------------------------------------------------------------- quotas
+
+    /// Refuses to add `adding` bytes to `repo`'s namespace when that would pass its
+    /// storage quota (if it has one). Counted as `namespace_usage` counts: each blob of
+    /// the namespace once, plus its manifests.
+    async fn check_quota(&self, repo: &RepoName, adding: u64) -> Result<()> {
+        match crate::policy::quota_of(&*self.meta, repo.namespace()).await? {
+            Some(quota) => self.within_quota(repo, quota, adding).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses when `adding` bytes would take `repo`'s namespace past `quota`.
+    async fn within_quota(&self, repo: &RepoName, quota: u64, adding: u64) -> Result<()> {
+        let namespace = repo.namespace();
+        let used = self.meta.namespace_usage(namespace).await?;
+        let would_use = used.saturating_add(adding);
+        if would_use > quota {
+            return Err(RegistryError::QuotaExceeded {
+                namespace: namespace.to_owned(),
+                quota,
+                would_use,
+            });
+        }
+        Ok(())
+    }
+
+    /// Before `digest` is linked into `repo`: the quota to hold it to afterwards, if the
+    /// namespace has one and the link will be new.
+    async fn quota_to_hold(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let Some(quota) = crate::policy::quota_of(&*self.meta, repo.namespace()).await? else {
+            return Ok(None);
+        };
+        let linked = self.meta.repository_blob(repo, digest).await?.is_some();
+        Ok((!linked).then_some(quota))
+    }
+
+    /// After `digest` was newly linked into `repo`: if that took the namespace past
+    /// `quota`, takes the link back and refuses. Checking after the link counts a blob
+    /// the namespace already holds elsewhere once, as usage does. (Pushes at the same
+    /// moment may each pass before the others count: a quota can be passed by what
+    /// they upload together.)
+    async fn hold_to_quota(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        quota: Option<u64>,
+    ) -> Result<()> {
+        let Some(quota) = quota else {
+            return Ok(());
+        };
+        if let Err(refusal) = self.within_quota(repo, quota, 0).await {
+            self.meta.unlink_blob(repo, digest).await?;
+            return Err(refusal);
+        }
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- uploads
 
     /// Opens an upload session whose bytes will be hashed with `algorithm`, for
@@ -305,6 +368,8 @@ impl Registry {
         client: String,
         max_per_client: u32,
     ) -> Result<UploadSession> {
+        // A namespace at its quota is told at once, before any byte is sent.
+        self.check_quota(repo, 1).await?;
         let id = new_upload_id();
         let store_state = self.blobs.create_upload(&id).await?;
         let session = UploadSession {
@@ -549,6 +614,7 @@ impl Registry {
                 "uploaded content has digest {computed}, not {digest}"
             )));
         }
+        let quota = self.quota_to_hold(repo, digest).await?;
         self.pin_blob(repo, digest, len).await?;
         if let Err(e) = self
             .blobs
@@ -565,6 +631,7 @@ impl Registry {
         }
         self.meta.complete_upload(id, repo, digest, len).await?;
         self.forget_slot(id);
+        self.hold_to_quota(repo, digest, quota).await?;
         Ok(len)
     }
 
@@ -576,6 +643,10 @@ impl Registry {
         digest: &Digest,
         mut body: ByteStream,
     ) -> Result<u64> {
+        let quota = self.quota_to_hold(repo, digest).await?;
+        if let Some(quota) = quota {
+            self.within_quota(repo, quota, 1).await?;
+        }
         let id = new_upload_id();
         let mut store_state = self.blobs.create_upload(&id).await?;
         let result = async {
@@ -607,6 +678,7 @@ impl Registry {
         match result {
             Ok(size) => {
                 self.meta.link_blob(repo, digest, size).await?;
+                self.hold_to_quota(repo, digest, quota).await?;
                 Ok(size)
             }
             Err(e) => {
@@ -689,6 +761,12 @@ impl Registry {
                 Algorithm::Sha256.digest_of(&body)
             }
         };
+        // Under a quota, a new manifest counts (one stored again takes no more room).
+        if let Some(quota) = policy::quota_of(&*self.meta, repo.namespace()).await?
+            && self.meta.manifest_by_digest(repo, &digest).await?.is_none()
+        {
+            self.within_quota(repo, quota, body.len() as u64).await?;
+        }
         let policy = policy::for_repository(&*self.meta, repo).await?;
         // require-golden-base: checked before anything is stored.
         let mut warning = None;

@@ -181,6 +181,14 @@ pub enum NamespaceCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Set a namespace's storage quota (such as 20GiB; `none` removes it), or with no
+    /// size show it and what the namespace uses. A push that would pass it is refused.
+    Quota {
+        name: String,
+        size: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 pub(crate) async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
@@ -460,6 +468,33 @@ pub fn human_bytes(n: u64) -> String {
 
 pub async fn namespace(command: NamespaceCommand) -> anyhow::Result<()> {
     let (name, visibility, store) = match command {
+        NamespaceCommand::Quota { name, size, store } => {
+            berth_server::policy::check_scope(&name)?;
+            let accounts = open(&store).await?;
+            let meta = accounts.meta();
+            if let Some(size) = size {
+                let bytes = match size.as_str() {
+                    "none" => None,
+                    text => {
+                        Some(berth_server::policy::parse_size(text).map_err(anyhow::Error::msg)?)
+                    }
+                };
+                berth_server::policy::set_quota(meta, &name, bytes, "cli").await?;
+            }
+            let quota = berth_server::policy::quota_of(meta, &name).await?;
+            let used = meta.namespace_usage(&name).await?;
+            let human = berth_server::policy::human_size;
+            match quota {
+                Some(quota) => println!(
+                    "{name}: quota {}, using {} ({:.0}%)",
+                    human(quota),
+                    human(used),
+                    used as f64 * 100.0 / quota.max(1) as f64
+                ),
+                None => println!("{name}: no quota, using {}", human(used)),
+            }
+            return Ok(());
+        }
         NamespaceCommand::Visibility {
             name,
             visibility,

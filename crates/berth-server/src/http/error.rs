@@ -112,9 +112,9 @@ impl From<RegistryError> for ApiError {
                     .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                     .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
             }
-            RegistryError::TagImmutable { .. } | RegistryError::NotGolden(_) => {
-                ApiError::new(ErrorCode::Denied, message)
-            }
+            RegistryError::TagImmutable { .. }
+            | RegistryError::NotGolden(_)
+            | RegistryError::QuotaExceeded { .. } => ApiError::new(ErrorCode::Denied, message),
             RegistryError::Internal(cause) => ApiError::internal(cause),
         }
     }

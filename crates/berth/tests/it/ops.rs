@@ -850,3 +850,128 @@ async fn the_audit_log_shows_a_scripted_session() {
         "{lines:?}"
     );
 }
+
+/// A storage quota on a namespace: `berth namespace quota` sets it beside the running
+/// server; the Docker engine's push that would pass it fails with `denied` and the
+/// numbers, and leaves nothing counted; raised over `/api/v1`, the same push goes
+/// through, and the usage shows there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_over_the_namespace_quota_is_refused_with_its_numbers() {
+    let berth = BerthProcess::start_with(&[], &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]).await;
+    let data_dir = berth.data_dir.clone();
+    let quota = |size: &'static str| {
+        let data_dir = data_dir.clone();
+        blocking(move || {
+            let out = std::process::Command::new(berth_binary())
+                .args(["namespace", "quota", "quota", size, "--data-dir"])
+                .arg(&data_dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let said = quota("1MiB").await;
+    assert!(said.contains("quota: quota 1.0 MiB, using 0 B"), "{said}");
+
+    let tmp = scratch();
+    let registry = format!("localhost:{}", berth.port);
+    let name = format!("{registry}/quota/app:1");
+    let tar = tmp.path().join("app.tar");
+    let (name_, registry_, tar_, layout) = (
+        name.clone(),
+        registry.clone(),
+        tar.clone(),
+        tmp.path().join("app"),
+    );
+    let refused = blocking(move || {
+        mkimage(
+            &layout,
+            &[
+                "--layers",
+                "600K,700K",
+                "--tag",
+                "1",
+                "--seed",
+                "quota",
+                "--docker-archive",
+                tar_.to_str().unwrap(),
+                "--docker-name",
+                &name_,
+            ],
+        );
+        let docker = DockerDaemon::shared();
+        docker.docker_ok(&["load", "-i", tar_.to_str().unwrap()]);
+        let login = docker.docker_input(
+            &["login", &registry_, "-u", "admin", "--password-stdin"],
+            ADMIN_PASSWORD,
+        );
+        assert!(
+            login.status.success(),
+            "{}",
+            String::from_utf8_lossy(&login.stderr)
+        );
+        let out = docker.docker(&["image", "push", &name_]);
+        assert!(!out.status.success(), "pushed past the quota");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    })
+    .await;
+    assert!(refused.contains("denied"), "{refused}");
+    assert!(
+        refused.contains("namespace quota is over its storage quota"),
+        "{refused}"
+    );
+    assert!(refused.contains("of 1.0 MiB"), "{refused}");
+
+    let storage = |_: ()| async {
+        let r = call(
+            &berth,
+            Method::GET,
+            "/api/v1/namespaces/quota/storage",
+            Some(&admin()),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let held = storage(()).await;
+    assert_eq!(held["quota"], 1024 * 1024, "{held}");
+    assert!(
+        held["bytes"].as_u64().unwrap() <= 1024 * 1024,
+        "the refusal left nothing counted: {held}"
+    );
+
+    // Raised (administrators only), the same push goes through.
+    let alice_may_not = call(
+        &berth,
+        Method::PUT,
+        "/api/v1/namespaces/quota/quota",
+        Some(&basic("nobody", "x")),
+        Some(serde_json::json!({ "quota": "10MiB" })),
+    )
+    .await;
+    assert_eq!(alice_may_not.status(), 401);
+    let r = call(
+        &berth,
+        Method::PUT,
+        "/api/v1/namespaces/quota/quota",
+        Some(&admin()),
+        Some(serde_json::json!({ "quota": "10MiB" })),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let pushed =
+        blocking(move || DockerDaemon::shared().docker_ok(&["image", "push", &name])).await;
+    assert!(pushed.contains("1: digest: sha256:"), "{pushed}");
+    let held = storage(()).await;
+    let bytes = held["bytes"].as_u64().unwrap();
+    assert!(bytes > 1024 * 1024 && bytes < 10 * 1024 * 1024, "{held}");
+    assert_eq!(held["quota"], 10 * 1024 * 1024);
+    let said = quota("none").await;
+    assert!(said.contains("quota: no quota, using"), "{said}");
+}

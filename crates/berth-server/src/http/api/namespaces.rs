@@ -1,7 +1,8 @@
 //! Namespaces: `GET /api/v1/namespaces/NS` (its mark: official, verified or none), `PUT
 //! /api/v1/namespaces/NS/mark` (administrators), `PUT
-//! /api/v1/namespaces/NS/default-visibility`, and `GET /api/v1/namespaces/NS/storage`
-//! (what its repositories hold; for who manages it).
+//! /api/v1/namespaces/NS/default-visibility`, `GET /api/v1/namespaces/NS/storage`
+//! (what its repositories hold and its quota; for who manages it), and `PUT
+//! /api/v1/namespaces/NS/quota` `{"quota": "20GiB"}` (or `null`; administrators).
 
 use axum::http::Method;
 use serde::Deserialize;
@@ -17,6 +18,11 @@ struct Visibility {
 #[derive(Deserialize)]
 struct Mark {
     mark: String,
+}
+
+#[derive(Deserialize)]
+struct Quota {
+    quota: Option<String>,
 }
 
 pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult {
@@ -49,6 +55,25 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
             axum::http::StatusCode::OK,
             serde_json::json!({ "namespace": namespace, "mark": mark.as_str() }),
         );
+    }
+    if let [namespace, "quota"] = rest {
+        if *method != Method::PUT {
+            return Err(ApiFailure::method_not_allowed());
+        }
+        let caller = ctx.caller()?;
+        super::require_admin(caller)?;
+        require_manage_scope(caller)?;
+        crate::policy::check_scope(namespace).map_err(|e| ApiFailure::invalid(e.to_string()))?;
+        let wanted: Quota = ctx.json()?;
+        let bytes = wanted
+            .quota
+            .as_deref()
+            .filter(|q| !matches!(*q, "none" | ""))
+            .map(crate::policy::parse_size)
+            .transpose()
+            .map_err(ApiFailure::invalid)?;
+        crate::policy::set_quota(ctx.accounts.meta(), namespace, bytes, caller.name()).await?;
+        return storage(ctx, namespace).await;
     }
     if let [namespace, "storage"] = rest {
         if *method != Method::GET {
@@ -107,6 +132,7 @@ async fn storage(ctx: &Ctx<'_>, namespace: &str) -> ApiResult {
     }
     let meta = ctx.accounts.meta();
     let bytes = meta.namespace_usage(namespace).await?;
+    let quota = crate::policy::quota_of(meta, namespace).await?;
     let last = ctx.param("last");
     let mut repositories = meta
         .repository_usage(Some(namespace), last.as_deref(), MAX_REPOSITORIES + 1)
@@ -126,6 +152,7 @@ async fn storage(ctx: &Ctx<'_>, namespace: &str) -> ApiResult {
         serde_json::json!({
             "namespace": namespace,
             "bytes": bytes,
+            "quota": quota,
             "repositories": listed,
             "more": more,
         }),
