@@ -26,7 +26,10 @@ pub use accounts::{
 };
 pub use catalog::{CatalogStore, RecentScope, RepositoryCard, SearchQuery, SearchResults, TagRow};
 pub use mirror::{MirrorPin, MirrorStore};
-pub use ops::{AuditEntry, AuditEvent, AuditQuery, OpsStore, RequestWindow};
+pub use ops::{
+    AttemptOutcome, AuditEntry, AuditEvent, AuditQuery, Delivery, OpsStore, RequestWindow, Webhook,
+    WebhookStore,
+};
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;
 
@@ -215,7 +218,7 @@ pub struct PushWarning {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore + CatalogStore + MirrorStore + OpsStore {
+pub trait MetaStore: AccountStore + CatalogStore + MirrorStore + OpsStore + WebhookStore {
     // ---- blobs ----
     /// Size of `digest` if `repository` may serve it (pushed, mounted or linked there).
     async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;

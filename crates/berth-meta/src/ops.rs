@@ -133,3 +133,176 @@ pub(crate) fn audit_entry(row: AuditRow) -> AuditEntry {
         },
     }
 }
+
+/// A webhook: where to tell about events on a namespace or repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: String,
+    /// A namespace (`gallery`: every repository under it) or a repository.
+    pub scope: String,
+    pub url: String,
+    /// `push`, `delete`, `tag-move`, `pull`.
+    pub events: Vec<String>,
+    /// The HMAC-SHA256 key deliveries are signed with, if any.
+    pub secret: Option<String>,
+    /// `docker-hub` or `cloudevents`.
+    pub format: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// One event to deliver to one webhook, and how its delivery went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook_id: String,
+    pub event: String,
+    /// The request body.
+    pub payload: String,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub state: String,
+    /// Attempts made (or, once claimed, being made).
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    /// The receiver's last HTTP status, if it answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    /// `delivered`, `pending` (try again at `next_attempt_at`) or `failed`.
+    pub state: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub next_attempt_at: i64,
+    pub now: i64,
+}
+
+/// Webhooks and their deliveries: a queue in the store, so deliveries survive a
+/// restart and any node may make them.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    async fn add_webhook(&self, hook: &Webhook) -> Result<()>;
+    /// Removes a webhook and its delivery history; `false` if there was none.
+    async fn remove_webhook(&self, id: &str) -> Result<bool>;
+    /// Every webhook, by scope then id.
+    async fn webhooks(&self) -> Result<Vec<Webhook>>;
+    /// Queues `payload` for `webhook_id`, due at once; returns the delivery's id.
+    async fn enqueue_delivery(
+        &self,
+        webhook_id: &str,
+        event: &str,
+        payload: &str,
+        now: i64,
+    ) -> Result<i64>;
+    /// Claims up to `limit` pending deliveries due at `now` for one attempt each: their
+    /// attempt count goes up and they are not due again for `lease` seconds, so two
+    /// nodes never make the same attempt.
+    async fn claim_deliveries(&self, now: i64, lease: i64, limit: u32) -> Result<Vec<Delivery>>;
+    /// Records how a claimed delivery's attempt ended.
+    async fn finish_attempt(&self, id: i64, outcome: &AttemptOutcome) -> Result<()>;
+    /// A webhook's deliveries, newest first.
+    async fn deliveries(&self, webhook_id: &str, limit: u32) -> Result<Vec<Delivery>>;
+}
+
+pub(crate) const ADD_WEBHOOK_SQL: &str = "INSERT INTO webhooks
+    (id, scope, url, events, secret, format, created_by, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub(crate) const REMOVE_DELIVERIES_SQL: &str =
+    "DELETE FROM webhook_deliveries WHERE webhook_id = $1";
+pub(crate) const REMOVE_WEBHOOK_SQL: &str = "DELETE FROM webhooks WHERE id = $1";
+
+pub(crate) const WEBHOOKS_SQL: &str =
+    "SELECT id, scope, url, events, secret, format, created_by, created_at
+     FROM webhooks ORDER BY scope, id";
+
+pub(crate) const ENQUEUE_DELIVERY_SQL: &str = "INSERT INTO webhook_deliveries
+    (webhook_id, event, payload, state, attempts, next_attempt_at, created_at)
+    VALUES ($1, $2, $3, 'pending', 0, $4, $4) RETURNING id";
+
+pub(crate) const FINISH_ATTEMPT_SQL: &str = "UPDATE webhook_deliveries
+    SET state = $2, last_status = $3, last_error = $4, next_attempt_at = $5,
+        finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE $6 END
+    WHERE id = $1";
+
+pub(crate) const DELIVERIES_SQL: &str = "SELECT id, webhook_id, event, payload, state, attempts,
+        next_attempt_at, last_status, last_error, created_at, finished_at
+    FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2";
+
+pub(crate) type WebhookRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+);
+
+pub(crate) fn webhook(row: WebhookRow) -> Webhook {
+    let (id, scope, url, events, secret, format, created_by, created_at) = row;
+    Webhook {
+        id,
+        scope,
+        url,
+        events: events
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        secret,
+        format,
+        created_by,
+        created_at,
+    }
+}
+
+pub(crate) type DeliveryRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+pub(crate) fn delivery(row: DeliveryRow) -> Delivery {
+    let (
+        id,
+        webhook_id,
+        event,
+        payload,
+        state,
+        attempts,
+        next_attempt_at,
+        last_status,
+        last_error,
+        created_at,
+        finished_at,
+    ) = row;
+    Delivery {
+        id,
+        webhook_id,
+        event,
+        payload,
+        state,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt_at,
+        last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+        last_error,
+        created_at,
+        finished_at,
+    }
+}

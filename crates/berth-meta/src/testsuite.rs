@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use berth_core::{AccountName, Algorithm, Digest, Relation, RepoName, Role, Tag, TokenScope};
 
 use crate::{
-    AccessToken, AccountRefusal, AuditEvent, AuditQuery, GcBlob, GcCutoffs, ManifestRecord,
-    MetaStore, PutManifestError, RepositoryUsage, RequestWindow, SignInWindow, TagMoveReason,
-    TagUpdate, UploadSession, Viewer, WebSession,
+    AccessToken, AccountRefusal, AttemptOutcome, AuditEvent, AuditQuery, GcBlob, GcCutoffs,
+    ManifestRecord, MetaStore, PutManifestError, RepositoryUsage, RequestWindow, SignInWindow,
+    TagMoveReason, TagUpdate, UploadSession, Viewer, WebSession,
 };
 
 /// Fresh, empty data of one backend for one test, on which any number of store
@@ -103,6 +103,7 @@ macro_rules! meta_store_contract {
             mirror_cache_usage_eviction_order_and_pins,
             request_windows_count_until_they_end,
             audit_log_filters_pages_and_prunes,
+            webhook_deliveries_are_claimed_retried_and_kept,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -118,6 +119,7 @@ macro_rules! meta_store_contract {
             race_collection_against_references,
             race_sign_in_attempts_count_once_each,
             race_requests_count_once_each,
+            race_delivery_claims_are_disjoint,
             race_releases_leave_floats_at_the_highest,
             race_new_immutable_tag_has_one_winner,
         );
@@ -3449,4 +3451,123 @@ pub async fn audit_log_filters_pages_and_prunes(store: &dyn MetaStore) {
     );
     assert_eq!(store.prune_audit(300).await.unwrap(), 2);
     assert_eq!(list(all).await, [500, 400, 300]);
+}
+
+fn a_webhook(id: &str, scope: &str) -> crate::Webhook {
+    crate::Webhook {
+        id: id.into(),
+        scope: scope.into(),
+        url: format!("http://hooks.example/{id}"),
+        events: vec!["push".into(), "delete".into()],
+        secret: Some("s3cret".into()),
+        format: "docker-hub".into(),
+        created_by: "alice".into(),
+        created_at: 1000,
+    }
+}
+
+pub async fn webhook_deliveries_are_claimed_retried_and_kept(store: &dyn MetaStore) {
+    let (one, two) = (a_webhook("h1", "gallery"), a_webhook("h2", "gallery/ui"));
+    store.add_webhook(&two).await.unwrap();
+    store.add_webhook(&one).await.unwrap();
+    assert_eq!(store.webhooks().await.unwrap(), [one.clone(), two.clone()]);
+    let t = 10_000;
+    let a = store
+        .enqueue_delivery("h1", "push", "{\"a\":1}", t)
+        .await
+        .unwrap();
+    let b = store
+        .enqueue_delivery("h2", "delete", "{\"b\":2}", t)
+        .await
+        .unwrap();
+    assert!(b > a);
+    let claimed = store.claim_deliveries(t, 60, 10).await.unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+    assert_eq!(ids, [a, b]);
+    assert_eq!(claimed[0].attempts, 1);
+    assert_eq!(claimed[0].payload, "{\"a\":1}");
+    assert!(
+        store
+            .claim_deliveries(t + 59, 60, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    // The lease ran out (a node died mid-attempt): claimed again.
+    let again = store.claim_deliveries(t + 60, 60, 1).await.unwrap();
+    assert_eq!((again[0].id, again[0].attempts), (a, 2));
+    let outcome = |state: &str, status, error: Option<&str>, next| AttemptOutcome {
+        state: state.into(),
+        status,
+        error: error.map(str::to_owned),
+        next_attempt_at: next,
+        now: t + 61,
+    };
+    store
+        .finish_attempt(a, &outcome("delivered", Some(204), None, t + 61))
+        .await
+        .unwrap();
+    store
+        .finish_attempt(
+            b,
+            &outcome("pending", Some(503), Some("receiver said 503"), t + 200),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(t + 199, 60, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retried = store.claim_deliveries(t + 200, 60, 10).await.unwrap();
+    assert_eq!(
+        (retried.len(), retried[0].id, retried[0].attempts),
+        (1, b, 2)
+    );
+    let history = store.deliveries("h1", 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (
+            history[0].state.as_str(),
+            history[0].last_status,
+            history[0].finished_at
+        ),
+        ("delivered", Some(204), Some(t + 61))
+    );
+    let history = store.deliveries("h2", 10).await.unwrap();
+    assert_eq!(history[0].last_error.as_deref(), Some("receiver said 503"));
+    assert!(store.remove_webhook("h2").await.unwrap());
+    assert!(!store.remove_webhook("h2").await.unwrap());
+    assert!(store.deliveries("h2", 10).await.unwrap().is_empty());
+    assert_eq!(store.webhooks().await.unwrap(), [one]);
+}
+
+/// Nodes claiming at once never claim the same delivery.
+pub async fn race_delivery_claims_are_disjoint(a: Arc<dyn MetaStore>, b: Arc<dyn MetaStore>) {
+    a.add_webhook(&a_webhook("race", "ns")).await.unwrap();
+    let now = unix_now();
+    for i in 0..40 {
+        a.enqueue_delivery("race", "push", &format!("{{\"i\":{i}}}"), now)
+            .await
+            .unwrap();
+    }
+    let claims: Vec<Vec<i64>> = together(8, &a, &b, move |_, store| async move {
+        store
+            .claim_deliveries(now, 600, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect()
+    })
+    .await;
+    let mut all: Vec<i64> = claims.into_iter().flatten().collect();
+    let claimed = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), claimed, "a delivery was claimed twice");
+    assert_eq!(claimed, 40, "every due delivery was claimed once");
 }

@@ -101,6 +101,10 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
     let metrics = Arc::new(ops::Metrics::new(accounts.sign_in_failures()));
     Ok(Arc::new(http::AppState {
         pull_limits: ops::pull_limits::PullLimits::new(meta.clone(), &config.limits),
+        webhooks: Arc::new(ops::webhooks::Webhooks::new(
+            meta.clone(),
+            config.tls.is_some(),
+        )),
         registry: Arc::new(Registry::new(blobs, meta)),
         metrics,
         metrics_on_main_port: config.metrics_addr.is_none(),
@@ -146,6 +150,7 @@ pub async fn serve(
             interval,
         ))
     });
+    let deliveries = tokio::spawn(state.webhooks.clone().run());
     let app = http::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     let mut limits = config.limits.clone();
     if config.auth.trust_forwarded_for {
@@ -187,6 +192,7 @@ pub async fn serve(
         let _ = port.await;
     }
     housekeeping.abort();
+    deliveries.abort();
     if let Some(collector) = collector {
         collector.abort();
     }

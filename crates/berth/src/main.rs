@@ -14,6 +14,7 @@ mod mirror;
 mod policy;
 mod serve;
 mod tls;
+mod webhook;
 
 // jemalloc hands memory back to the system a few seconds after a burst (decay, run by
 // its background threads); glibc's malloc kept hundreds of MiB in per-thread arenas
@@ -69,6 +70,9 @@ enum Command {
     /// Mirrors of other registries: fill the cache ahead of time.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// Webhooks: tell a URL about pushes, deletes, tag moves and pulls.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// The audit log: who did what, from where, when.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
             Command::Gc(args) => gc::gc(*args).await,
             Command::Tls(c) => tls::tls(c),
             Command::Audit(c) => audit::audit(c).await,
+            Command::Webhook(c) => webhook::webhook(c).await,
             Command::User(c) => admin::user(c).await,
             Command::Org(c) => admin::org(c).await,
             Command::Token(c) => admin::token(c).await,

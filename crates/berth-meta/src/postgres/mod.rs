@@ -98,6 +98,7 @@ mod catalog;
 mod gc;
 mod mirror;
 mod ops;
+mod webhooks;
 mod writes;
 
 /// Schema changes in order; `berth_schema_migrations` records which have been applied.
@@ -416,6 +417,34 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_time ON audit_events (at);
 CREATE INDEX audit_events_by_actor ON audit_events (actor, id);
 CREATE INDEX audit_events_by_target ON audit_events (target, id);
+"#,
+    // Webhooks and their delivery queue.
+    r#"
+CREATE TABLE webhooks (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    scope      TEXT COLLATE "C" NOT NULL,
+    url        TEXT NOT NULL,
+    events     TEXT NOT NULL,
+    secret     TEXT,
+    format     TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id              BIGSERIAL PRIMARY KEY,
+    webhook_id      TEXT COLLATE "C" NOT NULL,
+    event           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    last_status     BIGINT,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    finished_at     BIGINT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id);
 "#,
 ];
 

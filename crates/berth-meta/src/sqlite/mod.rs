@@ -22,6 +22,7 @@ mod catalog;
 mod gc;
 mod mirror;
 mod ops;
+mod webhooks;
 mod writes;
 
 use gc::GcWrite;
@@ -318,6 +319,34 @@ CREATE INDEX audit_events_by_time ON audit_events (at);
 CREATE INDEX audit_events_by_actor ON audit_events (actor, id);
 CREATE INDEX audit_events_by_target ON audit_events (target, id);
 "#,
+    // Webhooks and their delivery queue.
+    r#"
+CREATE TABLE webhooks (
+    id         TEXT PRIMARY KEY,
+    scope      TEXT NOT NULL,
+    url        TEXT NOT NULL,
+    events     TEXT NOT NULL,
+    secret     TEXT,
+    format     TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id      TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    finished_at     INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id);
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -341,7 +370,8 @@ fn changed(outcome: Result<Outcome>) -> Result<bool> {
         | Outcome::Manifests(_)
         | Outcome::Moves(_)
         | Outcome::Window(_)
-        | Outcome::Request(_) => Ok(true),
+        | Outcome::Request(_)
+        | Outcome::Deliveries(_) => Ok(true),
     }
 }
 

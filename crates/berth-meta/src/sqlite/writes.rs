@@ -91,6 +91,7 @@ pub(super) enum Write {
     },
     Mirror(super::mirror::MirrorWrite),
     Ops(super::ops::OpsWrite),
+    Webhook(super::webhooks::WebhookWrite),
 }
 
 /// Golden images, namespace marks and push warnings.
@@ -138,6 +139,8 @@ pub(super) enum Outcome {
     Moves(Vec<TagMove>),
     /// A request window after counting a request.
     Request(crate::RequestWindow),
+    /// Webhook deliveries claimed for an attempt.
+    Deliveries(Vec<crate::Delivery>),
 }
 
 struct Job {
@@ -449,6 +452,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
         Write::Trust(write) => apply_trust(conn, write).await,
         Write::Mirror(write) => super::mirror::apply(conn, write).await,
         Write::Ops(write) => super::ops::apply(conn, write).await,
+        Write::Webhook(write) => super::webhooks::apply(conn, write).await,
         Write::Describe {
             repository,
             description,

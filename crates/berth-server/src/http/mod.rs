@@ -56,6 +56,8 @@ pub struct AppState {
     pub metrics_on_main_port: bool,
     /// Manifest pulls allowed per window.
     pub pull_limits: crate::ops::pull_limits::PullLimits,
+    /// Where events are announced.
+    pub webhooks: Arc<crate::ops::webhooks::Webhooks>,
     /// Mirrored upstream registries (none unless configured).
     pub mirror: Arc<crate::mirror::Mirror>,
     pub accounts: Arc<Accounts>,
@@ -165,7 +167,28 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
             body,
             origin,
         };
+        let pull = match &endpoint {
+            Endpoint::GetManifest {
+                name,
+                reference,
+                head: false,
+            } if app.webhooks.wants_pulls().await => Some(ops::audit::event(
+                &access.actor(&req.origin),
+                &req.origin.client,
+                "pull",
+                Some(name.as_str()),
+                serde_json::json!({ "reference": reference.to_string() }),
+            )),
+            _ => None,
+        };
         let mut answer = handle(&app, endpoint, req, &access).await;
+        if let (Some(event), Ok(response)) = (pull, answer.as_mut())
+            && response.status().is_success()
+        {
+            response
+                .extensions_mut()
+                .insert(ops::audit::Announced(vec![event]));
+        }
         if let Some(standing) = standing {
             for (name, value) in standing.headers() {
                 answer = match answer {

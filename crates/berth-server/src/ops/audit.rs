@@ -18,9 +18,14 @@ use serde_json::Value;
 
 use crate::http::AppState;
 
-/// Events a handler attaches to its response for [`record`] to write.
+/// Events a handler attaches to its response for [`record`] to write (and announce to
+/// webhooks).
 #[derive(Clone, Default)]
 pub struct Audited(pub Vec<AuditEvent>);
+
+/// Events for webhooks only, not the audit log (pulls).
+#[derive(Clone, Default)]
+pub struct Announced(pub Vec<AuditEvent>);
 
 /// An event happening now.
 pub fn event(
@@ -50,12 +55,27 @@ pub fn attach(response: &mut Response, event: AuditEvent) {
     }
 }
 
-/// Writes the events a response carries (a layer around every route).
+/// Writes the events a response carries and queues them for webhooks (a layer around
+/// every route).
 pub async fn record(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    // How the client reached the registry, for links in webhook payloads.
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
     let mut response = next.run(request).await;
     if let Some(Audited(events)) = response.extensions_mut().remove::<Audited>() {
         for event in &events {
             record_now(&*app.registry.meta, event).await;
+            app.webhooks.notify(event, &host).await;
+        }
+    }
+    if let Some(Announced(events)) = response.extensions_mut().remove::<Announced>() {
+        for event in &events {
+            app.webhooks.notify(event, &host).await;
         }
     }
     response

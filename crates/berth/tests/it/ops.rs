@@ -975,3 +975,256 @@ async fn a_push_over_the_namespace_quota_is_refused_with_its_numbers() {
     let said = quota("none").await;
     assert!(said.contains("quota: no quota, using"), "{said}");
 }
+
+/// A real HTTP receiver (Python's `http.server`) that writes each request it gets as a
+/// JSON line: `{"path", "headers", "body"}`.
+const RECEIVER: &str = r#"
+import http.server, json, sys
+out = sys.argv[2]
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        with open(out, "a") as f:
+            f.write(json.dumps({"path": self.path,
+                                "headers": {k.lower(): v for k, v in self.headers.items()},
+                                "body": body.decode()}) + "\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+"#;
+
+/// A webhook's delivery history over `/api/v1`.
+async fn history(berth: &BerthProcess, id: &str) -> Value {
+    let url = format!("/api/v1/webhooks/{id}/deliveries");
+    let r = call(berth, Method::GET, &url, Some(&admin()), None).await;
+    r.json::<Value>().await.unwrap()["deliveries"].clone()
+}
+
+/// What the receiver got so far.
+fn received(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Webhooks: one added with `berth webhook add` (Docker Hub's payload, a secret from a
+/// file) on a namespace, one over `/api/v1` (a CloudEvent) on a repository. The Docker
+/// engine pushes while the receiver is down; berth is killed and started again; the
+/// receiver comes up and gets the push, signed (HMAC-SHA256 checked here), then a
+/// delete; the delivery history shows the failed attempts and the 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_reach_a_receiver_that_comes_up_later_even_across_a_restart() {
+    use hmac::{KeyInit, Mac};
+    let mut berth =
+        BerthProcess::start_with(&[], &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]).await;
+    let tmp = scratch();
+    let receiver_port = free_port();
+    let secret_file = tmp.path().join("secret");
+    std::fs::write(&secret_file, "hub-signing-secret\n").unwrap();
+    let (data_dir, secret_path) = (berth.data_dir.clone(), secret_file.clone());
+    let hub_url = format!("http://127.0.0.1:{receiver_port}/hub");
+    let added = blocking(move || {
+        std::process::Command::new(berth_binary())
+            .args([
+                "webhook",
+                "add",
+                "hooks",
+                &hub_url,
+                "--events",
+                "push,delete",
+            ])
+            .arg("--secret-file")
+            .arg(&secret_path)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let hub_id = String::from_utf8_lossy(&added.stdout).trim().to_owned();
+    let r = call(
+        &berth,
+        Method::POST,
+        "/api/v1/webhooks",
+        Some(&admin()),
+        Some(serde_json::json!({
+            "scope": "hooks/app",
+            "url": format!("http://127.0.0.1:{receiver_port}/ce"),
+            "events": ["push"],
+            "format": "cloudevents",
+            "secret": "ce-secret",
+        })),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["secret"], true, "never shown: {created}");
+    // A URL that is not http(s), and an unknown event, are refused.
+    for bad in [
+        serde_json::json!({"scope": "hooks", "url": "file:///etc/passwd", "events": ["push"]}),
+        serde_json::json!({"scope": "hooks", "url": "http://x.example/", "events": ["explode"]}),
+    ] {
+        let r = call(
+            &berth,
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(&admin()),
+            Some(bad),
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+    }
+
+    // The Docker engine pushes while the receiver is down.
+    let registry = format!("localhost:{}", berth.port);
+    let name = format!("{registry}/hooks/app:1");
+    let (tar, layout) = (tmp.path().join("app.tar"), tmp.path().join("app"));
+    let name_ = name.clone();
+    blocking(move || {
+        mkimage(
+            &layout,
+            &[
+                "--layers",
+                "100K",
+                "--tag",
+                "1",
+                "--seed",
+                "hooks",
+                "--docker-archive",
+                tar.to_str().unwrap(),
+                "--docker-name",
+                &name_,
+            ],
+        );
+        let docker = DockerDaemon::shared();
+        docker.docker_ok(&["load", "-i", tar.to_str().unwrap()]);
+        let login = docker.docker_input(
+            &["login", &registry, "-u", "admin", "--password-stdin"],
+            ADMIN_PASSWORD,
+        );
+        assert!(
+            login.status.success(),
+            "{}",
+            String::from_utf8_lossy(&login.stderr)
+        );
+        docker.docker_ok(&["image", "push", &name_]);
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let deliveries = history(&berth, &hub_id).await;
+        if deliveries[0]["attempts"].as_u64() >= Some(1) && !deliveries[0]["error"].is_null() {
+            assert_eq!(deliveries[0]["state"], "pending", "{deliveries}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt: {deliveries}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Killed and started again, then the receiver comes up.
+    berth.kill9();
+    berth.restart().await;
+    let got = tmp.path().join("received.jsonl");
+    let mut receiver = std::process::Command::new("python3")
+        .args([
+            "-c",
+            RECEIVER,
+            &receiver_port.to_string(),
+            got.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    struct Stop<'a>(&'a mut std::process::Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(&mut receiver);
+    let wait_for = |count: usize| {
+        let got = got.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                let requests = received(&got);
+                if requests.len() >= count {
+                    return requests;
+                }
+                assert!(Instant::now() < deadline, "only {requests:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let requests = wait_for(2).await;
+    let hub = requests.iter().find(|r| r["path"] == "/hub").unwrap();
+    let ce = requests.iter().find(|r| r["path"] == "/ce").unwrap();
+    let verify = |request: &Value, secret: &str| {
+        let body = request["body"].as_str().unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(
+            request["headers"]["x-berth-signature-256"],
+            expected.as_str()
+        );
+        serde_json::from_str::<Value>(body).unwrap()
+    };
+    let hub_body = verify(hub, "hub-signing-secret");
+    assert_eq!(hub["headers"]["x-berth-event"], "push");
+    assert_eq!(hub["headers"]["content-type"], "application/json");
+    assert_eq!(hub_body["repository"]["repo_name"], "hooks/app");
+    assert_eq!(hub_body["repository"]["namespace"], "hooks");
+    assert_eq!(hub_body["push_data"]["tag"], "1");
+    assert_eq!(hub_body["push_data"]["pusher"], "admin");
+    let digest = hub_body["push_data"]["digest"].as_str().unwrap().to_owned();
+    assert!(digest.starts_with("sha256:"));
+    let ce_body = verify(ce, "ce-secret");
+    assert_eq!(
+        ce["headers"]["content-type"],
+        "application/cloudevents+json"
+    );
+    assert_eq!(ce_body["specversion"], "1.0");
+    assert_eq!(ce_body["type"], "io.berth.image.push");
+    assert_eq!(ce_body["subject"], "hooks/app:1");
+
+    // A delete reaches the namespace's webhook only (the other asked for pushes).
+    let r = call(
+        &berth,
+        Method::DELETE,
+        &format!("/v2/hooks/app/manifests/{digest}"),
+        Some(&admin()),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let requests = wait_for(3).await;
+    let deleted = &requests[2];
+    assert_eq!(deleted["path"], "/hub");
+    assert_eq!(deleted["headers"]["x-berth-event"], "delete");
+    let deleted_body = verify(deleted, "hub-signing-secret");
+    assert_eq!(deleted_body["event"], "delete");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received(&got).len(), 3, "nothing else was sent");
+
+    let deliveries = history(&berth, &hub_id).await;
+    let push = deliveries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["event"] == "push")
+        .unwrap();
+    assert_eq!(push["state"], "delivered", "{deliveries}");
+    assert_eq!(push["status"], 200);
+    assert!(push["attempts"].as_u64().unwrap() >= 2, "{push}");
+}

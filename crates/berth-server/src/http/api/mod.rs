@@ -2,7 +2,8 @@
 //! The same operations as the `berth user|org|token|repo` commands, one module per
 //! resource: [`sessions`], [`users`], [`orgs`], [`tokens`], [`repositories`],
 //! [`namespaces`], [`policies`], [`tags`] (tag history and the dry run of a push),
-//! [`golden`] (golden images and push warnings), [`search`], [`mirrors`], [`audit`].
+//! [`golden`] (golden images and push warnings), [`search`], [`mirrors`], [`audit`],
+//! [`webhooks`].
 //!
 //! Callers sign in with a session cookie (`POST /api/v1/session`), Basic credentials
 //! (a password or an access token) or `Authorization: Bearer <access token>`; bearer
@@ -47,6 +48,7 @@ mod sessions;
 mod tags;
 mod tokens;
 mod users;
+pub mod webhooks;
 
 pub use error::{ApiFailure, ApiResult};
 pub use sessions::SESSION_COOKIE;
@@ -55,6 +57,7 @@ pub use sessions::SESSION_COOKIE;
 pub struct Ctx<'a> {
     pub accounts: &'a Accounts,
     pub mirror: &'a crate::mirror::Mirror,
+    pub webhooks: &'a crate::ops::webhooks::Webhooks,
     pub parts: &'a Parts,
     pub origin: &'a RequestOrigin,
     pub body: &'a [u8],
@@ -249,6 +252,7 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
         let ctx = Ctx {
             accounts: &app.accounts,
             mirror: &app.mirror,
+            webhooks: &app.webhooks,
             parts: &parts,
             origin: &origin,
             body: &body.bytes,
@@ -352,6 +356,7 @@ async fn route(ctx: &Ctx<'_>) -> ApiResult {
         ["repositories", rest @ ..] => repositories::handle(ctx, method, rest).await,
         ["search"] => search::handle(ctx, method).await,
         ["audit"] => audit::list(ctx, method).await,
+        ["webhooks", rest @ ..] => webhooks::handle(ctx, method, rest, ctx.webhooks).await,
         ["mirrors"] => mirrors::handle(ctx, method, ctx.mirror).await,
         ["mirrors", "pins"] => mirrors::pins(ctx, method).await,
         ["namespaces", rest @ ..] => namespaces::handle(ctx, method, rest).await,
