@@ -27,8 +27,8 @@ pub use accounts::{
 pub use catalog::{CatalogStore, RecentScope, RepositoryCard, SearchQuery, SearchResults, TagRow};
 pub use mirror::{MirrorPin, MirrorStore};
 pub use ops::{
-    AttemptOutcome, AuditEntry, AuditEvent, AuditQuery, Delivery, OpsStore, RequestWindow, Webhook,
-    WebhookStore,
+    AttemptOutcome, AuditEntry, AuditEvent, AuditQuery, Delivery, OpsStore, RequestWindow, TagAge,
+    Webhook, WebhookStore,
 };
 pub use postgres::PgMetaStore;
 pub use sqlite::SqliteMetaStore;

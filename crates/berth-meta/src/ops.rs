@@ -3,6 +3,7 @@
 //! log (who did what, from where, when).
 
 use async_trait::async_trait;
+use berth_core::RepoName;
 
 use crate::Result;
 
@@ -13,6 +14,20 @@ pub struct RequestWindow {
     pub count: u32,
     /// When the window ends (unix seconds, the callers' clock).
     pub ends_at: i64,
+}
+
+/// A tag with when it was pushed (moved here) and last pulled, for retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagAge {
+    pub name: String,
+    pub digest: String,
+    /// Unix seconds.
+    pub pushed_at: i64,
+    /// Unix seconds, to the minute; `None` if never pulled.
+    pub pulled_at: Option<i64>,
+    /// Increasing with each move of any tag of the repository: orders tags pushed in the
+    /// same second.
+    pub order: i64,
 }
 
 /// One thing someone did, for the audit log.
@@ -62,6 +77,16 @@ pub trait OpsStore: Send + Sync + 'static {
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
     /// Removes audit events older than `before` (unix seconds); returns how many.
     async fn prune_audit(&self, before: i64) -> Result<u64>;
+
+    // ---- retention ----
+    /// Records that `tag` was pulled at `at` (kept to the minute).
+    async fn record_tag_pull(&self, repository: &RepoName, tag: &str, at: i64) -> Result<()>;
+    /// Every tag of `repository` with when it was pushed and last pulled.
+    async fn tag_ages(&self, repository: &RepoName) -> Result<Vec<TagAge>>;
+    /// The scopes that set policy `key`, with its value, by scope.
+    async fn policy_scopes(&self, key: &str) -> Result<Vec<(String, String)>>;
+    /// The repositories `scope` names: itself, or a namespace's, by name.
+    async fn repositories_in(&self, scope: &str) -> Result<Vec<RepoName>>;
 
     /// Counts one request for `key` (opaque, at most a few hundred bytes) and returns
     /// its window: the current one, or a new one of `window` seconds from `now` if the
@@ -305,4 +330,42 @@ pub(crate) fn delivery(row: DeliveryRow) -> Delivery {
         created_at,
         finished_at,
     }
+}
+
+pub(crate) const RECORD_TAG_PULL_SQL: &str = "UPDATE tags SET pulled_at = $3
+    WHERE repository_id = (SELECT id FROM repositories WHERE name = $1)
+      AND name = $2 AND (pulled_at IS NULL OR pulled_at < $3 - 60)";
+
+pub(crate) const TAG_AGES_SQL: &str = "SELECT t.name, t.digest, t.updated_at, t.pulled_at,
+        COALESCE((SELECT MAX(h.id) FROM tag_history h
+                  WHERE h.repository_id = t.repository_id AND h.tag = t.name), 0)
+    FROM tags t
+    WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1)
+    ORDER BY t.name";
+
+pub(crate) const POLICY_SCOPES_SQL: &str =
+    "SELECT scope, value FROM policies WHERE key = $1 ORDER BY scope";
+
+pub(crate) const REPOSITORIES_IN_SQL: &str = "SELECT name FROM repositories
+    WHERE name = $1 OR substr(name, 1, length($1) + 1) = $1 || '/' ORDER BY name";
+
+pub(crate) fn tag_age(row: (String, String, i64, Option<i64>, i64)) -> TagAge {
+    let (name, digest, pushed_at, pulled_at, order) = row;
+    TagAge {
+        name,
+        digest,
+        pushed_at,
+        pulled_at,
+        order,
+    }
+}
+
+pub(crate) fn repo_names(names: Vec<String>) -> Result<Vec<RepoName>> {
+    names
+        .into_iter()
+        .map(|n| {
+            n.parse()
+                .map_err(|e: berth_core::NameError| crate::MetaError(Box::new(e)))
+        })
+        .collect()
 }

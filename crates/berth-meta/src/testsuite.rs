@@ -104,6 +104,7 @@ macro_rules! meta_store_contract {
             request_windows_count_until_they_end,
             audit_log_filters_pages_and_prunes,
             webhook_deliveries_are_claimed_retried_and_kept,
+            tag_ages_pulls_and_retention_scopes,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -3570,4 +3571,71 @@ pub async fn race_delivery_claims_are_disjoint(a: Arc<dyn MetaStore>, b: Arc<dyn
     all.dedup();
     assert_eq!(all.len(), claimed, "a delivery was claimed twice");
     assert_eq!(claimed, 40, "every due delivery was claimed once");
+}
+
+pub async fn tag_ages_pulls_and_retention_scopes(store: &dyn MetaStore) {
+    let r = repo("keep/app");
+    let (m1, m2) = (manifest("age 1", None, None), manifest("age 2", None, None));
+    store
+        .put_manifest(&r, &m1, &[], &[], &[tag("a")])
+        .await
+        .unwrap();
+    store
+        .put_manifest(&r, &m2, &[], &[], &[tag("b")])
+        .await
+        .unwrap();
+    store.record_tag_pull(&r, "a", 5000).await.unwrap();
+    store.record_tag_pull(&r, "a", 5030).await.unwrap();
+    let ages = store.tag_ages(&r).await.unwrap();
+    assert_eq!(ages.len(), 2);
+    assert_eq!(
+        (ages[0].name.as_str(), ages[0].pulled_at),
+        ("a", Some(5000)),
+        "kept to the minute"
+    );
+    assert_eq!(ages[0].digest, m1.digest.to_string());
+    assert_eq!(ages[1].pulled_at, None);
+    assert!(ages[1].order > ages[0].order, "b moved after a");
+    store.record_tag_pull(&r, "a", 5100).await.unwrap();
+    assert_eq!(store.tag_ages(&r).await.unwrap()[0].pulled_at, Some(5100));
+    store
+        .record_tag_pull(&r, "no-such-tag", 5100)
+        .await
+        .unwrap();
+
+    store
+        .set_policy("keep", "retention", Some("keep-last=3"), "t")
+        .await
+        .unwrap();
+    store
+        .set_policy("keep/app", "retention", Some("keep-last=1"), "t")
+        .await
+        .unwrap();
+    store
+        .set_policy("keep", "floating-tags", Some("semver"), "t")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.policy_scopes("retention").await.unwrap(),
+        [
+            ("keep".to_owned(), "keep-last=3".to_owned()),
+            ("keep/app".to_owned(), "keep-last=1".to_owned())
+        ]
+    );
+    store
+        .put_manifest(&repo("keep/b"), &m1, &[], &[], &[])
+        .await
+        .unwrap();
+    store
+        .put_manifest(&repo("keepx/c"), &m1, &[], &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.repositories_in("keep").await.unwrap(),
+        [repo("keep/app"), repo("keep/b")]
+    );
+    assert_eq!(
+        store.repositories_in("keep/b").await.unwrap(),
+        [repo("keep/b")]
+    );
 }

@@ -228,6 +228,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Audit events are kept this long (`None`: for ever).
     pub audit_retention: Option<Duration>,
+    /// Retention policies are applied this often (`None`: only by `berth retention run`).
+    pub retention_interval: Option<Duration>,
 }
 
 /// A server certificate (with its chain) and its private key, PEM files, read again
@@ -397,6 +399,7 @@ impl Config {
             metrics_addr: None,
             tls: None,
             audit_retention: Some(Duration::from_secs(90 * 24 * 60 * 60)),
+            retention_interval: Some(Duration::from_secs(60 * 60)),
         }
     }
 }

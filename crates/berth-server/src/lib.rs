@@ -24,6 +24,7 @@ pub mod mirror;
 pub mod ops;
 pub mod policy;
 pub mod registry;
+pub mod retention;
 pub mod tls;
 pub mod transport;
 pub mod web;
@@ -101,6 +102,7 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
     let metrics = Arc::new(ops::Metrics::new(accounts.sign_in_failures()));
     Ok(Arc::new(http::AppState {
         pull_limits: ops::pull_limits::PullLimits::new(meta.clone(), &config.limits),
+        tag_pulls: retention::TagPulls::default(),
         webhooks: Arc::new(ops::webhooks::Webhooks::new(
             meta.clone(),
             config.tls.is_some(),
@@ -151,6 +153,12 @@ pub async fn serve(
         ))
     });
     let deliveries = tokio::spawn(state.webhooks.clone().run());
+    let retention = config.retention_interval.map(|interval| {
+        tokio::spawn(retention::run_periodically(
+            state.registry.meta.clone(),
+            interval,
+        ))
+    });
     let app = http::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     let mut limits = config.limits.clone();
     if config.auth.trust_forwarded_for {
@@ -193,6 +201,9 @@ pub async fn serve(
     }
     housekeeping.abort();
     deliveries.abort();
+    if let Some(retention) = retention {
+        retention.abort();
+    }
     if let Some(collector) = collector {
         collector.abort();
     }

@@ -17,15 +17,26 @@ pub const REQUIRE_GOLDEN_BASE: &str = "require-golden-base";
 /// policies but set apart from them: by administrators only.
 pub const STORAGE_QUOTA: &str = "storage-quota";
 
+/// `retention keep-last=N match=GLOBS unpulled=DURATION protect=GLOBS|off` (see
+/// [`crate::retention`]).
+pub const RETENTION: &str = "retention";
+
 /// Every key, for listings and error messages.
-pub const KEYS: [&str; 3] = [FLOATING_TAGS, IMMUTABLE_TAGS, REQUIRE_GOLDEN_BASE];
+pub const KEYS: [&str; 4] = [
+    FLOATING_TAGS,
+    IMMUTABLE_TAGS,
+    REQUIRE_GOLDEN_BASE,
+    RETENTION,
+];
 
 /// The value that removes a setting, so the namespace's (or nothing) applies again.
 pub const INHERIT: &str = "inherit";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
-    #[error("unknown policy {0:?}: use one of floating-tags, immutable-tags, require-golden-base")]
+    #[error(
+        "unknown policy {0:?}: use one of floating-tags, immutable-tags, require-golden-base, retention"
+    )]
     UnknownKey(String),
     #[error("{key} {value:?}: {expected}")]
     InvalidValue {
@@ -115,6 +126,19 @@ pub fn normalize(key: &str, value: &str) -> Result<Option<String>, PolicyError> 
             "off" | "warn" | "enforce" => Ok(Some(value.to_owned())),
             _ => Err(invalid("use off, warn, enforce or inherit")),
         },
+        RETENTION => {
+            if value == "off" {
+                return Ok(Some("off".to_owned()));
+            }
+            crate::retention::Rule::parse(value)
+                .map(|rule| Some(rule.to_text()))
+                .map_err(|_| {
+                    invalid(
+                        "use keep-last=N and/or unpulled=DURATION, with match=GLOBS and \
+                         protect=GLOBS if wanted, or off or inherit",
+                    )
+                })
+        }
         other => Err(PolicyError::UnknownKey(other.to_owned())),
     }
 }

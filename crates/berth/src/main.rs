@@ -12,6 +12,7 @@ mod gc;
 mod lint;
 mod mirror;
 mod policy;
+mod retention;
 mod serve;
 mod tls;
 mod webhook;
@@ -70,6 +71,9 @@ enum Command {
     /// Mirrors of other registries: fill the cache ahead of time.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// Retention: remove old tags as the `retention` policies say.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
     /// Webhooks: tell a URL about pushes, deletes, tag moves and pulls.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             Command::Tls(c) => tls::tls(c),
             Command::Audit(c) => audit::audit(c).await,
             Command::Webhook(c) => webhook::webhook(c).await,
+            Command::Retention(c) => retention::retention(c).await,
             Command::User(c) => admin::user(c).await,
             Command::Org(c) => admin::org(c).await,
             Command::Token(c) => admin::token(c).await,

@@ -18,7 +18,9 @@ pub enum PolicyCommand {
     /// Set a policy on a namespace (gallery) or repository (gallery/ui); a repository's
     /// setting wins over its namespace's. Keys and values:
     /// floating-tags semver|off; immutable-tags GLOB[,GLOB…]|off;
-    /// require-golden-base off|warn|enforce. The value `inherit` removes the setting.
+    /// require-golden-base off|warn|enforce; retention "keep-last=N match=GLOBS
+    /// unpulled=DURATION protect=GLOBS"|off (see `berth retention run`). The value
+    /// `inherit` removes the setting.
     Set {
         scope: String,
         key: String,

@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// Log lines as text or as one JSON object each (for log shippers) [default: text]
     #[arg(long, env = "BERTH_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// Apply retention policies this often; 0 leaves them to `berth retention run`
+    /// [default: 1h]
+    #[arg(long, env = "BERTH_RETENTION_INTERVAL", value_parser = humantime::parse_duration)]
+    retention_interval: Option<Duration>,
     /// Keep audit events this long; 0 keeps them for ever [default: 90d]
     #[arg(long, env = "BERTH_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
     audit_retention: Option<Duration>,
@@ -217,6 +221,7 @@ struct FileConfig {
     metrics_addr: Option<SocketAddr>,
     log_format: Option<String>,
     audit_retention: Option<String>,
+    retention_interval: Option<String>,
 }
 
 /// An `[[upstream]]` table of the config file.
@@ -468,6 +473,13 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         _ => anyhow::bail!("tls_cert and tls_key go together"),
     };
     config.metrics_addr = args.metrics_addr.or(file.metrics_addr);
+    if let Some(every) = duration(
+        args.retention_interval,
+        file.retention_interval,
+        "retention_interval",
+    )? {
+        config.retention_interval = (!every.is_zero()).then_some(every);
+    }
     if let Some(kept) = duration(
         args.audit_retention,
         file.audit_retention,

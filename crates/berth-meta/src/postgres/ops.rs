@@ -4,10 +4,16 @@ use async_trait::async_trait;
 
 use super::{PgMetaStore, backend};
 use crate::Result;
+use berth_core::RepoName;
+
 use crate::ops::{
     AUDIT_EVENTS_SQL, AuditEntry, AuditEvent, AuditQuery, AuditRow, COUNT_REQUEST_SQL, OpsStore,
     PRUNE_AUDIT_SQL, RECORD_AUDIT_SQL, REQUEST_WINDOW_SQL, RequestWindow,
     SWEEP_REQUEST_WINDOWS_SQL, audit_entry, request_window,
+};
+use crate::ops::{
+    POLICY_SCOPES_SQL, RECORD_TAG_PULL_SQL, REPOSITORIES_IN_SQL, TAG_AGES_SQL, TagAge, repo_names,
+    tag_age,
 };
 
 #[async_trait]
@@ -76,5 +82,42 @@ impl OpsStore for PgMetaStore {
             .await
             .map_err(backend)?;
         Ok(done.rows_affected())
+    }
+
+    async fn record_tag_pull(&self, repository: &RepoName, tag: &str, at: i64) -> Result<()> {
+        sqlx::query(RECORD_TAG_PULL_SQL)
+            .bind(repository.as_str())
+            .bind(tag)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn tag_ages(&self, repository: &RepoName) -> Result<Vec<TagAge>> {
+        let rows: Vec<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(TAG_AGES_SQL)
+            .bind(repository.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(rows.into_iter().map(tag_age).collect())
+    }
+
+    async fn policy_scopes(&self, key: &str) -> Result<Vec<(String, String)>> {
+        sqlx::query_as(POLICY_SCOPES_SQL)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn repositories_in(&self, scope: &str) -> Result<Vec<RepoName>> {
+        let names: Vec<String> = sqlx::query_scalar(REPOSITORIES_IN_SQL)
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        repo_names(names)
     }
 }

@@ -347,6 +347,10 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
 CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id);
 "#,
+    // Retention: when each tag was last pulled.
+    r#"
+ALTER TABLE tags ADD COLUMN pulled_at INTEGER;
+"#,
 ];
 
 pub struct SqliteMetaStore {

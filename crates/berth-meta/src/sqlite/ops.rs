@@ -6,18 +6,37 @@ use sqlx::SqliteConnection;
 use super::writes::{Outcome, Write};
 use super::{SqliteMetaStore, backend, corrupt};
 use crate::Result;
+use berth_core::RepoName;
+
 use crate::ops::{
     AUDIT_EVENTS_SQL, AuditEntry, AuditEvent, AuditQuery, AuditRow, COUNT_REQUEST_SQL, OpsStore,
     PRUNE_AUDIT_SQL, RECORD_AUDIT_SQL, REQUEST_WINDOW_SQL, RequestWindow,
     SWEEP_REQUEST_WINDOWS_SQL, audit_entry, request_window,
 };
+use crate::ops::{
+    POLICY_SCOPES_SQL, RECORD_TAG_PULL_SQL, REPOSITORIES_IN_SQL, TAG_AGES_SQL, TagAge, repo_names,
+    tag_age,
+};
 
 /// Writes of the operations records, applied by the writer task.
 pub(super) enum OpsWrite {
-    CountRequest { key: String, window: i64, now: i64 },
-    SweepRequestWindows { now: i64 },
+    CountRequest {
+        key: String,
+        window: i64,
+        now: i64,
+    },
+    SweepRequestWindows {
+        now: i64,
+    },
     RecordAudit(AuditEvent),
-    PruneAudit { before: i64 },
+    PruneAudit {
+        before: i64,
+    },
+    RecordTagPull {
+        repository: String,
+        tag: String,
+        at: i64,
+    },
 }
 
 pub(super) async fn apply(conn: &mut SqliteConnection, write: &OpsWrite) -> Result<Outcome> {
@@ -40,6 +59,20 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &OpsWrite) -> Resu
                 .bind(&event.action)
                 .bind(&event.target)
                 .bind(&event.detail)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend)?;
+            Ok(Outcome::Done)
+        }
+        OpsWrite::RecordTagPull {
+            repository,
+            tag,
+            at,
+        } => {
+            sqlx::query(RECORD_TAG_PULL_SQL)
+                .bind(repository)
+                .bind(tag)
+                .bind(at)
                 .execute(&mut *conn)
                 .await
                 .map_err(backend)?;
@@ -125,5 +158,40 @@ impl OpsStore for SqliteMetaStore {
             Outcome::Number(n) => Ok(n.unwrap_or(0).max(0) as u64),
             _ => Ok(0),
         }
+    }
+
+    async fn record_tag_pull(&self, repository: &RepoName, tag: &str, at: i64) -> Result<()> {
+        let write = OpsWrite::RecordTagPull {
+            repository: repository.as_str().to_owned(),
+            tag: tag.to_owned(),
+            at,
+        };
+        self.write(Write::Ops(write)).await.map(drop)
+    }
+
+    async fn tag_ages(&self, repository: &RepoName) -> Result<Vec<TagAge>> {
+        let rows: Vec<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(TAG_AGES_SQL)
+            .bind(repository.as_str())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(rows.into_iter().map(tag_age).collect())
+    }
+
+    async fn policy_scopes(&self, key: &str) -> Result<Vec<(String, String)>> {
+        sqlx::query_as(POLICY_SCOPES_SQL)
+            .bind(key)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
+    async fn repositories_in(&self, scope: &str) -> Result<Vec<RepoName>> {
+        let names: Vec<String> = sqlx::query_scalar(REPOSITORIES_IN_SQL)
+            .bind(scope)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        repo_names(names)
     }
 }

@@ -58,6 +58,8 @@ pub struct AppState {
     pub pull_limits: crate::ops::pull_limits::PullLimits,
     /// Where events are announced.
     pub webhooks: Arc<crate::ops::webhooks::Webhooks>,
+    /// When tags were last pulled, for retention.
+    pub tag_pulls: crate::retention::TagPulls,
     /// Mirrored upstream registries (none unless configured).
     pub mirror: Arc<crate::mirror::Mirror>,
     pub accounts: Arc<Accounts>,
@@ -181,7 +183,20 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
             )),
             _ => None,
         };
+        let pulled_tag = match &endpoint {
+            Endpoint::GetManifest {
+                name,
+                reference: berth_core::Reference::Tag(tag),
+                head: false,
+            } => Some((name.clone(), tag.as_str().to_owned())),
+            _ => None,
+        };
         let mut answer = handle(&app, endpoint, req, &access).await;
+        if let (Some((name, tag)), Ok(response)) = (pulled_tag, &answer)
+            && response.status().is_success()
+        {
+            app.tag_pulls.note(&app.registry.meta, &name, &tag);
+        }
         if let (Some(event), Ok(response)) = (pull, answer.as_mut())
             && response.status().is_success()
         {

@@ -28,6 +28,7 @@ pub async fn policy_rows(app: &AppState, scope: &str) -> Result<Vec<PolicyRow>, 
             hint: match *key {
                 policy::FLOATING_TAGS => "semver or off",
                 policy::IMMUTABLE_TAGS => "tag patterns such as *.*.*, or off",
+                policy::RETENTION => "keep-last=10 unpulled=90d protect=latest, or off",
                 _ => "off, warn or enforce",
             },
         })

@@ -1228,3 +1228,240 @@ async fn webhooks_reach_a_receiver_that_comes_up_later_even_across_a_restart() {
     assert_eq!(push["status"], 200);
     assert!(push["attempts"].as_u64().unwrap() >= 2, "{push}");
 }
+
+/// Pushes `tags` to `repo`, each its own small image, as the administrator (in order,
+/// one after the other); returns each tag's manifest digest.
+async fn push_tags(berth: &BerthProcess, repo: &str, tags: &[String]) -> Vec<String> {
+    let mut digests = Vec::new();
+    for tag in tags {
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}");
+        let r = anonymous()
+            .post(berth.url(&format!(
+                "/v2/{repo}/blobs/uploads/?digest={}",
+                sha256(config.as_bytes())
+            )))
+            .header("authorization", admin())
+            .body(config.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let manifest = image_manifest(config.as_bytes(), &[]);
+        let r = anonymous()
+            .put(berth.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .header("authorization", admin())
+            .header("content-type", crate::OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        digests.push(sha256(&manifest));
+    }
+    digests
+}
+
+async fn tags_of(berth: &BerthProcess, repo: &str) -> Vec<String> {
+    let r = call(
+        berth,
+        Method::GET,
+        &format!("/v2/{repo}/tags/list"),
+        Some(&admin()),
+        None,
+    )
+    .await;
+    let body: Value = r.json().await.unwrap();
+    let mut tags: Vec<String> = body["tags"]
+        .as_array()
+        .map(|t| t.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+/// `berth …` against a data directory, asserting success; its standard output.
+async fn berth_command(args: Vec<String>, data_dir: std::path::PathBuf) -> String {
+    blocking(move || {
+        let out = std::process::Command::new(berth_binary())
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+}
+
+/// Retention on a repository with 50 tags (v1…v50, and latest on v50): keep the 10 most
+/// recent `v*`, and whatever was pulled in the last 5 s, never v1 or latest. The dry run
+/// lists exactly the 37 that go and changes nothing; the real run removes exactly those,
+/// their manifests go too (garbage collection then finds their blobs), and the audit
+/// log has them. Then a server with `--retention-interval 1s` applies a rule by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_exactly_what_its_rule_says() {
+    let berth = BerthProcess::start_with(
+        &["--retention-interval", "0"],
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await;
+    let tags: Vec<String> = (1..=50).map(|i| format!("v{i}")).collect();
+    let digests = push_tags(&berth, "keep/app", &tags).await;
+    let r = anonymous()
+        .put(berth.url("/v2/keep/app/manifests/latest"))
+        .header("authorization", admin())
+        .header("content-type", crate::OCI_MANIFEST)
+        .body(
+            call(
+                &berth,
+                Method::GET,
+                "/v2/keep/app/manifests/v50",
+                Some(&admin()),
+                None,
+            )
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Older than 5 s, all of them; then v3 and v7 are pulled (and stay "recently pulled"
+    // for the 5 s the commands below take at most: times are kept in whole seconds).
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    for tag in ["v3", "v7"] {
+        let r = call(
+            &berth,
+            Method::GET,
+            &format!("/v2/keep/app/manifests/{tag}"),
+            Some(&admin()),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data_dir = berth.data_dir.clone();
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    berth_command(
+        args(&[
+            "policy",
+            "set",
+            "keep/app",
+            "retention",
+            "keep-last=10 match=v* unpulled=5s protect=v1,latest",
+        ]),
+        data_dir.clone(),
+    )
+    .await;
+    let mut expected: Vec<String> = (2..=40)
+        .filter(|i| *i != 3 && *i != 7)
+        .map(|i| format!("v{i}"))
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 37);
+    let listed = |text: &str, prefix: &str| {
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|l| {
+                l.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("keep/app:")
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+
+    let dry = berth_command(args(&["retention", "run", "--dry-run"]), data_dir.clone()).await;
+    assert_eq!(listed(&dry, "would remove "), expected, "{dry}");
+    assert!(dry.contains("37 tags would be removed"), "{dry}");
+    assert_eq!(
+        tags_of(&berth, "keep/app").await.len(),
+        51,
+        "a dry run changes nothing"
+    );
+
+    let real = berth_command(args(&["retention", "run"]), data_dir.clone()).await;
+    assert_eq!(listed(&real, "remove "), expected, "{real}");
+    assert!(real.contains("37 tags removed"), "{real}");
+    let mut kept: Vec<String> = ["latest", "v1", "v3", "v7"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((41..=50).map(|i| format!("v{i}")))
+        .collect();
+    kept.sort();
+    assert_eq!(tags_of(&berth, "keep/app").await, kept);
+    // The removed tags' manifests went with them; the kept ones' are there.
+    for (i, digest) in digests.iter().enumerate() {
+        let r = call(
+            &berth,
+            Method::HEAD,
+            &format!("/v2/keep/app/manifests/{digest}"),
+            Some(&admin()),
+            None,
+        )
+        .await;
+        let tag = format!("v{}", i + 1);
+        let expected_status = if expected.contains(&tag) { 404 } else { 200 };
+        assert_eq!(r.status(), expected_status, "{tag}");
+    }
+    // Garbage collection now finds their config blobs.
+    let gc = berth_command(
+        args(&["gc", "--dry-run", "--grace", "0s", "--json"]),
+        data_dir.clone(),
+    )
+    .await;
+    let report: Value = serde_json::from_str(gc.trim()).unwrap();
+    assert!(report["blobs"].as_u64().unwrap() >= 37, "{report}");
+    let r = call(
+        &berth,
+        Method::GET,
+        "/api/v1/audit?repo=keep/app",
+        Some(&admin()),
+        None,
+    )
+    .await;
+    let audit: Value = r.json().await.unwrap();
+    let retention_events = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "retention-delete" && e["actor"] == "retention")
+        .count();
+    assert_eq!(retention_events, 37);
+    drop(berth);
+
+    // On a schedule.
+    let scheduled = BerthProcess::start_with(
+        &["--retention-interval", "1s"],
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    )
+    .await;
+    let tags: Vec<String> = ["a1", "a2", "a3"].map(str::to_owned).to_vec();
+    push_tags(&scheduled, "sched/app", &tags).await;
+    berth_command(
+        args(&["policy", "set", "sched", "retention", "keep-last=1"]),
+        scheduled.data_dir.clone(),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = tags_of(&scheduled, "sched/app").await;
+        if left == ["a3"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {left:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
