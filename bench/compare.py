@@ -44,6 +44,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -187,11 +188,18 @@ def upload_blob(cl, repo, data):
     return digest
 
 
-def timed_get(port, path, buf, what):
+def connection(port, tls=None, timeout=600):
+    """A connection to 127.0.0.1:port: plain, or HTTPS with the ssl context `tls`."""
+    if tls is not None:
+        return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+
+def timed_get(port, path, buf, what, tls=None):
     """GET `path` into the preallocated `buf`, as regbench's (c) does; returns the
     seconds it took and whether exactly len(buf) bytes came. The caller checks the body
     afterwards, outside the timing."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    c = connection(port, tls)
     t0 = now()
     c.request("GET", path)
     r = c.getresponse()
@@ -229,11 +237,14 @@ def pool(n_threads, jobs, fn):
 # oha
 # --------------------------------------------------------------------------
 
-def oha(url, conns, duration, method="GET", headers=()):
+def oha(url, conns, duration, method="GET", headers=(), cacert=None):
     """Closed-loop load with oha; returns (ok req/s, p99 ms, status codes). Raises on any
-    non-2xx status or error other than requests cut off at the deadline."""
+    non-2xx status or error other than requests cut off at the deadline. An https URL is
+    verified against `cacert`."""
     cmd = ["oha", "-z", "%ds" % duration, "-c", str(conns), "-m", method, "--no-tui",
            "--output-format", "json"]
+    if cacert:
+        cmd += ["--cacert", cacert]
     for k, v in headers:
         cmd += ["-H", "%s: %s" % (k, v)]
     cmd.append(url)
@@ -285,13 +296,13 @@ def load(cl, path, conns, duration, headers=(), method="GET"):
 # servers started by this script (growth part; regbench starts its own)
 # --------------------------------------------------------------------------
 
-def wait_ready(port, proc, timeout=60.0, path="/v2/", ready=(200,)):
+def wait_ready(port, proc, timeout=60.0, path="/v2/", ready=(200,), tls=None):
     t0 = now()
     while now() - t0 < timeout:
         if proc.poll() is not None:
             raise Failure("server exited with %s during start" % proc.returncode)
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c = connection(port, tls, timeout=2)
             c.request("GET", path)
             st = c.getresponse().status
             c.close()
@@ -304,7 +315,7 @@ def wait_ready(port, proc, timeout=60.0, path="/v2/", ready=(200,)):
 
 
 class Proc:
-    def __init__(self, cmd, logpath, port, ready_path="/v2/", env=None, ready=(200,)):
+    def __init__(self, cmd, logpath, port, ready_path="/v2/", env=None, ready=(200,), tls=None):
         self.cmd, self.port = cmd, port
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -314,7 +325,7 @@ class Proc:
         self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
                                   start_new_session=True, env=env)
         try:
-            wait_ready(port, self.p, path=ready_path, ready=ready)
+            wait_ready(port, self.p, path=ready_path, ready=ready, tls=tls)
         except Exception:
             self.stop()
             raise
@@ -2186,6 +2197,137 @@ def mirror_stage(args, tmp, servers):
     return out
 
 
+def https_stage(args, tmp, servers):
+    """HTTPS, as issue 14 sets it up: `berth tls init` makes a CA and a certificate for
+    127.0.0.1; berth serves it with --tls-cert/--tls-key (rustls), Distribution with
+    `http.tls` (Go's crypto/tls), both pinned to the server CPU. Timed: a pull of a
+    --blob-mib MiB layer (medians of --runs after two reads, every body compared), and
+    manifest GETs at 16 connections with oha, every request verified against the CA.
+    berth's plain-HTTP pull of the same layer is shown for what TLS costs."""
+    size = args.blob_mib * MIB
+    blob = os.urandom(size)
+    certs = os.path.join(tmp, "tls")
+    p = subprocess.run([args.berth_bin, "tls", "init", "--host", "127.0.0.1", "--dir", certs],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise Failure("berth tls init: %s" % p.stderr[:300])
+    cert, key, ca = (os.path.join(certs, n) for n in ("server.crt", "server.key", "ca.crt"))
+    tls = ssl.create_default_context(cafile=ca)
+    out = {"mib": args.blob_mib}
+    buf = bytearray(size)
+    repo = "bench/tls"
+    for kind in servers:
+        port = free_port()
+        data = os.path.join(tmp, "https-%s" % kind)
+        os.makedirs(data)
+        if kind == "berth":
+            cmd = server_cmd("berth", args, port, data, tmp,
+                             berth_extra=["--tls-cert", cert, "--tls-key", key, "--gc-interval", "0"])
+            env = berth_env()
+        else:
+            cfg_path = os.path.join(tmp, "dist-tls-%d.yml" % port)
+            with open(cfg_path, "w") as f:
+                f.write("version: 0.1\n"
+                        "log: {level: error, accesslog: {disabled: true}}\n"
+                        "storage:\n  filesystem: {rootdirectory: %s}\n"
+                        "http:\n  addr: 127.0.0.1:%d\n  tls: {certificate: %s, key: %s}\n"
+                        % (data, port, cert, key))
+            cmd = ["taskset", "-c", str(args.server_cpu), args.dist_bin, "serve", cfg_path]
+            env = dist_env()
+        pr = Proc(cmd, os.path.join(tmp, "https-%s.log" % kind), port, env=env, tls=tls)
+        LIVE.append(pr)
+        try:
+            def request(method, path, body=b"", headers=None):
+                c = connection(port, tls)
+                c.request(method, path, body=body, headers=headers or {})
+                r = c.getresponse()
+                got = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+                c.close()
+                return got
+
+            def push(data):
+                digest = sha256_digest(data)
+                st, h, _ = request("POST", "/v2/%s/blobs/uploads/" % repo, headers={"Content-Length": "0"})
+                loc = urllib.parse.urlsplit(h.get("location", ""))
+                st, h, body = request("PUT", loc.path + "?" + (loc.query + "&" if loc.query else "")
+                                      + "digest=" + digest, body=data,
+                                      headers={"Content-Type": "application/octet-stream"})
+                if st != 201:
+                    raise Failure("%s: HTTPS blob PUT %d %r" % (NAMES[kind], st, body[:200]))
+                return digest
+
+            digest = push(blob)
+            cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                              "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+            cfg_d = push(cfg)
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": cfg_d, "size": len(cfg)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": digest, "size": size}],
+            }, separators=(",", ":")).encode()
+            st, _, body = request("PUT", "/v2/%s/manifests/1" % repo, manifest, {"Content-Type": OCI_MANIFEST})
+            if st != 201:
+                raise Failure("%s: HTTPS manifest PUT %d %r" % (NAMES[kind], st, body[:200]))
+            runs = []
+            for i in range(2 + args.runs):
+                el, whole = timed_get(port, "/v2/%s/blobs/%s" % (repo, digest), buf,
+                                      "HTTPS pull from %s" % NAMES[kind], tls=tls)
+                if not whole or buf != blob:
+                    raise Failure("%s: the HTTPS pull's body differs" % NAMES[kind])
+                if i >= 2:
+                    runs.append(size / el / 1e6)
+            rps, p99, _ = oha("https://127.0.0.1:%d/v2/%s/manifests/1" % (port, repo), 16, args.duration,
+                              headers=[("Accept", OCI_MANIFEST)], cacert=ca)
+            out[kind] = {"pull": median(runs), "runs": runs, "rps": rps, "p99": p99,
+                         "rss_mib": rss_of(pr).get("VmRSS")}
+            log("https %s: pull %s MB/s, manifest GETs %s/s (p99 %s ms)" % (
+                NAMES[kind], " / ".join(fmt(x) for x in runs), fmt(rps), fmt(p99)))
+        finally:
+            pr.stop()
+            LIVE.remove(pr)
+            remove_tree(data)
+    if "berth" in servers:
+        # The same layer from berth over plain HTTP, for what TLS costs.
+        port = free_port()
+        data = os.path.join(tmp, "https-plain")
+        os.makedirs(data)
+        pr = Proc(server_cmd("berth", args, port, data, tmp, berth_extra=["--gc-interval", "0"]),
+                  os.path.join(tmp, "https-plain.log"), port, env=berth_env())
+        LIVE.append(pr)
+        try:
+            digest = upload_blob(Client(port), repo, blob)
+            runs = []
+            for i in range(2 + args.runs):
+                el, whole = timed_get(port, "/v2/%s/blobs/%s" % (repo, digest), buf, "plain pull from berth")
+                if not whole or buf != blob:
+                    raise Failure("berth: the plain pull's body differs")
+                if i >= 2:
+                    runs.append(size / el / 1e6)
+            out["berth_plain"] = median(runs)
+        finally:
+            pr.stop()
+            LIVE.remove(pr)
+            remove_tree(data)
+    return out
+
+
+def https_table(h):
+    b, d = h.get("berth") or {}, h.get("distribution") or {}
+    out = ["| over HTTPS ↑ | berth (rustls) | Distribution (crypto/tls) | berth ÷ Distribution |",
+           "|---|---:|---:|---:|"]
+    out.append("| pull of a %d MiB layer, MB/s | %s | %s | %s |" % (
+        h["mib"], fmt(b.get("pull")), fmt(d.get("pull")), ratio(b.get("pull"), d.get("pull"))))
+    out.append("| manifest GETs/s, 16 connections | %s | %s | %s |" % (
+        fmt(b.get("rps")), fmt(d.get("rps")), ratio(b.get("rps"), d.get("rps"))))
+    out.append("| manifest GET p99, ms ↓ | %s | %s | %s |" % (
+        fmt(b.get("p99")), fmt(d.get("p99")), ratio(d.get("p99"), b.get("p99"))))
+    if h.get("berth_plain") and b.get("pull"):
+        out.append("")
+        out.append("berth's pull of the same layer over plain HTTP: %s MB/s (HTTPS runs at %s of it)."
+                   % (fmt(h["berth_plain"]), ratio(b["pull"], h["berth_plain"])))
+    return "\n".join(out)
+
+
 def mirror_table(m):
     direct = m["direct"]["median"]
     b, d = m.get("berth") or {}, m.get("distribution") or {}
@@ -2737,6 +2879,17 @@ def report(args, info, c, results, g, a, errors, started, command, xs=None):
                  "the layer; and the same layer pulled straight from the upstream." % (args.blob_mib, args.runs))
         L.append("")
         L.append(mirror_table(xs["mirror"]))
+    if (xs or {}).get("https"):
+        L.append("")
+        L.append("## HTTPS")
+        L.append("")
+        L.append("`berth tls init --host 127.0.0.1` makes a CA and a server certificate (ECDSA P-256); berth serves "
+                 "it with `--tls-cert`/`--tls-key`, Distribution 2.8.2 with `http.tls`, both pinned to the server "
+                 "CPU. Timed: a pull of a %d MiB layer (medians of %d after two reads, every body compared) and "
+                 "manifest GETs with oha at 16 connections for %d s, every connection verifying the certificate "
+                 "against the CA." % (args.blob_mib, args.runs, args.duration))
+        L.append("")
+        L.append(https_table(xs["https"]))
     if (xs or {}).get("web"):
         w = xs["web"]
         L.append("")
@@ -2848,6 +3001,8 @@ def main():
                     help="only manifest PUTs under tag policies and berth lint")
     ap.add_argument("--skip-mirror", action="store_true", help="leave out the mirror rows")
     ap.add_argument("--only-mirror", action="store_true", help="only the mirror rows (pulls through a pull-through cache)")
+    ap.add_argument("--only-https", action="store_true", help="only the HTTPS rows (berth tls init's certificate, both servers)")
+    ap.add_argument("--skip-https", action="store_true", help="skip the HTTPS rows")
     ap.add_argument("--skip-web", action="store_true", help="leave out the web site and search rows")
     ap.add_argument("--only-web", action="store_true", help="only the web site and search rows")
     ap.add_argument("--web-repos", type=int, default=100000, help="repositories for the web stage (default 100000)")
@@ -2891,12 +3046,12 @@ def main():
     args = ap.parse_args()
     if args.dist_growth_tags is None:
         args.dist_growth_tags = args.growth_tags
-    only = [x for x in ("auth", "s3", "gc", "pg", "trust", "web", "mirror") if getattr(args, "only_" + x)]
+    only = [x for x in ("auth", "s3", "gc", "pg", "trust", "web", "mirror", "https") if getattr(args, "only_" + x)]
     for x in only:
         if getattr(args, "skip_" + x):
             ap.error("--only-%s and --skip-%s" % (x, x))
     if only:
-        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust", "web", "mirror"):
+        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust", "web", "mirror", "https"):
             if x not in only:
                 setattr(args, "skip_" + x, True)
     args.gc_backends = [x.strip() for x in args.gc_backends.split(",") if x.strip()]
@@ -3038,6 +3193,12 @@ def main():
             except Exception as e:
                 errors.append("mirror: %s" % e)
                 log("FAILED: %s" % e)
+        if not args.skip_https:
+            try:
+                xs["https"] = https_stage(args, tmp, servers)
+            except Exception as e:
+                errors.append("https: %s" % e)
+                log("FAILED: %s" % e)
         if not args.skip_web and "berth" in servers:
             try:
                 xs["web"] = web_stage(args, tmp)
@@ -3081,6 +3242,7 @@ def main():
                                                for lab, r in v["rows"].items()})
                               for k, v in g.items()},
                    "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"), "trust": xs.get("trust"), "web": xs.get("web"), "mirror": xs.get("mirror"),
+                   "https": xs.get("https"),
                    "pg": dict(xs["pg"], rows={lab: {str(n): x for n, x in r.items()}
                                               for lab, r in xs["pg"]["rows"].items()}) if xs.get("pg") else None,
                    "errors": errors}, f, indent=1)
