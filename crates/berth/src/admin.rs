@@ -205,9 +205,47 @@ pub(crate) async fn open(store: &StoreArgs) -> anyhow::Result<Accounts> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let meta = berth_server::open_meta(&database).await?;
+    let _ = OPENED.set(meta.clone());
     // The first administrator is `berth serve`'s to create (it logs the password); a
     // command never creates an account it was not asked to.
     Ok(Accounts::open_for_commands(meta).await?)
+}
+
+/// The database a command opened, for its audit record.
+static OPENED: std::sync::OnceLock<std::sync::Arc<dyn berth_meta::MetaStore>> =
+    std::sync::OnceLock::new();
+
+/// Subcommands that only read: not recorded.
+const READS: [&str; 7] = [
+    "ls",
+    "show",
+    "deliveries",
+    "history",
+    "plan",
+    "status",
+    "list",
+];
+
+/// Records a command that changed something (`berth org member add …`) in the audit
+/// log, as done by `cli` (and the system user who ran it) on this machine. Its
+/// arguments hold no secret: passwords and token secrets come on standard input or in
+/// files.
+pub async fn audit_command(argv: &[String]) {
+    let Some(meta) = OPENED.get() else {
+        return;
+    };
+    if argv.get(2).is_some_and(|sub| READS.contains(&sub.as_str()))
+        || argv.iter().any(|a| a == "--dry-run")
+    {
+        return;
+    }
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_default();
+    let detail =
+        serde_json::json!({ "command": argv.get(1..).unwrap_or_default(), "system_user": who });
+    let event = berth_server::ops::audit::event("cli", "local", "command", None, detail);
+    berth_server::ops::audit::record_now(&**meta, &event).await;
 }
 
 /// A command about the user `admin` on a data dir where `berth serve` never ran says

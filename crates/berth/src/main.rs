@@ -95,6 +95,7 @@ fn main() -> ExitCode {
             "berth: jemalloc background threads unavailable ({e}); memory is returned more slowly"
         );
     }
+    let argv: Vec<String> = std::env::args().collect();
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Command::Serve(args) => match args.log_format() {
@@ -146,6 +147,9 @@ fn main() -> ExitCode {
             Command::Tag(c) => policy::tag(c).await,
             Command::Golden(c) => policy::golden(c).await,
         };
+        if done.is_ok() {
+            admin::audit_command(&argv).await;
+        }
         done.map(|()| ExitCode::SUCCESS)
     });
     match result {

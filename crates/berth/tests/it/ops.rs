@@ -849,6 +849,50 @@ async fn the_audit_log_shows_a_scripted_session() {
         ["delete", "repositories:set", "tag-move", "push"],
         "{lines:?}"
     );
+
+    // A change made with a command on the server is recorded too (a listing is not).
+    let data_dir = berth.data_dir.clone();
+    blocking(move || {
+        for args in [
+            vec!["namespace", "visibility", "alice", "private"],
+            vec!["user", "ls"],
+        ] {
+            let out = std::process::Command::new(berth_binary())
+                .args(&args)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    })
+    .await;
+    let r = call(
+        &berth,
+        Method::GET,
+        "/api/v1/audit?user=cli",
+        Some(&admin()),
+        None,
+    )
+    .await;
+    let by_cli: Value = r.json().await.unwrap();
+    let events = by_cli["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{by_cli}");
+    assert_eq!(events[0]["action"], "command");
+    assert_eq!(events[0]["client"], "local");
+    assert_eq!(
+        events[0]["detail"]["command"].as_array().unwrap()[..4],
+        [
+            Value::from("namespace"),
+            Value::from("visibility"),
+            Value::from("alice"),
+            Value::from("private")
+        ]
+    );
 }
 
 /// A storage quota on a namespace: `berth namespace quota` sets it beside the running
