@@ -71,8 +71,8 @@ pub struct AuditQuery {
 
 #[async_trait]
 pub trait OpsStore: Send + Sync + 'static {
-    /// Appends an event to the audit log.
-    async fn record_audit(&self, event: &AuditEvent) -> Result<()>;
+    /// Appends events to the audit log, in order, in one write.
+    async fn record_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// Audit events matching `query`, newest first.
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>>;
     /// Removes audit events older than `before` (unix seconds); returns how many.

@@ -103,6 +103,7 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
     Ok(Arc::new(http::AppState {
         pull_limits: ops::pull_limits::PullLimits::new(meta.clone(), &config.limits),
         tag_pulls: retention::TagPulls::default(),
+        audit: ops::audit::AuditWriter::start(meta.clone()),
         webhooks: Arc::new(ops::webhooks::Webhooks::new(
             meta.clone(),
             config.tls.is_some(),
@@ -196,6 +197,8 @@ pub async fn serve(
         tls,
     };
     let served = transport::serve(listener, app, options, shutdown).await;
+    // What the last requests did reaches the audit log before the process ends.
+    state.audit.flush().await;
     if let Some(port) = metrics_port {
         let _ = port.await;
     }

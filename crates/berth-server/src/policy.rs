@@ -143,6 +143,14 @@ pub fn normalize(key: &str, value: &str) -> Result<Option<String>, PolicyError> 
     }
 }
 
+/// A namespace's storage quota among `settings` (read for it or its repositories).
+pub fn quota_in(settings: &[PolicySetting], namespace: &str) -> Option<u64> {
+    settings
+        .iter()
+        .find(|s| s.key == STORAGE_QUOTA && s.scope == namespace)
+        .and_then(|s| s.value.parse().ok())
+}
+
 /// The settings of `repository` and its namespace, combined: per key, the repository's
 /// wins.
 pub fn effective(repository: &RepoName, settings: &[PolicySetting]) -> EffectivePolicy {
@@ -240,10 +248,7 @@ pub async fn plan_tag_push(
 /// `namespace`'s storage quota in bytes, if it has one.
 pub async fn quota_of(meta: &dyn MetaStore, namespace: &str) -> Result<Option<u64>, MetaError> {
     let settings = meta.policies(&[namespace]).await?;
-    Ok(settings
-        .iter()
-        .find(|s| s.key == STORAGE_QUOTA && s.scope == namespace)
-        .and_then(|s| s.value.parse().ok()))
+    Ok(quota_in(&settings, namespace))
 }
 
 /// Sets (`None`: removes) `namespace`'s storage quota.

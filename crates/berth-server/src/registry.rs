@@ -761,13 +761,18 @@ impl Registry {
                 Algorithm::Sha256.digest_of(&body)
             }
         };
+        // One read for the policy in force and the namespace's quota.
+        let settings = self
+            .meta
+            .policies(&[repo.namespace(), repo.as_str()])
+            .await?;
         // Under a quota, a new manifest counts (one stored again takes no more room).
-        if let Some(quota) = policy::quota_of(&*self.meta, repo.namespace()).await?
+        if let Some(quota) = policy::quota_in(&settings, repo.namespace())
             && self.meta.manifest_by_digest(repo, &digest).await?.is_none()
         {
             self.within_quota(repo, quota, body.len() as u64).await?;
         }
-        let policy = policy::for_repository(&*self.meta, repo).await?;
+        let policy = policy::effective(repo, &settings);
         // require-golden-base: checked before anything is stored.
         let mut warning = None;
         if policy.golden != GoldenMode::Off

@@ -48,18 +48,24 @@ impl OpsStore for PgMetaStore {
         Ok(done.rows_affected())
     }
 
-    async fn record_audit(&self, event: &AuditEvent) -> Result<()> {
-        sqlx::query(RECORD_AUDIT_SQL)
-            .bind(event.at)
-            .bind(&event.actor)
-            .bind(&event.client)
-            .bind(&event.action)
-            .bind(&event.target)
-            .bind(&event.detail)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
+    async fn record_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for event in events {
+            sqlx::query(RECORD_AUDIT_SQL)
+                .bind(event.at)
+                .bind(&event.actor)
+                .bind(&event.client)
+                .bind(&event.action)
+                .bind(&event.target)
+                .bind(&event.detail)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>> {

@@ -28,7 +28,7 @@ pub(super) enum OpsWrite {
     SweepRequestWindows {
         now: i64,
     },
-    RecordAudit(AuditEvent),
+    RecordAudit(Vec<AuditEvent>),
     PruneAudit {
         before: i64,
     },
@@ -51,17 +51,19 @@ pub(super) async fn apply(conn: &mut SqliteConnection, write: &OpsWrite) -> Resu
                 .map_err(backend)?;
             Ok(Outcome::Request(request_window(row)))
         }
-        OpsWrite::RecordAudit(event) => {
-            sqlx::query(RECORD_AUDIT_SQL)
-                .bind(event.at)
-                .bind(&event.actor)
-                .bind(&event.client)
-                .bind(&event.action)
-                .bind(&event.target)
-                .bind(&event.detail)
-                .execute(&mut *conn)
-                .await
-                .map_err(backend)?;
+        OpsWrite::RecordAudit(events) => {
+            for event in events {
+                sqlx::query(RECORD_AUDIT_SQL)
+                    .bind(event.at)
+                    .bind(&event.actor)
+                    .bind(&event.client)
+                    .bind(&event.action)
+                    .bind(&event.target)
+                    .bind(&event.detail)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            }
             Ok(Outcome::Done)
         }
         OpsWrite::RecordTagPull {
@@ -131,8 +133,11 @@ impl OpsStore for SqliteMetaStore {
         }
     }
 
-    async fn record_audit(&self, event: &AuditEvent) -> Result<()> {
-        self.write(Write::Ops(OpsWrite::RecordAudit(event.clone())))
+    async fn record_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(Write::Ops(OpsWrite::RecordAudit(events.to_vec())))
             .await
             .map(drop)
     }

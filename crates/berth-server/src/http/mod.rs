@@ -60,6 +60,8 @@ pub struct AppState {
     pub webhooks: Arc<crate::ops::webhooks::Webhooks>,
     /// When tags were last pulled, for retention.
     pub tag_pulls: crate::retention::TagPulls,
+    /// Where audit events are queued for the store.
+    pub audit: crate::ops::audit::AuditWriter,
     /// Mirrored upstream registries (none unless configured).
     pub mirror: Arc<crate::mirror::Mirror>,
     pub accounts: Arc<Accounts>,

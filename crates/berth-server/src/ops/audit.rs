@@ -3,10 +3,12 @@
 //! when, kept in the metadata store for `--audit-retention`.
 //!
 //! Handlers say what they did by attaching [`Audited`] events to their response; the
-//! [`record`] layer writes them once the response is ready, so a handler never fails
-//! for its audit record and recording lives in one place. What happens without a
-//! response of its own (a failed sign-in, deep in the accounts service) is written with
-//! [`record_now`].
+//! [`record`] layer hands them to the [`AuditWriter`], so a handler never fails or waits
+//! for its audit record and recording lives in one place. The writer keeps their order
+//! and writes what has queued up in one store write (a push's events, many pushes' at
+//! once under load): the log costs a push a fraction of a write, not two. What happens
+//! without a response of its own (a failed sign-in, deep in the accounts service) is
+//! written with [`record_now`].
 
 use std::sync::Arc;
 
@@ -55,8 +57,72 @@ pub fn attach(response: &mut Response, event: AuditEvent) {
     }
 }
 
-/// Writes the events a response carries and queues them for webhooks (a layer around
-/// every route).
+/// Events queued for the store, in order; a batch written at a time.
+pub struct AuditWriter {
+    queue: tokio::sync::mpsc::Sender<Queued>,
+}
+
+enum Queued {
+    Event(AuditEvent),
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Events queued before a sender waits (a bound on memory).
+const QUEUE: usize = 8192;
+/// Events written in one store write at most.
+const BATCH: usize = 256;
+
+impl AuditWriter {
+    /// Starts the task that writes queued events to `meta`.
+    pub fn start(meta: Arc<dyn MetaStore>) -> AuditWriter {
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<Queued>(QUEUE);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut flushed = Vec::new();
+            while let Some(first) = queued.recv().await {
+                let mut next = Some(first);
+                while let Some(item) = next.take() {
+                    match item {
+                        Queued::Event(event) => batch.push(event),
+                        Queued::Flush(done) => flushed.push(done),
+                    }
+                    if batch.len() < BATCH {
+                        next = queued.try_recv().ok();
+                    }
+                }
+                if let Err(e) = meta.record_audit(&batch).await {
+                    tracing::warn!(error = %e, events = batch.len(), "recording audit events failed");
+                }
+                batch.clear();
+                for done in flushed.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+        });
+        AuditWriter { queue }
+    }
+
+    /// Queues `events` to be written, in order.
+    pub async fn queue(&self, events: Vec<AuditEvent>) {
+        for event in events {
+            if self.queue.send(Queued::Event(event)).await.is_err() {
+                tracing::warn!("the audit writer has stopped; an event is lost");
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is written (at shutdown).
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+/// Queues the events a response carries for the audit log and for webhooks (a layer
+/// around every route).
 pub async fn record(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     // How the client reached the registry, for links in webhook payloads.
     let host = request
@@ -69,9 +135,9 @@ pub async fn record(State(app): State<Arc<AppState>>, request: Request, next: Ne
     let mut response = next.run(request).await;
     if let Some(Audited(events)) = response.extensions_mut().remove::<Audited>() {
         for event in &events {
-            record_now(&*app.registry.meta, event).await;
             app.webhooks.notify(event, &host).await;
         }
+        app.audit.queue(events).await;
     }
     if let Some(Announced(events)) = response.extensions_mut().remove::<Announced>() {
         for event in &events {
@@ -83,7 +149,7 @@ pub async fn record(State(app): State<Arc<AppState>>, request: Request, next: Ne
 
 /// Writes one event; a store that fails is logged (with the event), never passed on.
 pub async fn record_now(meta: &dyn MetaStore, event: &AuditEvent) {
-    if let Err(e) = meta.record_audit(event).await {
+    if let Err(e) = meta.record_audit(std::slice::from_ref(event)).await {
         tracing::warn!(
             error = %e,
             actor = %event.actor,
