@@ -37,7 +37,9 @@ pub const DELIVERY: &str = "x-berth-delivery";
 
 pub struct Webhooks {
     meta: Arc<dyn MetaStore>,
-    client: reqwest::Client,
+    /// Made on the first delivery: building it (loading the system's CA certificates)
+    /// would otherwise cost every start several milliseconds.
+    client: std::sync::OnceLock<reqwest::Client>,
     /// `http` or `https`: how links in payloads reach this registry.
     scheme: &'static str,
     known: Mutex<Option<(Instant, Arc<Vec<Webhook>>)>>,
@@ -45,15 +47,9 @@ pub struct Webhooks {
 
 impl Webhooks {
     pub fn new(meta: Arc<dyn MetaStore>, https: bool) -> Webhooks {
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .user_agent(concat!("berth-webhooks/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
         Webhooks {
             meta,
-            client,
+            client: std::sync::OnceLock::new(),
             scheme: if https { "https" } else { "http" },
             known: Mutex::new(None),
         }
@@ -184,8 +180,15 @@ impl Webhooks {
         } else {
             "application/json"
         };
-        let mut request = self
-            .client
+        let client = self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .user_agent(concat!("berth-webhooks/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default()
+        });
+        let mut request = client
             .post(&hook.url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(EVENT, &delivery.event)
