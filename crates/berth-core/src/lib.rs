@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod name;
 pub mod range;
 pub mod tag_policy;
+pub mod versions;
 
 pub use account::{
     AccountError, AccountName, Actions, Relation, RepositoryFacts, Role, TokenScope,
