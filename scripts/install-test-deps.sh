@@ -76,7 +76,7 @@ apt_opts=(-o DPkg::Lock::Timeout=300 -y -q)
 "${sudo[@]}" apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"
 
 # Check what the tests will look for.
-for c in skopeo dockerd containerd runc python3 curl pg_ctlcluster psql chromium node npm; do
+for c in skopeo dockerd containerd runc python3 curl pg_ctlcluster psql chromium node npm systemd-analyze; do
     if ! have_cmd "$c"; then
         echo "install-test-deps: $c still missing after apt-get install" >&2
         exit 1

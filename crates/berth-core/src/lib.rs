@@ -12,6 +12,7 @@ pub mod golden;
 pub mod manifest;
 pub mod name;
 pub mod range;
+pub mod size;
 pub mod tag_policy;
 pub mod versions;
 

@@ -43,8 +43,8 @@ pub enum RegistryError {
     #[error(
         "namespace {namespace} is over its storage quota: this push would bring it to {} of {} \
          (remove images, or ask an administrator for more)",
-        crate::policy::human_size(*.would_use),
-        crate::policy::human_size(*.quota)
+        berth_core::size::human(*.would_use),
+        berth_core::size::human(*.quota)
     )]
     QuotaExceeded {
         namespace: String,

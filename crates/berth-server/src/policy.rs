@@ -263,46 +263,6 @@ pub async fn set_quota(
         .await
 }
 
-/// A size such as `20GiB`, `512MiB`, `1TiB` or plain bytes (also `k`, `M`, `G`, `T`:
-/// powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a size such as 20GiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        "t" | "tib" | "tb" => 40,
-        _ => return Err(format!("{text:?}: unknown unit (use KiB, MiB, GiB or TiB)")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?}: too large"))
-}
-
-/// Bytes as people read them: `1.5 GiB`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,19 +333,5 @@ mod tests {
         assert!(check_scope("Gallery").is_err());
         assert!(check_scope("").is_err());
         assert!(check_scope("gallery/").is_err());
-    }
-
-    #[test]
-    fn quota_sizes_read_and_show_as_people_write_them() {
-        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
-        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1T"), Ok(1 << 40));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("20 parsecs").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999TiB").is_err());
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(20 << 30), "20.0 GiB");
     }
 }

@@ -470,7 +470,7 @@ async fn list_repositories(namespace: Option<String>, store: &StoreArgs) -> anyh
             println!(
                 "{:<40} {:>10} {:>6} {:>10} {:>8}",
                 usage.repository.as_str(),
-                human_bytes(usage.bytes),
+                berth_core::size::human(usage.bytes),
                 usage.tags,
                 usage.manifests,
                 usage.blobs
@@ -483,25 +483,9 @@ async fn list_repositories(namespace: Option<String>, store: &StoreArgs) -> anyh
     }
     if let Some(namespace) = namespace {
         let total = meta.namespace_usage(&namespace).await?;
-        println!("{namespace}: {} in all", human_bytes(total));
+        println!("{namespace}: {} in all", berth_core::size::human(total));
     }
     Ok(())
-}
-
-/// `1536` → `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 pub async fn namespace(command: NamespaceCommand) -> anyhow::Result<()> {
@@ -513,15 +497,13 @@ pub async fn namespace(command: NamespaceCommand) -> anyhow::Result<()> {
             if let Some(size) = size {
                 let bytes = match size.as_str() {
                     "none" => None,
-                    text => {
-                        Some(berth_server::policy::parse_size(text).map_err(anyhow::Error::msg)?)
-                    }
+                    text => Some(berth_core::size::parse(text).map_err(anyhow::Error::msg)?),
                 };
                 berth_server::policy::set_quota(meta, &name, bytes, "cli").await?;
             }
             let quota = berth_server::policy::quota_of(meta, &name).await?;
             let used = meta.namespace_usage(&name).await?;
-            let human = berth_server::policy::human_size;
+            let human = berth_core::size::human;
             match quota {
                 Some(quota) => println!(
                     "{name}: quota {}, using {} ({:.0}%)",

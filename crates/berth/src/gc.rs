@@ -47,7 +47,7 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
             "{verb} {} blobs ({}), {} untagged manifests, {} unused links, {} orphaned blobs, \
              {} abandoned uploads",
             report.blobs,
-            crate::admin::human_bytes(report.bytes),
+            berth_core::size::human(report.bytes),
             report.manifests,
             report.links,
             report.orphan_blobs,

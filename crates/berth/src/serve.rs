@@ -274,26 +274,10 @@ impl FileUpstream {
     }
 }
 
-/// A size such as `65536`, `64KiB`, `64MiB` or `1GiB` (also `k`, `M`, `G`: powers of 1024).
+/// A size such as `65536`, `64KiB`, `64MiB` or `1GiB` ([`berth_core::size::parse`]).
 fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a size such as 64MiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        _ => return Err(format!("{text:?}: unknown unit (use KiB, MiB or GiB)")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?}: too large"))
+    let bytes = berth_core::size::parse(text)?;
+    usize::try_from(bytes).map_err(|_| format!("{text:?}: too large"))
 }
 
 /// A duration from the command line, or else from the config file (`key` names it).

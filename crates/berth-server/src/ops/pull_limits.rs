@@ -69,20 +69,20 @@ impl PullLimits {
         puller: &Puller<'_>,
         head: bool,
     ) -> Result<Option<Standing>, ApiError> {
-        let (limit, key, who) = match puller {
-            Puller::Account(name) => (
-                self.account,
-                format!("pull:user:{name}"),
-                format!("account {name}"),
-            ),
+        let limit = match puller {
+            Puller::Account(_) => self.account,
+            Puller::Anonymous(_) => self.anonymous,
+        };
+        // Without a limit, a manifest request costs nothing here.
+        let Some(limit) = limit else {
+            return Ok(None);
+        };
+        let (key, who) = match puller {
+            Puller::Account(name) => (format!("pull:user:{name}"), format!("account {name}")),
             Puller::Anonymous(address) => (
-                self.anonymous,
                 format!("pull:addr:{address}"),
                 format!("anonymous client {address}"),
             ),
-        };
-        let Some(limit) = limit else {
-            return Ok(None);
         };
         let now = crate::accounts::now();
         let window = limit.window.as_secs().max(1) as i64;

@@ -127,6 +127,47 @@ fn resolve_tls_host() {
     }
 }
 
+/// Makes an image of `layers` (mkimage sizes) from `seed`, named `name`
+/// (`localhost:PORT/…:TAG`), in the test's Docker engine, and signs the engine in to that
+/// registry as the administrator. Blocking.
+fn docker_image_signed_in(
+    dir: &Path,
+    name: &str,
+    layers: &str,
+    seed: &str,
+) -> &'static DockerDaemon {
+    let tar = dir.join(format!("{seed}.tar"));
+    let tag = name.rsplit_once(':').map_or("latest", |(_, tag)| tag);
+    mkimage(
+        &dir.join(seed),
+        &[
+            "--layers",
+            layers,
+            "--tag",
+            tag,
+            "--seed",
+            seed,
+            "--docker-archive",
+            tar.to_str().unwrap(),
+            "--docker-name",
+            name,
+        ],
+    );
+    let docker = DockerDaemon::shared();
+    docker.docker_ok(&["load", "-i", tar.to_str().unwrap()]);
+    let registry = name.split('/').next().unwrap();
+    let login = docker.docker_input(
+        &["login", registry, "-u", "admin", "--password-stdin"],
+        ADMIN_PASSWORD,
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    docker
+}
+
 /// Removes a certs.d directory this test made, however the test ends.
 struct Installed(std::path::PathBuf);
 
@@ -925,40 +966,9 @@ async fn a_push_over_the_namespace_quota_is_refused_with_its_numbers() {
     let tmp = scratch();
     let registry = format!("localhost:{}", berth.port);
     let name = format!("{registry}/quota/app:1");
-    let tar = tmp.path().join("app.tar");
-    let (name_, registry_, tar_, layout) = (
-        name.clone(),
-        registry.clone(),
-        tar.clone(),
-        tmp.path().join("app"),
-    );
+    let (dir, name_) = (tmp.path().to_owned(), name.clone());
     let refused = blocking(move || {
-        mkimage(
-            &layout,
-            &[
-                "--layers",
-                "600K,700K",
-                "--tag",
-                "1",
-                "--seed",
-                "quota",
-                "--docker-archive",
-                tar_.to_str().unwrap(),
-                "--docker-name",
-                &name_,
-            ],
-        );
-        let docker = DockerDaemon::shared();
-        docker.docker_ok(&["load", "-i", tar_.to_str().unwrap()]);
-        let login = docker.docker_input(
-            &["login", &registry_, "-u", "admin", "--password-stdin"],
-            ADMIN_PASSWORD,
-        );
-        assert!(
-            login.status.success(),
-            "{}",
-            String::from_utf8_lossy(&login.stderr)
-        );
+        let docker = docker_image_signed_in(&dir, &name_, "600K,700K", "quota");
         let out = docker.docker(&["image", "push", &name_]);
         assert!(!out.status.success(), "pushed past the quota");
         String::from_utf8_lossy(&out.stderr).into_owned()
@@ -1132,35 +1142,9 @@ async fn webhooks_reach_a_receiver_that_comes_up_later_even_across_a_restart() {
     // The Docker engine pushes while the receiver is down.
     let registry = format!("localhost:{}", berth.port);
     let name = format!("{registry}/hooks/app:1");
-    let (tar, layout) = (tmp.path().join("app.tar"), tmp.path().join("app"));
-    let name_ = name.clone();
+    let (dir, name_) = (tmp.path().to_owned(), name.clone());
     blocking(move || {
-        mkimage(
-            &layout,
-            &[
-                "--layers",
-                "100K",
-                "--tag",
-                "1",
-                "--seed",
-                "hooks",
-                "--docker-archive",
-                tar.to_str().unwrap(),
-                "--docker-name",
-                &name_,
-            ],
-        );
-        let docker = DockerDaemon::shared();
-        docker.docker_ok(&["load", "-i", tar.to_str().unwrap()]);
-        let login = docker.docker_input(
-            &["login", &registry, "-u", "admin", "--password-stdin"],
-            ADMIN_PASSWORD,
-        );
-        assert!(
-            login.status.success(),
-            "{}",
-            String::from_utf8_lossy(&login.stderr)
-        );
+        let docker = docker_image_signed_in(&dir, &name_, "100K", "hooks");
         docker.docker_ok(&["image", "push", &name_]);
     })
     .await;

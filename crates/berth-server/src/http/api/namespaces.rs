@@ -69,7 +69,7 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
             .quota
             .as_deref()
             .filter(|q| !matches!(*q, "none" | ""))
-            .map(crate::policy::parse_size)
+            .map(berth_core::size::parse)
             .transpose()
             .map_err(ApiFailure::invalid)?;
         crate::policy::set_quota(ctx.accounts.meta(), namespace, bytes, caller.name()).await?;
