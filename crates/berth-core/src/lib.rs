@@ -14,7 +14,6 @@ pub mod name;
 pub mod range;
 pub mod size;
 pub mod tag_policy;
-pub mod versions;
 
 pub use account::{
     AccountError, AccountName, Actions, Relation, RepositoryFacts, Role, TokenScope,

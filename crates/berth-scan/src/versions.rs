@@ -1,8 +1,9 @@
 //! Package version ordering as each packaging system defines it, for matching installed
-//! packages against vulnerability advisories (issue 15): Debian's dpkg (`epoch:upstream-
-//! revision`, where `~` sorts before everything, even the end) and RPM's EVR
-//! (`epoch:version-release`, compared segment by segment as `rpmvercmp` does, with `~`
-//! before and `^` after the end). A plain string order gets both wrong (`1.10` < `1.9`).
+//! packages against vulnerability advisories: Debian's dpkg (`epoch:upstream-revision`,
+//! where `~` sorts before everything, even the end), RPM's EVR (`epoch:version-release`,
+//! compared segment by segment as `rpmvercmp` does, with `~` before and `^` after the
+//! end) and Alpine's apk (`1.2.3a_rc1_p2-r4`). A plain string order gets all of them
+//! wrong (`1.10` < `1.9`).
 
 use std::cmp::Ordering;
 
@@ -215,6 +216,101 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// Compares two Alpine package versions as `apk version -t` does: dotted numbers, an
+/// optional letter, suffixes (`_alpha` < `_beta` < `_pre` < `_rc` < none < `_cvs` <
+/// `_svn` < `_git` < `_hg` < `_p`, each with an optional number), then `-rN`.
+pub fn apk_compare(a: &str, b: &str) -> Ordering {
+    let (a, b) = (ApkVersion::parse(a), ApkVersion::parse(b));
+    let numbers = {
+        let mut order = Ordering::Equal;
+        for (x, y) in a.numbers.iter().zip(&b.numbers) {
+            order = compare_digits(
+                x.trim_start_matches('0').as_bytes(),
+                y.trim_start_matches('0').as_bytes(),
+            );
+            if order != Ordering::Equal {
+                break;
+            }
+        }
+        order.then_with(|| a.numbers.len().cmp(&b.numbers.len()))
+    };
+    numbers
+        .then_with(|| a.letter.cmp(&b.letter))
+        .then_with(|| {
+            // A missing suffix compares as "none", between pre-releases and patches.
+            let n = a.suffixes.len().max(b.suffixes.len());
+            (0..n)
+                .map(|i| {
+                    let x = a.suffixes.get(i).copied().unwrap_or((0, 0));
+                    let y = b.suffixes.get(i).copied().unwrap_or((0, 0));
+                    x.cmp(&y)
+                })
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        })
+        .then_with(|| a.revision.cmp(&b.revision))
+}
+
+/// The parts of an apk version that order it (`~hash` parts do not).
+struct ApkVersion<'a> {
+    numbers: Vec<&'a str>,
+    letter: Option<u8>,
+    /// (rank, number): rank below 0 for pre-releases, above 0 for patches.
+    suffixes: Vec<(i8, u64)>,
+    revision: u64,
+}
+
+impl<'a> ApkVersion<'a> {
+    fn parse(version: &'a str) -> ApkVersion<'a> {
+        let version = version.trim();
+        let (version, revision) = match version.rsplit_once("-r") {
+            Some((v, r)) if !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()) => {
+                (v, r.parse().unwrap_or(u64::MAX))
+            }
+            _ => (version, 0),
+        };
+        let version = version.split('~').next().unwrap_or(version);
+        let mut parts = version.split('_');
+        let head = parts.next().unwrap_or("");
+        let digits_end = head
+            .bytes()
+            .position(|b| !(b.is_ascii_digit() || b == b'.'))
+            .unwrap_or(head.len());
+        let numbers = head[..digits_end]
+            .split('.')
+            .filter(|n| !n.is_empty())
+            .collect();
+        let letter = head[digits_end..].bytes().next();
+        let suffixes = parts
+            .map(|suffix| {
+                let split = suffix
+                    .bytes()
+                    .position(|b| b.is_ascii_digit())
+                    .unwrap_or(suffix.len());
+                let rank = match &suffix[..split] {
+                    "alpha" => -4,
+                    "beta" => -3,
+                    "pre" => -2,
+                    "rc" => -1,
+                    "cvs" => 1,
+                    "svn" => 2,
+                    "git" => 3,
+                    "hg" => 4,
+                    "p" => 5,
+                    _ => 0,
+                };
+                (rank, suffix[split..].parse().unwrap_or(0))
+            })
+            .collect();
+        ApkVersion {
+            numbers,
+            letter,
+            suffixes,
+            revision,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +379,32 @@ mod tests {
             "no release on one side"
         );
         assert_eq!(rpm_compare("3.0.7-24.el9", "3.0.7-27.el9"), Less);
+    }
+    #[test]
+    fn apk_orders_as_apk_version_does() {
+        for (a, b, want) in [
+            ("1.2.3", "1.2.3", Equal),
+            ("1.2.3-r0", "1.2.3", Equal),
+            ("1.10", "1.9", Greater),
+            ("1.2.3_p1", "1.2.3", Greater),
+            ("1.2.3_p1-r0", "1.2.3-r1", Greater),
+            ("2.0_rc1", "2.0", Less),
+            ("2.0_alpha2", "2.0_beta1", Less),
+            ("2.0_beta1", "2.0_pre1", Less),
+            ("2.0_pre1", "2.0_rc1", Less),
+            ("2.0_rc1", "2.0_rc2", Less),
+            ("2.0_git20240101", "2.0", Greater),
+            ("2.0_git1", "2.0_p1", Less),
+            ("1.2.3-r2", "1.2.3-r10", Less),
+            ("1.2.3a", "1.2.3", Greater),
+            ("1.2.3a", "1.2.3b", Less),
+            ("1.2.3a", "1.2.4", Less),
+            ("1.2", "1.2.1", Less),
+            ("3.1.4-r5", "3.1.4-r5", Equal),
+            ("1.0~abc123-r0", "1.0-r0", Equal),
+        ] {
+            assert_eq!(apk_compare(a, b), want, "{a} vs {b}");
+            assert_eq!(apk_compare(b, a), want.reverse(), "{b} vs {a}");
+        }
     }
 }
