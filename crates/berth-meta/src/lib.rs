@@ -17,6 +17,7 @@ pub mod mirror;
 pub mod ops;
 pub mod postgres;
 mod rows;
+pub mod scans;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -31,6 +32,7 @@ pub use ops::{
     Webhook, WebhookStore,
 };
 pub use postgres::PgMetaStore;
+pub use scans::{AdvisoryRecord, ImageScan, ImportCounts, ScanStore, VulnDbStatus};
 pub use sqlite::SqliteMetaStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +220,9 @@ pub struct PushWarning {
 }
 
 #[async_trait]
-pub trait MetaStore: AccountStore + CatalogStore + MirrorStore + OpsStore + WebhookStore {
+pub trait MetaStore:
+    AccountStore + CatalogStore + MirrorStore + OpsStore + WebhookStore + ScanStore
+{
     // ---- blobs ----
     /// Size of `digest` if `repository` may serve it (pushed, mounted or linked there).
     async fn repository_blob(&self, repository: &RepoName, digest: &Digest) -> Result<Option<u64>>;

@@ -105,6 +105,8 @@ macro_rules! meta_store_contract {
             audit_log_filters_pages_and_prunes,
             webhook_deliveries_are_claimed_retried_and_kept,
             tag_ages_pulls_and_retention_scopes,
+            scans_are_kept_per_image_digest,
+            advisories_import_by_modified_and_look_up_by_package,
         );
         $crate::testsuite::meta_store_contract!(@two $scratch;
             race_advance_upload_has_one_winner,
@@ -3638,4 +3640,162 @@ pub async fn tag_ages_pulls_and_retention_scopes(store: &dyn MetaStore) {
         store.repositories_in("keep/b").await.unwrap(),
         [repo("keep/b")]
     );
+}
+
+pub async fn scans_are_kept_per_image_digest(store: &dyn MetaStore) {
+    let r = repo("gallery/ui");
+    push_tagged(store, &r, "scanned", "1.0", "alice").await;
+    let image = manifest("scanned", None, None).digest;
+    assert_eq!(store.image_scan(&image).await.unwrap(), None);
+    let mut scan = crate::ImageScan {
+        digest: image.clone(),
+        scanned_at: 100,
+        matched_at: 100,
+        inventory: "{\"packages\":[]}".into(),
+        findings: "[]".into(),
+        worst: None,
+    };
+    store.save_scan(&scan).await.unwrap();
+    assert_eq!(
+        store.image_scan(&image).await.unwrap().as_ref(),
+        Some(&scan)
+    );
+    // Matching again replaces the findings.
+    scan.findings = "[{\"id\":\"DSA-1\"}]".into();
+    scan.worst = Some("high".into());
+    scan.matched_at = 200;
+    store.save_scan(&scan).await.unwrap();
+    assert_eq!(
+        store.image_scan(&image).await.unwrap().as_ref(),
+        Some(&scan)
+    );
+    let other = crate::ImageScan {
+        digest: digest("other"),
+        ..scan.clone()
+    };
+    store.save_scan(&other).await.unwrap();
+    let all = store.image_scans(None, 10).await.unwrap();
+    let mut want = vec![scan.digest.clone(), other.digest.clone()];
+    want.sort_by_key(|d| d.to_string());
+    assert_eq!(
+        all.iter().map(|s| s.digest.clone()).collect::<Vec<_>>(),
+        want
+    );
+    let rest = store.image_scans(Some(&want[0]), 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].digest, want[1]);
+    // Where the image is: its repository and tags.
+    assert_eq!(
+        store.image_locations(&image).await.unwrap(),
+        vec![(r.clone(), vec!["1.0".to_owned()])]
+    );
+    assert!(
+        store
+            .image_locations(&digest("other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn an_advisory(id: &str, modified: &str, packages: &[(&str, &str)]) -> crate::AdvisoryRecord {
+    crate::AdvisoryRecord {
+        id: id.into(),
+        modified: modified.into(),
+        body: format!("{{\"id\":\"{id}\",\"modified\":\"{modified}\"}}"),
+        packages: packages
+            .iter()
+            .map(|(e, n)| ((*e).to_owned(), (*n).to_owned()))
+            .collect(),
+        withdrawn: false,
+    }
+}
+
+pub async fn advisories_import_by_modified_and_look_up_by_package(store: &dyn MetaStore) {
+    let first = vec![
+        an_advisory("DSA-1", "2024-01-01T00:00:00Z", &[("Debian:12", "openssl")]),
+        an_advisory("DSA-2", "2024-01-01T00:00:00Z", &[("Debian:11", "openssl")]),
+        an_advisory(
+            "GHSA-1",
+            "2024-02-01T00:00:00Z",
+            &[("npm", "left-pad"), ("PyPI", "left-pad")],
+        ),
+    ];
+    let counts = store.import_advisories(&first).await.unwrap();
+    assert_eq!((counts.added, counts.updated, counts.unchanged), (3, 0, 0));
+    let keys = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(e, n)| ((*e).to_owned(), (*n).to_owned()))
+            .collect()
+    };
+    let bodies = store
+        .advisories_for(&keys(&[("Debian:12", "openssl"), ("npm", "left-pad")]))
+        .await
+        .unwrap();
+    assert_eq!(bodies, [first[0].body.clone(), first[2].body.clone()]);
+    // The same again changes nothing; a newer one replaces it and its packages.
+    let mut again = first.clone();
+    again[0] = an_advisory(
+        "DSA-1",
+        "2024-03-01T00:00:00Z",
+        &[("Debian:12", "openssl3")],
+    );
+    again[1].withdrawn = true;
+    let counts = store.import_advisories(&again).await.unwrap();
+    assert_eq!(
+        (
+            counts.added,
+            counts.updated,
+            counts.removed,
+            counts.unchanged
+        ),
+        (0, 1, 1, 1)
+    );
+    assert!(
+        store
+            .advisories_for(&keys(&[("Debian:12", "openssl"), ("Debian:11", "openssl")]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .advisories_for(&keys(&[("Debian:12", "openssl3")]))
+            .await
+            .unwrap(),
+        [again[0].body.clone()]
+    );
+    // Many keys at once (more than one query's worth).
+    let many: Vec<(String, String)> = (0..1000)
+        .map(|i| ("npm".to_owned(), format!("pkg-{i}")))
+        .chain([("npm".to_owned(), "left-pad".to_owned())])
+        .collect();
+    assert_eq!(store.advisories_for(&many).await.unwrap().len(), 1);
+    let page = store.advisories(None, 1).await.unwrap();
+    assert_eq!(page[0].0, "DSA-1");
+    let page = store.advisories(Some("DSA-1"), 10).await.unwrap();
+    assert_eq!(
+        page.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["GHSA-1"]
+    );
+    store
+        .record_vulndb_import("osv/", counts, 1234)
+        .await
+        .unwrap();
+    let status = store.vulndb_status().await.unwrap();
+    assert_eq!(status.advisories, 2);
+    assert_eq!(
+        status.newest_modified.as_deref(),
+        Some("2024-03-01T00:00:00Z")
+    );
+    assert_eq!(
+        status.ecosystems,
+        vec![
+            ("Debian:12".to_owned(), 1),
+            ("PyPI".to_owned(), 1),
+            ("npm".to_owned(), 1)
+        ]
+    );
+    assert_eq!(status.last_import, Some(("osv/".to_owned(), 1234, counts)));
 }

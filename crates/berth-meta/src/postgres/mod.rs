@@ -98,6 +98,7 @@ mod catalog;
 mod gc;
 mod mirror;
 mod ops;
+mod scans;
 mod webhooks;
 mod writes;
 
@@ -449,6 +450,38 @@ CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id);
     // Retention: when each tag was last pulled.
     r#"
 ALTER TABLE tags ADD COLUMN pulled_at BIGINT;
+"#,
+    // Scanning: image inventories and findings, and the advisory database.
+    r#"
+CREATE TABLE image_scans (
+    digest     TEXT COLLATE "C" PRIMARY KEY,
+    scanned_at BIGINT NOT NULL,
+    matched_at BIGINT NOT NULL,
+    inventory  TEXT NOT NULL,
+    findings   TEXT NOT NULL,
+    worst      TEXT
+);
+CREATE TABLE advisories (
+    id       TEXT COLLATE "C" PRIMARY KEY,
+    modified TEXT NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE TABLE advisory_packages (
+    ecosystem   TEXT COLLATE "C" NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL,
+    advisory_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (ecosystem, name, advisory_id)
+);
+CREATE INDEX advisory_packages_by_advisory ON advisory_packages (advisory_id);
+CREATE TABLE vulndb_imports (
+    id          BIGSERIAL PRIMARY KEY,
+    source      TEXT NOT NULL,
+    imported_at BIGINT NOT NULL,
+    added       BIGINT NOT NULL,
+    updated     BIGINT NOT NULL,
+    removed     BIGINT NOT NULL,
+    unchanged   BIGINT NOT NULL
+);
 "#,
 ];
 

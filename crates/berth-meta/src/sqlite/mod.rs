@@ -22,6 +22,7 @@ mod catalog;
 mod gc;
 mod mirror;
 mod ops;
+mod scans;
 mod webhooks;
 mod writes;
 
@@ -351,6 +352,38 @@ CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id);
     r#"
 ALTER TABLE tags ADD COLUMN pulled_at INTEGER;
 "#,
+    // Scanning: image inventories and findings, and the advisory database.
+    r#"
+CREATE TABLE image_scans (
+    digest     TEXT PRIMARY KEY,
+    scanned_at INTEGER NOT NULL,
+    matched_at INTEGER NOT NULL,
+    inventory  TEXT NOT NULL,
+    findings   TEXT NOT NULL,
+    worst      TEXT
+) WITHOUT ROWID;
+CREATE TABLE advisories (
+    id       TEXT PRIMARY KEY,
+    modified TEXT NOT NULL,
+    body     TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE advisory_packages (
+    ecosystem   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    advisory_id TEXT NOT NULL,
+    PRIMARY KEY (ecosystem, name, advisory_id)
+) WITHOUT ROWID;
+CREATE INDEX advisory_packages_by_advisory ON advisory_packages (advisory_id);
+CREATE TABLE vulndb_imports (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    source      TEXT NOT NULL,
+    imported_at INTEGER NOT NULL,
+    added       INTEGER NOT NULL,
+    updated     INTEGER NOT NULL,
+    removed     INTEGER NOT NULL,
+    unchanged   INTEGER NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteMetaStore {
@@ -375,7 +408,8 @@ fn changed(outcome: Result<Outcome>) -> Result<bool> {
         | Outcome::Moves(_)
         | Outcome::Window(_)
         | Outcome::Request(_)
-        | Outcome::Deliveries(_) => Ok(true),
+        | Outcome::Deliveries(_)
+        | Outcome::Imported(_) => Ok(true),
     }
 }
 

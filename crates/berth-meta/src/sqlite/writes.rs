@@ -92,6 +92,7 @@ pub(super) enum Write {
     Mirror(super::mirror::MirrorWrite),
     Ops(super::ops::OpsWrite),
     Webhook(super::webhooks::WebhookWrite),
+    Scan(super::scans::ScanWrite),
 }
 
 /// Golden images, namespace marks and push warnings.
@@ -141,6 +142,8 @@ pub(super) enum Outcome {
     Request(crate::RequestWindow),
     /// Webhook deliveries claimed for an attempt.
     Deliveries(Vec<crate::Delivery>),
+    /// What an advisory import changed.
+    Imported(crate::ImportCounts),
 }
 
 struct Job {
@@ -453,6 +456,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Outcome> {
         Write::Mirror(write) => super::mirror::apply(conn, write).await,
         Write::Ops(write) => super::ops::apply(conn, write).await,
         Write::Webhook(write) => super::webhooks::apply(conn, write).await,
+        Write::Scan(write) => super::scans::apply(conn, write).await,
         Write::Describe {
             repository,
             description,
