@@ -3,6 +3,8 @@
 //! fixture OSV database exactly as `expected.json` lists them. The same fixtures go
 //! through a running berth in the integration suite; this runs the logic alone, fast.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
