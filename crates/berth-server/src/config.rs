@@ -230,6 +230,8 @@ pub struct Config {
     pub audit_retention: Option<Duration>,
     /// Retention policies are applied this often (`None`: only by `berth retention run`).
     pub retention_interval: Option<Duration>,
+    /// Images scanned at once after pushes (0: only on demand).
+    pub scan_workers: usize,
 }
 
 /// A server certificate (with its chain) and its private key, PEM files, read again
@@ -400,6 +402,7 @@ impl Config {
             tls: None,
             audit_retention: Some(Duration::from_secs(90 * 24 * 60 * 60)),
             retention_interval: Some(Duration::from_secs(60 * 60)),
+            scan_workers: 1,
         }
     }
 }

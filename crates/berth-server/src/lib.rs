@@ -25,6 +25,7 @@ pub mod ops;
 pub mod policy;
 pub mod registry;
 pub mod retention;
+pub mod scanning;
 pub mod tls;
 pub mod transport;
 pub mod web;
@@ -100,6 +101,7 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
         .await
         .map_err(|e| ServerError::Accounts(e.to_string()))?;
     let metrics = Arc::new(ops::Metrics::new(accounts.sign_in_failures()));
+    let registry = Arc::new(Registry::new(blobs, meta.clone()));
     Ok(Arc::new(http::AppState {
         pull_limits: ops::pull_limits::PullLimits::new(meta.clone(), &config.limits),
         tag_pulls: retention::TagPulls::default(),
@@ -108,7 +110,8 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
             meta.clone(),
             config.tls.is_some(),
         )),
-        registry: Arc::new(Registry::new(blobs, meta)),
+        registry: registry.clone(),
+        scanner: scanning::Scanner::start(registry, config.scan_workers),
         metrics,
         metrics_on_main_port: config.metrics_addr.is_none(),
         mirror: Arc::new(mirror),

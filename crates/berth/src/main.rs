@@ -13,6 +13,7 @@ mod lint;
 mod mirror;
 mod policy;
 mod retention;
+mod scan;
 mod serve;
 mod tls;
 mod webhook;
@@ -71,6 +72,12 @@ enum Command {
     /// Mirrors of other registries: fill the cache ahead of time.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// An image's packages and known vulnerabilities (scanned now if the server has
+    /// not yet). Exits 0 without findings, 1 with findings, 2 on errors.
+    Scan(Box<scan::ScanArgs>),
+    /// The offline vulnerability database (OSV advisories) scans match against.
+    #[command(subcommand)]
+    Vulndb(scan::VulnDbCommand),
     /// Retention: remove old tags as the `retention` policies say.
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
@@ -131,6 +138,8 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = runtime.block_on(async {
         let done = match cli.command {
             Command::Lint(args) => return Ok(lint::lint(*args).await),
+            Command::Scan(args) => return Ok(scan::scan(*args).await),
+            Command::Vulndb(c) => scan::vulndb(c).await,
             Command::Mirror(c) => return Ok(mirror::mirror(c).await),
             Command::Serve(args) => serve::serve(*args).await,
             Command::Gc(args) => gc::gc(*args).await,

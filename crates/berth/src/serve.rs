@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// Keep audit events this long; 0 keeps them for ever [default: 90d]
     #[arg(long, env = "BERTH_AUDIT_RETENTION", value_parser = humantime::parse_duration)]
     audit_retention: Option<Duration>,
+    /// Images scanned at once after pushes (packages, SBOM, findings); 0 scans only
+    /// when asked (`berth scan`, the API) [default: 1]
+    #[arg(long, env = "BERTH_SCAN_WORKERS")]
+    scan_workers: Option<usize>,
 }
 
 impl ServeArgs {
@@ -222,6 +226,7 @@ struct FileConfig {
     log_format: Option<String>,
     audit_retention: Option<String>,
     retention_interval: Option<String>,
+    scan_workers: Option<usize>,
 }
 
 /// An `[[upstream]]` table of the config file.
@@ -457,6 +462,9 @@ pub fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
         _ => anyhow::bail!("tls_cert and tls_key go together"),
     };
     config.metrics_addr = args.metrics_addr.or(file.metrics_addr);
+    if let Some(workers) = args.scan_workers.or(file.scan_workers) {
+        config.scan_workers = workers;
+    }
     if let Some(every) = duration(
         args.retention_interval,
         file.retention_interval,

@@ -344,6 +344,11 @@ impl Accounts {
         &*self.meta
     }
 
+    /// The store, shared (for work that outlives a borrow: webhooks, blocking tasks).
+    pub fn shared_meta(&self) -> Arc<dyn MetaStore> {
+        self.meta.clone()
+    }
+
     pub fn passwords(&self) -> &PasswordChecker {
         &self.passwords
     }

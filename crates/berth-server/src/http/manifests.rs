@@ -115,6 +115,7 @@ pub async fn put(
         )
         .await?;
     let (digest, subject, moves) = (stored.digest, stored.subject, stored.moves);
+    app.scanner.pushed(repo, &digest);
     let mut headers = vec![
         (header::LOCATION, format!("/v2/{repo}/manifests/{digest}")),
         (CONTENT_DIGEST, digest.to_string()),

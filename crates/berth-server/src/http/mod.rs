@@ -50,6 +50,8 @@ pub type ApiResult = Result<Response, ApiError>;
 /// What every handler can reach.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Pushed images waiting to be scanned.
+    pub scanner: crate::scanning::Scanner,
     /// This server's counters, served at `/metrics`.
     pub metrics: Arc<crate::ops::Metrics>,
     /// `/metrics` on the main port (no `--metrics-addr`).

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 /// The events a webhook may ask for.
-pub const EVENTS: [&str; 4] = ["push", "delete", "tag-move", "pull"];
+pub const EVENTS: [&str; 5] = ["push", "delete", "tag-move", "pull", "vulnerabilities"];
 /// The payload formats.
 pub const FORMATS: [&str; 2] = ["docker-hub", "cloudevents"];
 /// Attempts before a delivery is given up.

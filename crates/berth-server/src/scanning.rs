@@ -1,0 +1,437 @@
+//! Scanning: after a push, each image's layers are read for its OS and packages
+//! ([`berth_scan`]), the inventory is kept (by manifest digest) with its findings
+//! against the imported advisories, and a CycloneDX SBOM is attached to the image as an
+//! OCI referrer. Pushes never wait: a bounded queue feeds a fixed number of workers,
+//! and what the queue drops is scanned on demand (`berth scan`, the API).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_core::{Algorithm, Digest, Reference, RepoName};
+use berth_meta::{ImageScan, MetaStore};
+use berth_scan::layers::Compression;
+use berth_scan::matching::lookup_keys;
+use berth_scan::sbom::{self, CYCLONEDX_JSON};
+use berth_scan::{AdvisoryIndex, Collector, Finding, Inventory, Severity};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::error::{RegistryError, Result};
+use crate::registry::Registry;
+
+/// Pushed images waiting for a worker; beyond this, pushes are not queued (they are
+/// scanned when asked for).
+const QUEUE: usize = 4096;
+/// Who the tag history and audit name for SBOMs berth attaches.
+pub const SCANNER_ACTOR: &str = "berth-scanner";
+/// The empty JSON object, the config of an artifact manifest (image-spec's
+/// `application/vnd.oci.empty.v1+json`).
+const EMPTY_CONFIG: &[u8] = b"{}";
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Config media types of container images (what is scanned; artifacts are not).
+const IMAGE_CONFIGS: &[&str] = &[
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// The queue of pushed images and its workers.
+pub struct Scanner {
+    queue: Option<mpsc::Sender<(RepoName, Digest)>>,
+}
+
+impl Scanner {
+    /// Starts `workers` scanning tasks (none: pushes are not scanned, only on demand).
+    pub fn start(registry: Arc<Registry>, workers: usize) -> Scanner {
+        if workers == 0 {
+            return Scanner { queue: None };
+        }
+        let (tx, rx) = mpsc::channel::<(RepoName, Digest)>(QUEUE);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..workers {
+            let (registry, rx) = (registry.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some((repo, digest)) = rx.lock().await.recv().await else {
+                        return;
+                    };
+                    match scan_image(&registry, &repo, &digest).await {
+                        Ok(Some(scan)) => {
+                            tracing::debug!(%repo, %digest, findings = scan.findings.len(), "scanned")
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(%repo, %digest, error = %e, "scanning failed"),
+                    }
+                }
+            });
+        }
+        Scanner { queue: Some(tx) }
+    }
+
+    /// Queues a pushed manifest (an artifact or index is skipped by the worker).
+    pub fn pushed(&self, repo: &RepoName, digest: &Digest) {
+        if let Some(queue) = &self.queue
+            && queue.try_send((repo.clone(), digest.clone())).is_err()
+        {
+            tracing::warn!(%repo, %digest, "scan queue full: scanned when asked for");
+        }
+    }
+}
+
+/// A stored scan with its parts read back.
+#[derive(Debug, Clone)]
+pub struct ScanReport {
+    pub digest: Digest,
+    pub inventory: Inventory,
+    pub findings: Vec<Finding>,
+    pub scanned_at: i64,
+    pub matched_at: i64,
+}
+
+impl ScanReport {
+    pub fn from_stored(scan: &ImageScan) -> Result<ScanReport> {
+        Ok(ScanReport {
+            digest: scan.digest.clone(),
+            inventory: serde_json::from_str(&scan.inventory).map_err(RegistryError::internal)?,
+            findings: serde_json::from_str(&scan.findings).map_err(RegistryError::internal)?,
+            scanned_at: scan.scanned_at,
+            matched_at: scan.matched_at,
+        })
+    }
+
+    /// Findings not accepted by `allowed` (advisory ids or aliases).
+    pub fn open_findings<'a>(&'a self, allowed: &'a [String]) -> impl Iterator<Item = &'a Finding> {
+        self.findings.iter().filter(move |f| {
+            !allowed
+                .iter()
+                .any(|a| *a == f.id || f.aliases.iter().any(|alias| alias == a))
+        })
+    }
+}
+
+/// The worst of some findings (highest severity, then id for a stable answer).
+pub fn worst<'a>(findings: impl Iterator<Item = &'a Finding>) -> Option<&'a Finding> {
+    findings.max_by(|a, b| a.severity.cmp(&b.severity).then_with(|| b.id.cmp(&a.id)))
+}
+
+fn now() -> i64 {
+    crate::accounts::now()
+}
+
+/// An image's scan: the stored one, or (none yet) read from its layers now, stored,
+/// and its SBOM attached in `repo`. `None` when the manifest is not an image (an index
+/// or an artifact).
+pub async fn scan_image(
+    registry: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Option<ScanReport>> {
+    let manifest = registry
+        .get_manifest(repo, &Reference::Digest(digest.clone()))
+        .await?;
+    let Some(layers) = image_layers(&manifest.body) else {
+        return Ok(None);
+    };
+    let meta = &*registry.meta;
+    if let Some(stored) = meta.image_scan(digest).await? {
+        let report = ScanReport::from_stored(&stored)?;
+        // The same image pushed to another repository gets its SBOM there too.
+        attach_sbom(
+            registry,
+            repo,
+            &manifest.media_type,
+            manifest.body.len(),
+            &report,
+        )
+        .await?;
+        return Ok(Some(report));
+    }
+    let inventory = read_inventory(registry, repo, &layers).await?;
+    let findings = match_findings(meta, &inventory).await?;
+    let at = now();
+    let report = ScanReport {
+        digest: digest.clone(),
+        inventory,
+        findings,
+        scanned_at: at,
+        matched_at: at,
+    };
+    meta.save_scan(&stored_scan(&report)?).await?;
+    attach_sbom(
+        registry,
+        repo,
+        &manifest.media_type,
+        manifest.body.len(),
+        &report,
+    )
+    .await?;
+    Ok(Some(report))
+}
+
+/// The scan as the store keeps it.
+pub fn stored_scan(report: &ScanReport) -> Result<ImageScan> {
+    Ok(ImageScan {
+        digest: report.digest.clone(),
+        scanned_at: report.scanned_at,
+        matched_at: report.matched_at,
+        inventory: serde_json::to_string(&report.inventory).map_err(RegistryError::internal)?,
+        findings: serde_json::to_string(&report.findings).map_err(RegistryError::internal)?,
+        worst: worst(report.findings.iter()).map(|f| f.severity.as_str().to_owned()),
+    })
+}
+
+/// An image manifest's layers (digest, media type), or `None` for anything else.
+fn image_layers(body: &[u8]) -> Option<Vec<(Digest, String)>> {
+    let manifest: Value = serde_json::from_slice(body).ok()?;
+    let config = manifest.get("config")?.get("mediaType")?.as_str()?;
+    if !IMAGE_CONFIGS.contains(&config) {
+        return None;
+    }
+    manifest
+        .get("layers")?
+        .as_array()?
+        .iter()
+        .map(|l| {
+            Some((
+                l.get("digest")?.as_str()?.parse().ok()?,
+                l.get("mediaType")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Reads an image's layers, top-most first, each streamed from the blob store through
+/// the decompressor in a blocking task. A layer that cannot be read is noted in the
+/// inventory (the scan is kept, not retried on every request).
+async fn read_inventory(
+    registry: &Registry,
+    repo: &RepoName,
+    layers: &[(Digest, String)],
+) -> Result<Inventory> {
+    let scratch = tempfile::tempdir().map_err(RegistryError::internal)?;
+    let mut notes = Vec::new();
+    let handle = tokio::runtime::Handle::current();
+    let mut opened = Vec::new();
+    for (digest, media_type) in layers.iter().rev() {
+        match Compression::of_layer(media_type) {
+            Some(compression) => opened.push((digest.clone(), compression)),
+            None => notes.push(format!("layer {digest}: {media_type} is not read")),
+        }
+    }
+    let blobs = registry.blobs.clone();
+    let repo = repo.clone();
+    let (files, scratch, layer_notes) = tokio::task::spawn_blocking(move || {
+        let mut collector = Collector::new(scratch.path());
+        let mut notes = Vec::new();
+        for (digest, compression) in opened {
+            let body = match handle.block_on(blobs.open(&digest, None)) {
+                Ok(Some(body)) => body,
+                Ok(None) => {
+                    notes.push(format!("layer {digest}: not in storage"));
+                    continue;
+                }
+                Err(e) => {
+                    notes.push(format!("layer {digest}: {e}"));
+                    continue;
+                }
+            };
+            let reader =
+                tokio_util::io::StreamReader::new(body.stream.map_err(std::io::Error::other));
+            let reader = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
+            if let Err(e) = collector.read_layer(reader, compression) {
+                tracing::info!(%repo, %digest, error = %e, "layer not readable");
+                notes.push(format!("layer {digest}: {e}"));
+            }
+        }
+        (collector.finish(), scratch, notes)
+    })
+    .await
+    .map_err(RegistryError::internal)?;
+    let mut inventory = Inventory::from_files(&files).await;
+    drop(files);
+    drop(scratch);
+    notes.extend(layer_notes);
+    inventory.notes.extend(notes);
+    Ok(inventory)
+}
+
+/// Matches an inventory against the advisories about its packages.
+pub async fn match_findings(meta: &dyn MetaStore, inventory: &Inventory) -> Result<Vec<Finding>> {
+    let keys = lookup_keys(inventory);
+    let mut index = AdvisoryIndex::new();
+    for body in meta.advisories_for(&keys).await? {
+        match serde_json::from_str(&body) {
+            Ok(advisory) => index.add(advisory),
+            Err(e) => tracing::warn!(error = %e, "a stored advisory is not readable"),
+        }
+    }
+    Ok(index.findings(inventory))
+}
+
+/// Attaches the scan's SBOM to the image in `repo`: the CycloneDX document as the one
+/// layer of an artifact manifest whose subject is the image.
+async fn attach_sbom(
+    registry: &Registry,
+    repo: &RepoName,
+    media_type: &str,
+    size: usize,
+    report: &ScanReport,
+) -> Result<Digest> {
+    let scanned_at = humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(report.scanned_at.max(0) as u64),
+    )
+    .to_string();
+    let document = sbom::cyclonedx(
+        &report.inventory,
+        &sbom::Subject {
+            repository: repo.as_str(),
+            digest: &report.digest.to_string(),
+            scanned_at: &scanned_at,
+        },
+    );
+    let document_digest = Algorithm::Sha256.digest_of(&document);
+    let config_digest = Algorithm::Sha256.digest_of(EMPTY_CONFIG);
+    for (digest, bytes) in [
+        (&config_digest, Bytes::from_static(EMPTY_CONFIG)),
+        (&document_digest, Bytes::from(document.clone())),
+    ] {
+        if registry.meta.repository_blob(repo, digest).await?.is_none() {
+            let body: crate::registry::ByteStream =
+                Box::pin(futures::stream::once(async move { Ok(bytes) }));
+            registry.upload_whole(repo, digest, body).await?;
+        }
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": CYCLONEDX_JSON,
+        "config": {
+            "mediaType": EMPTY_MEDIA_TYPE,
+            "digest": config_digest.to_string(),
+            "size": EMPTY_CONFIG.len(),
+            "data": "e30=",
+        },
+        "layers": [{
+            "mediaType": CYCLONEDX_JSON,
+            "digest": document_digest.to_string(),
+            "size": document.len(),
+            "annotations": {"org.opencontainers.image.title": "sbom.cdx.json"},
+        }],
+        "subject": {
+            "mediaType": media_type,
+            "digest": report.digest.to_string(),
+            "size": size,
+        },
+        "annotations": {
+            "org.opencontainers.image.created": scanned_at,
+            "dev.berth.sbom.generator": concat!("berth ", env!("CARGO_PKG_VERSION")),
+        },
+    });
+    let body = Bytes::from(serde_json::to_vec(&manifest).map_err(RegistryError::internal)?);
+    let digest = Algorithm::Sha256.digest_of(&body);
+    registry
+        .put_manifest(
+            repo,
+            &Reference::Digest(digest.clone()),
+            Some(OCI_MANIFEST),
+            body,
+            Vec::new(),
+            SCANNER_ACTOR,
+        )
+        .await?;
+    Ok(digest)
+}
+
+/// An image whose findings changed when the advisories did.
+#[derive(Debug, Clone)]
+pub struct Rematched {
+    pub digest: Digest,
+    /// Findings it did not have before.
+    pub new: Vec<Finding>,
+    pub findings: usize,
+}
+
+/// Matches every stored inventory again (after an import), without reading layers:
+/// the whole advisory database is loaded once. Returns the images whose findings grew.
+pub async fn rematch_all(meta: &dyn MetaStore) -> Result<(Vec<Rematched>, u64)> {
+    let mut index = AdvisoryIndex::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = meta.advisories(after.as_deref(), 5000).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (_, body) in page {
+            if let Ok(advisory) = serde_json::from_str(&body) {
+                index.add(advisory);
+            }
+        }
+    }
+    let mut changed = Vec::new();
+    let mut seen = 0u64;
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = meta.image_scans(after.as_ref(), 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.digest.clone());
+        for stored in page {
+            seen += 1;
+            let mut report = ScanReport::from_stored(&stored)?;
+            let findings = index.findings(&report.inventory);
+            if findings == report.findings {
+                continue;
+            }
+            let new: Vec<Finding> = findings
+                .iter()
+                .filter(|f| {
+                    !report
+                        .findings
+                        .iter()
+                        .any(|old| old.id == f.id && old.package == f.package)
+                })
+                .cloned()
+                .collect();
+            report.findings = findings;
+            report.matched_at = now();
+            meta.save_scan(&stored_scan(&report)?).await?;
+            if !new.is_empty() {
+                changed.push(Rematched {
+                    digest: report.digest.clone(),
+                    findings: report.findings.len(),
+                    new,
+                });
+            }
+        }
+    }
+    Ok((changed, seen))
+}
+
+/// The policy's answer for a pull of a scanned image: the worst open finding at or
+/// above `threshold`, as the refusal's message.
+pub fn refusal(report: &ScanReport, threshold: Severity, allowed: &[String]) -> Option<String> {
+    let worst = worst(
+        report
+            .open_findings(allowed)
+            .filter(|f| f.severity >= threshold),
+    )?;
+    let fixed = match &worst.fixed {
+        Some(v) => format!("fixed in {v}"),
+        None => "no fix yet".to_owned(),
+    };
+    let aliases = if worst.aliases.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", worst.aliases.join(", "))
+    };
+    Some(format!(
+        "image {} has a {} vulnerability: {}{aliases} in {} {} ({fixed}); the repository's policy blocks pulls of images with {} or worse findings",
+        report.digest,
+        worst.severity.as_str(),
+        worst.id,
+        worst.package,
+        worst.installed,
+        threshold.as_str(),
+    ))
+}
