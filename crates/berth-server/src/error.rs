@@ -39,6 +39,9 @@ pub enum RegistryError {
     /// golden image).
     #[error("{0}")]
     NotGolden(String),
+    /// `block-vulnerable` refused a pull (the message names the worst finding).
+    #[error("{0}")]
+    Vulnerable(String),
     /// The namespace's storage quota would be exceeded.
     #[error(
         "namespace {namespace} is over its storage quota: this push would bring it to {} of {} \

@@ -112,6 +112,7 @@ pub async fn open_registry(config: &Config) -> Result<Arc<http::AppState>, Serve
         )),
         registry: registry.clone(),
         scanner: scanning::Scanner::start(registry, config.scan_workers),
+        pull_gate: scanning::PullGate::new(meta.clone()),
         metrics,
         metrics_on_main_port: config.metrics_addr.is_none(),
         mirror: Arc::new(mirror),

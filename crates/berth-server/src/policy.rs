@@ -21,12 +21,21 @@ pub const STORAGE_QUOTA: &str = "storage-quota";
 /// [`crate::retention`]).
 pub const RETENTION: &str = "retention";
 
+/// `block-vulnerable critical|high|medium|off`: pulls of images with findings that
+/// bad or worse are refused, except for callers who may push (see [`crate::scanning`]).
+pub const BLOCK_VULNERABLE: &str = "block-vulnerable";
+/// `allow-vulnerabilities ID[,ID…]|off`: advisories (or their CVE aliases) accepted,
+/// which `block-vulnerable` then ignores.
+pub const ALLOW_VULNERABILITIES: &str = "allow-vulnerabilities";
+
 /// Every key, for listings and error messages.
-pub const KEYS: [&str; 4] = [
+pub const KEYS: [&str; 6] = [
     FLOATING_TAGS,
     IMMUTABLE_TAGS,
     REQUIRE_GOLDEN_BASE,
     RETENTION,
+    BLOCK_VULNERABLE,
+    ALLOW_VULNERABILITIES,
 ];
 
 /// The value that removes a setting, so the namespace's (or nothing) applies again.
@@ -35,7 +44,7 @@ pub const INHERIT: &str = "inherit";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
     #[error(
-        "unknown policy {0:?}: use one of floating-tags, immutable-tags, require-golden-base, retention"
+        "unknown policy {0:?}: use one of floating-tags, immutable-tags, require-golden-base, retention, block-vulnerable, allow-vulnerabilities"
     )]
     UnknownKey(String),
     #[error("{key} {value:?}: {expected}")]
@@ -138,6 +147,32 @@ pub fn normalize(key: &str, value: &str) -> Result<Option<String>, PolicyError> 
                          protect=GLOBS if wanted, or off or inherit",
                     )
                 })
+        }
+        BLOCK_VULNERABLE => match value {
+            "critical" | "high" | "medium" | "off" => Ok(Some(value.to_owned())),
+            _ => Err(invalid("use critical, high, medium, off or inherit")),
+        },
+        ALLOW_VULNERABILITIES => {
+            if value == "off" {
+                return Ok(Some("off".to_owned()));
+            }
+            let ids: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .collect();
+            let valid = |id: &&str| {
+                id.len() <= 128
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+            };
+            if ids.is_empty() || !ids.iter().all(valid) {
+                return Err(invalid(
+                    "use advisory ids or CVE ids separated by commas (DSA-5678-1,CVE-2024-1234), off or inherit",
+                ));
+            }
+            Ok(Some(ids.join(",")))
         }
         other => Err(PolicyError::UnknownKey(other.to_owned())),
     }

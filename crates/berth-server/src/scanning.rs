@@ -150,6 +150,19 @@ pub async fn scan_image(
         return Ok(Some(report));
     }
     let inventory = read_inventory(registry, repo, &layers).await?;
+    // Scanned meanwhile (a worker and `berth scan` at once): one scan, one SBOM.
+    if let Some(stored) = meta.image_scan(digest).await? {
+        let report = ScanReport::from_stored(&stored)?;
+        attach_sbom(
+            registry,
+            repo,
+            &manifest.media_type,
+            manifest.body.len(),
+            &report,
+        )
+        .await?;
+        return Ok(Some(report));
+    }
     let findings = match_findings(meta, &inventory).await?;
     let at = now();
     let report = ScanReport {
@@ -406,6 +419,99 @@ pub async fn rematch_all(meta: &dyn MetaStore) -> Result<(Vec<Rematched>, u64)> 
         }
     }
     Ok((changed, seen))
+}
+
+/// How long the `block-vulnerable` settings are reused before they are read again
+/// (a change made on another node, or by `berth policy set`, applies within this).
+const GATE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `block-vulnerable` for pulls: the settings of every scope, kept in memory, so a pull
+/// where no scope blocks anything costs no database read.
+pub struct PullGate {
+    meta: Arc<dyn MetaStore>,
+    known: std::sync::Mutex<Option<(std::time::Instant, Arc<GateRules>)>>,
+}
+
+#[derive(Default)]
+struct GateRules {
+    /// (scope, value) of `block-vulnerable` and `allow-vulnerabilities`.
+    block: Vec<(String, String)>,
+    allow: Vec<(String, String)>,
+}
+
+impl GateRules {
+    /// The repository's own setting, else its namespace's.
+    fn value<'a>(list: &'a [(String, String)], repo: &RepoName) -> Option<&'a str> {
+        let find = |scope: &str| {
+            list.iter()
+                .find(|(s, _)| s == scope)
+                .map(|(_, v)| v.as_str())
+        };
+        find(repo.as_str()).or_else(|| find(repo.namespace()))
+    }
+
+    fn threshold(&self, repo: &RepoName) -> Option<Severity> {
+        match GateRules::value(&self.block, repo)? {
+            "off" => None,
+            word => Severity::from_word(word),
+        }
+    }
+
+    fn allowed(&self, repo: &RepoName) -> Vec<String> {
+        match GateRules::value(&self.allow, repo) {
+            None | Some("off") => Vec::new(),
+            Some(list) => list.split(',').map(str::to_owned).collect(),
+        }
+    }
+}
+
+impl PullGate {
+    pub fn new(meta: Arc<dyn MetaStore>) -> PullGate {
+        PullGate {
+            meta,
+            known: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn rules(&self) -> Result<Arc<GateRules>> {
+        if let Some((read_at, rules)) = &*self.known.lock().unwrap_or_else(|e| e.into_inner())
+            && read_at.elapsed() < GATE_REFRESH
+        {
+            return Ok(rules.clone());
+        }
+        let rules = Arc::new(GateRules {
+            block: self
+                .meta
+                .policy_scopes(crate::policy::BLOCK_VULNERABLE)
+                .await?,
+            allow: self
+                .meta
+                .policy_scopes(crate::policy::ALLOW_VULNERABILITIES)
+                .await?,
+        });
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), rules.clone()));
+        Ok(rules)
+    }
+
+    /// Why a pull of `digest` from `repo` is refused, if the policy refuses it: its
+    /// scan has an accepted-by-no-one finding at or above the threshold. Images not
+    /// scanned yet (and indexes: their platforms are checked when pulled) pass.
+    pub async fn refusal(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        let rules = self.rules().await?;
+        let Some(threshold) = rules.threshold(repo) else {
+            return Ok(None);
+        };
+        let Some(scan) = self.meta.image_scan(digest).await? else {
+            return Ok(None);
+        };
+        let worst = scan.worst.as_deref().and_then(Severity::from_word);
+        if worst.is_none_or(|w| w < threshold) {
+            return Ok(None);
+        }
+        let report = ScanReport::from_stored(&scan)?;
+        Ok(refusal(&report, threshold, &rules.allowed(repo)))
+    }
 }
 
 /// The policy's answer for a pull of a scanned image: the worst open finding at or

@@ -19,8 +19,10 @@ pub enum PolicyCommand {
     /// setting wins over its namespace's. Keys and values:
     /// floating-tags semver|off; immutable-tags GLOB[,GLOB…]|off;
     /// require-golden-base off|warn|enforce; retention "keep-last=N match=GLOBS
-    /// unpulled=DURATION protect=GLOBS"|off (see `berth retention run`). The value
-    /// `inherit` removes the setting.
+    /// unpulled=DURATION protect=GLOBS"|off (see `berth retention run`);
+    /// block-vulnerable critical|high|medium|off (pulls of images with findings that bad
+    /// refused, except for those who may push); allow-vulnerabilities ID[,ID…]|off
+    /// (accepted advisories or CVE ids). The value `inherit` removes the setting.
     Set {
         scope: String,
         key: String,

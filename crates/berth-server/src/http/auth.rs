@@ -52,6 +52,21 @@ impl Access {
         }
     }
 
+    /// Whether the caller may push to `repo` (by their rights, not the token in hand:
+    /// a pull asks only for a pull scope).
+    pub async fn may_push(&self, repo: &RepoName) -> Result<bool, ApiError> {
+        match self {
+            Access::Open => Ok(true),
+            Access::Checked { accounts, caller } => {
+                let anonymous = Principal::anonymous();
+                let principal = caller.as_ref().map_or(&anonymous, |c| &c.principal);
+                Ok(rights(accounts, principal, repo)
+                    .await?
+                    .contains(Actions::PUSH))
+            }
+        }
+    }
+
     /// Whether the caller may mount a blob without naming where it comes from, which
     /// would reveal blobs of repositories they cannot read: only with no auth, or as an
     /// administrator.

@@ -114,6 +114,7 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::TagImmutable { .. }
             | RegistryError::NotGolden(_)
+            | RegistryError::Vulnerable(_)
             | RegistryError::QuotaExceeded { .. } => ApiError::new(ErrorCode::Denied, message),
             RegistryError::Internal(cause) => ApiError::internal(cause),
         }

@@ -22,12 +22,19 @@ pub const MAX_TAG_PAGE: u32 = 10_000;
 pub const MAX_CATALOG_PAGE: u32 = 1_000;
 
 pub async fn get(
-    registry: &Registry,
+    app: &AppState,
+    access: &Access,
     repo: &RepoName,
     reference: &Reference,
     head: bool,
 ) -> ApiResult {
-    let manifest = registry.get_manifest(repo, reference).await?;
+    let manifest = app.registry.get_manifest(repo, reference).await?;
+    // block-vulnerable: refused unless the caller may push (and so fix it).
+    if let Some(why) = app.pull_gate.refusal(repo, &manifest.digest).await?
+        && !access.may_push(repo).await?
+    {
+        return Err(RegistryError::Vulnerable(why).into());
+    }
     let headers = vec![
         (header::CONTENT_TYPE, manifest.media_type.clone()),
         (header::CONTENT_LENGTH, manifest.body.len().to_string()),

@@ -52,6 +52,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Pushed images waiting to be scanned.
     pub scanner: crate::scanning::Scanner,
+    /// `block-vulnerable`: which pulls scans refuse.
+    pub pull_gate: crate::scanning::PullGate,
     /// This server's counters, served at `/metrics`.
     pub metrics: Arc<crate::ops::Metrics>,
     /// `/metrics` on the main port (no `--metrics-addr`).
@@ -284,7 +286,7 @@ async fn handle(app: &AppState, endpoint: Endpoint, req: Req, access: &Access) -
             name,
             reference,
             head,
-        } => manifests::get(registry, &name, &reference, head).await,
+        } => manifests::get(app, access, &name, &reference, head).await,
         Endpoint::PutManifest { name, reference } => {
             let actor = access.actor(&req.origin);
             manifests::put(app, &name, &reference, req, &actor).await

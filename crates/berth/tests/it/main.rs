@@ -25,6 +25,7 @@ mod oci_client;
 mod ops;
 mod process;
 mod real_clients;
+mod scanning;
 mod tag_policies;
 mod uploads;
 mod web;
