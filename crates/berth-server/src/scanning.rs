@@ -184,6 +184,77 @@ pub async fn scan_image(
     Ok(Some(report))
 }
 
+/// A scanned image of a reference: itself, or one platform of its index.
+#[derive(Debug, Clone)]
+pub struct ScannedImage {
+    /// `linux/arm64/v8` for a platform of an index.
+    pub platform: Option<String>,
+    pub report: ScanReport,
+}
+
+impl ScannedImage {
+    /// The JSON `berth scan --format json` and `/api/v1` give for one image.
+    pub fn to_json(&self) -> Value {
+        let r = &self.report;
+        json!({
+            "digest": r.digest.to_string(),
+            "platform": self.platform,
+            "os": r.inventory.os,
+            "packages": r.inventory.packages,
+            "findings": r.findings,
+            "notes": r.inventory.notes,
+            "scanned_at": r.scanned_at,
+            "matched_at": r.matched_at,
+        })
+    }
+}
+
+/// The scans of what `reference` names in `repo`: the image, or each platform of an
+/// index that is stored here; scanned now where they have not been.
+pub async fn scan_reference(
+    registry: &Registry,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<Vec<ScannedImage>> {
+    let manifest = registry.get_manifest(repo, reference).await?;
+    let body: Value = serde_json::from_slice(&manifest.body).map_err(RegistryError::internal)?;
+    let Some(children) = body.get("manifests").and_then(Value::as_array) else {
+        return Ok(scan_image(registry, repo, &manifest.digest)
+            .await?
+            .map(|report| ScannedImage {
+                platform: None,
+                report,
+            })
+            .into_iter()
+            .collect());
+    };
+    let mut images = Vec::new();
+    for child in children {
+        let Some(digest) = child
+            .get("digest")
+            .and_then(Value::as_str)
+            .and_then(|d| d.parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        let platform = child.get("platform").map(|p| {
+            let part = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
+            [part("os"), part("architecture"), part("variant")]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("/")
+        });
+        // A sparse index may lack a platform here; an artifact in it is no image.
+        match scan_image(registry, repo, &digest).await {
+            Ok(Some(report)) => images.push(ScannedImage { platform, report }),
+            Ok(None) | Err(RegistryError::ManifestUnknown) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(images)
+}
+
 /// The scan as the store keeps it.
 pub fn stored_scan(report: &ScanReport) -> Result<ImageScan> {
     Ok(ImageScan {

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use berth_core::{Digest, Reference, RepoName, Tag};
+use berth_core::{Reference, RepoName, Tag};
 use berth_meta::{AdvisoryRecord, ImportCounts, MetaStore};
-use berth_server::scanning::{self, ScanReport};
+use berth_server::scanning::{self, ScanReport, ScannedImage};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -49,65 +49,28 @@ pub async fn scan(args: ScanArgs) -> ExitCode {
     }
 }
 
-/// A scanned image of the one asked for (itself, or a platform of its index).
-struct Scanned {
-    platform: Option<String>,
-    report: ScanReport,
-}
-
 async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let (repo, reference) = parse_image(&args.image)?;
     let config = serve::resolve(args.serve)?;
     let blobs = berth_server::open_blobs(&config.storage).await?;
     let meta = berth_server::open_meta(&config.database).await?;
     let registry = Arc::new(berth_server::Registry::new(blobs, meta));
-    let manifest = registry
-        .get_manifest(&repo, &reference)
+    let images = scanning::scan_reference(&registry, &repo, &reference)
         .await
-        .with_context(|| format!("{repo}: no manifest {reference}"))?;
-    let body: Value = serde_json::from_slice(&manifest.body).context("reading the manifest")?;
-    let mut images = Vec::new();
-    match body.get("manifests").and_then(Value::as_array) {
-        Some(children) => {
-            for child in children {
-                let Some(digest) = child
-                    .get("digest")
-                    .and_then(Value::as_str)
-                    .and_then(|d| d.parse::<Digest>().ok())
-                else {
-                    continue;
-                };
-                let platform = child.get("platform").map(|p| {
-                    let part = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
-                    [part("os"), part("architecture"), part("variant")]
-                        .into_iter()
-                        .filter(|s| !s.is_empty())
-                        .collect::<Vec<_>>()
-                        .join("/")
-                });
-                // A sparse index may lack a platform; an artifact in it is no image.
-                if let Ok(Some(report)) = scanning::scan_image(&registry, &repo, &digest).await {
-                    images.push(Scanned { platform, report });
-                }
-            }
-        }
-        None => match scanning::scan_image(&registry, &repo, &manifest.digest).await? {
-            Some(report) => images.push(Scanned {
-                platform: None,
-                report,
-            }),
-            None => anyhow::bail!("{repo}@{}: not a container image", manifest.digest),
-        },
-    }
+        .with_context(|| format!("{repo}:{reference}"))?;
     anyhow::ensure!(
         !images.is_empty(),
-        "{repo}: no image of {reference} is stored here"
+        "{repo}:{reference} is not a container image (nor an index of any stored here)"
     );
     match args.format {
         Format::Table => print_table(&repo, &reference, &images),
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&as_json(&repo, &reference, &images))?
+            serde_json::to_string_pretty(&json!({
+                "repository": repo.as_str(),
+                "reference": reference.to_string(),
+                "images": images.iter().map(ScannedImage::to_json).collect::<Vec<_>>(),
+            }))?
         ),
         Format::Sarif => println!(
             "{}",
@@ -143,7 +106,7 @@ fn os_of(report: &ScanReport) -> String {
         .unwrap_or_else(|| "unknown OS".into())
 }
 
-fn print_table(repo: &RepoName, reference: &Reference, images: &[Scanned]) {
+fn print_table(repo: &RepoName, reference: &Reference, images: &[ScannedImage]) {
     for image in images {
         let report = &image.report;
         let platform = image
@@ -204,26 +167,9 @@ fn print_table(repo: &RepoName, reference: &Reference, images: &[Scanned]) {
     }
 }
 
-fn as_json(repo: &RepoName, reference: &Reference, images: &[Scanned]) -> Value {
-    json!({
-        "repository": repo.as_str(),
-        "reference": reference.to_string(),
-        "images": images.iter().map(|i| json!({
-            "digest": i.report.digest.to_string(),
-            "platform": i.platform,
-            "os": i.report.inventory.os,
-            "packages": i.report.inventory.packages,
-            "findings": i.report.findings,
-            "notes": i.report.inventory.notes,
-            "scanned_at": i.report.scanned_at,
-            "matched_at": i.report.matched_at,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 /// SARIF 2.1.0: one rule per advisory, one result per finding, located at the package
 /// database that lists the package.
-fn as_sarif(repo: &RepoName, images: &[Scanned]) -> Value {
+fn as_sarif(repo: &RepoName, images: &[ScannedImage]) -> Value {
     let mut rules: Vec<Value> = Vec::new();
     let mut results = Vec::new();
     for image in images {

@@ -17,7 +17,8 @@ pub enum WebhookCommand {
     Add {
         scope: String,
         url: String,
-        /// Comma-separated: push, delete, tag-move, pull.
+        /// Comma-separated: push, delete, tag-move, pull, vulnerabilities (new findings
+        /// for a stored image after `berth vulndb import`).
         #[arg(long, value_delimiter = ',', required = true)]
         events: Vec<String>,
         /// A file holding the signing secret.

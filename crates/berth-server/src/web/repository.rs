@@ -263,9 +263,97 @@ pub struct PlatformRow {
     pub size: String,
 }
 
+/// An image's stored scan, for the tag page.
+pub struct ScanView {
+    /// The platform (an index's) or empty.
+    pub platform: String,
+    pub os: String,
+    pub packages: usize,
+    /// `2 high, 1 medium`.
+    pub counts: String,
+    pub findings: Vec<FindingRow>,
+}
+
+pub struct FindingRow {
+    pub severity: &'static str,
+    pub id: String,
+    pub aliases: String,
+    pub package: String,
+    pub installed: String,
+    pub fixed: String,
+}
+
+/// The stored scans of an image or of its platforms (the page never scans).
+async fn scan_views(
+    app: &AppState,
+    images: &[(String, String)],
+) -> Result<Vec<ScanView>, WebError> {
+    let mut views = Vec::new();
+    for (platform, digest) in images {
+        let Ok(digest) = digest.parse::<berth_core::Digest>() else {
+            continue;
+        };
+        let Some(stored) = app.accounts.meta().image_scan(&digest).await? else {
+            continue;
+        };
+        let Ok(report) = crate::scanning::ScanReport::from_stored(&stored) else {
+            continue;
+        };
+        let mut findings = report.findings.clone();
+        findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+        let mut counts: Vec<String> = Vec::new();
+        for severity in [
+            berth_scan::Severity::Critical,
+            berth_scan::Severity::High,
+            berth_scan::Severity::Medium,
+            berth_scan::Severity::Low,
+            berth_scan::Severity::Unknown,
+        ] {
+            let n = findings.iter().filter(|f| f.severity == severity).count();
+            if n > 0 {
+                counts.push(format!("{n} {}", severity.as_str()));
+            }
+        }
+        views.push(ScanView {
+            platform: platform.clone(),
+            os: report
+                .inventory
+                .os
+                .as_ref()
+                .map(|o| {
+                    if o.pretty_name.is_empty() {
+                        format!("{} {}", o.id, o.version_id)
+                    } else {
+                        o.pretty_name.clone()
+                    }
+                })
+                .unwrap_or_else(|| "unknown OS".into()),
+            packages: report.inventory.packages.len(),
+            counts: if counts.is_empty() {
+                "no known vulnerabilities".into()
+            } else {
+                counts.join(", ")
+            },
+            findings: findings
+                .into_iter()
+                .map(|f| FindingRow {
+                    severity: f.severity.as_str(),
+                    id: f.id,
+                    aliases: f.aliases.join(", "),
+                    package: f.package,
+                    installed: f.installed,
+                    fixed: f.fixed.unwrap_or_else(|| "-".into()),
+                })
+                .collect(),
+        });
+    }
+    Ok(views)
+}
+
 #[derive(Template)]
 #[template(path = "tag.html")]
 struct TagPage {
+    scans: Vec<ScanView>,
     layout: Layout,
     name: String,
     href: String,
@@ -327,7 +415,18 @@ async fn tag_page(
     let now = super::view::now();
     let name = display_name(repo).to_owned();
     let host = visitor.origin.host.clone();
+    let scanned: Vec<(String, String)> = if summary.platforms.is_empty() {
+        vec![(String::new(), digest.clone())]
+    } else {
+        summary
+            .platforms
+            .iter()
+            .map(|p| (p.name.clone(), p.digest.clone()))
+            .collect()
+    };
+    let scans = scan_views(app, &scanned).await?;
     let page = TagPage {
+        scans,
         layout: Layout::new(visitor, &format!("{name}:{tag}")),
         href: repository_href(repo.as_str()),
         pull_tag: format!("docker pull {host}/{name}:{tag}"),

@@ -237,6 +237,36 @@ async fn pushed_images_get_sboms_and_exactly_the_expected_findings() {
         assert_eq!(code, 1, "{tag}: findings exit 1");
     }
 
+    // The API says the same; the web site's tag page lists the findings.
+    let r = anonymous()
+        .get(berth.url("/api/v1/repositories/fx/img/scans/alpine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let api: Value = r.json().await.unwrap();
+    assert_eq!(
+        as_expected(&api["images"][0]).1,
+        expected["alpine"]["findings"]
+    );
+    let r = anonymous()
+        .get(berth.url("/api/v1/repositories/fx/img/scans/absent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let page = anonymous()
+        .get(berth.url("/r/fx/img/-/tags/alpine"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Packages and vulnerabilities"), "{page}");
+    assert!(page.contains("ALPINE-CVE-2099-20001"), "{page}");
+    assert!(page.contains("3 high, 2 medium, 2 low"), "{page}");
+
     // Table and SARIF say the same.
     let (code, table, _) = run_berth(&["scan", "fx/img:alpine"], &data).await;
     assert_eq!(code, 1);
@@ -280,11 +310,30 @@ async fn pushed_images_get_sboms_and_exactly_the_expected_findings() {
             .trim_start_matches("sha256:");
         std::fs::remove_file(data.join("blobs/sha256").join(&hex[..2]).join(hex)).unwrap();
     }
+    // Announced to webhooks that ask for it (queued for the server to deliver).
+    let hook = berth_ok(
+        &[
+            "webhook",
+            "add",
+            "fx",
+            "http://127.0.0.1:9/hook",
+            "--events",
+            "vulnerabilities",
+        ],
+        &data,
+    )
+    .await;
     let imported = berth_ok(
         &["vulndb", "import", out.join("osv-later").to_str().unwrap()],
         &data,
     )
     .await;
+    let deliveries = berth_ok(&["webhook", "deliveries", hook.trim()], &data).await;
+    assert_eq!(
+        deliveries.matches("vulnerabilities").count(),
+        1,
+        "{deliveries}"
+    );
     assert!(imported.contains("1 with new findings"), "{imported}");
     assert!(
         imported.contains("fx/img@") && imported.contains("DSA-9099-1"),

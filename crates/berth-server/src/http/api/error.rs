@@ -95,6 +95,17 @@ impl IntoResponse for ApiFailure {
     }
 }
 
+impl From<crate::error::RegistryError> for ApiFailure {
+    fn from(e: crate::error::RegistryError) -> ApiFailure {
+        match e {
+            crate::error::RegistryError::ManifestUnknown => {
+                ApiFailure::not_found("manifest unknown".into())
+            }
+            other => ApiFailure::internal(other),
+        }
+    }
+}
+
 impl From<MetaError> for ApiFailure {
     fn from(e: MetaError) -> ApiFailure {
         ApiFailure::internal(e)

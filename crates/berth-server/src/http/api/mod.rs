@@ -56,6 +56,8 @@ pub use sessions::SESSION_COOKIE;
 /// What every `/api/v1` handler gets.
 pub struct Ctx<'a> {
     pub accounts: &'a Accounts,
+    /// For what reads images (scans).
+    pub registry: &'a crate::registry::Registry,
     pub mirror: &'a crate::mirror::Mirror,
     pub webhooks: &'a crate::ops::webhooks::Webhooks,
     pub parts: &'a Parts,
@@ -251,6 +253,7 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Res
         let caller = authenticate(&app.accounts, &parts, &origin).await?;
         let ctx = Ctx {
             accounts: &app.accounts,
+            registry: &app.registry,
             mirror: &app.mirror,
             webhooks: &app.webhooks,
             parts: &parts,

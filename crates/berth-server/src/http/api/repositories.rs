@@ -1,6 +1,8 @@
 //! Repositories: `GET /api/v1/repositories[?n=&last=]` (what the caller may read),
 //! `GET /api/v1/repositories/NAME` (with the storage it uses),
-//! `PUT /api/v1/repositories/NAME/visibility`, `PUT /api/v1/repositories/NAME/description`.
+//! `PUT /api/v1/repositories/NAME/visibility`, `PUT /api/v1/repositories/NAME/description`,
+//! `GET /api/v1/repositories/NAME/scans/TAG|DIGEST` (packages and findings; scanned now
+//! if not yet).
 
 use axum::http::{Method, StatusCode};
 use berth_auth::Principal;
@@ -37,6 +39,24 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, rest: &[&str]) -> ApiResult 
         };
     }
     match (method.clone(), rest) {
+        (Method::GET, [name @ .., "scans", reference]) => {
+            let repo = repo_name(name)?;
+            if !ctx.may_read(&repo, false).await? {
+                return Err(ApiFailure::not_found(format!("repository {repo}")));
+            }
+            let reference: berth_core::Reference = reference
+                .parse()
+                .map_err(|e| ApiFailure::invalid(format!("reference {reference:?}: {e}")))?;
+            let images = crate::scanning::scan_reference(ctx.registry, &repo, &reference).await?;
+            ok(
+                StatusCode::OK,
+                json!({
+                    "repository": repo.as_str(),
+                    "reference": reference.to_string(),
+                    "images": images.iter().map(crate::scanning::ScannedImage::to_json).collect::<Vec<_>>(),
+                }),
+            )
+        }
         (Method::PUT, [name @ .., "visibility"]) => {
             let repo = repo_name(name)?;
             let caller = ctx.caller()?;
