@@ -16,6 +16,7 @@
 #                   npm; fonts-dejavu-core so pages render text)
 #   nodejs          runs those tests (the machine's Node.js 20 when present)
 #   systemd         systemd-analyze checks deploy/berth.service (nothing is started)
+#   zstd            the scanning fixtures write one zstd-compressed layer with it
 #   curl, ca-certificates
 #
 # Usage: bash scripts/install-test-deps.sh      (as root, or with sudo on PATH)
@@ -38,6 +39,7 @@ have_cmd nginx   || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)
 have_pkg ca-certificates || missing+=(ca-certificates)
 have_cmd systemd-analyze || missing+=(systemd)
+have_cmd zstd    || missing+=(zstd)
 have_cmd chromium || missing+=(chromium fonts-dejavu-core)
 have_cmd node    || missing+=(nodejs npm)
 # A server, not just the client: pg_ctlcluster and some /usr/lib/postgresql/N/bin/postgres.
@@ -51,7 +53,7 @@ have_postgres() {
 have_postgres || missing+=(postgresql)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql, nginx, chromium, node, systemd-analyze)"
+    echo "install-test-deps: all present (skopeo, dockerd, python3, curl, ca-certificates, postgresql, nginx, chromium, node, systemd-analyze, zstd)"
     exit 0
 fi
 
@@ -76,7 +78,7 @@ apt_opts=(-o DPkg::Lock::Timeout=300 -y -q)
 "${sudo[@]}" apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}"
 
 # Check what the tests will look for.
-for c in skopeo dockerd containerd runc python3 curl pg_ctlcluster psql chromium node npm systemd-analyze; do
+for c in skopeo dockerd containerd runc python3 curl pg_ctlcluster psql chromium node npm systemd-analyze zstd; do
     if ! have_cmd "$c"; then
         echo "install-test-deps: $c still missing after apt-get install" >&2
         exit 1

@@ -156,6 +156,10 @@ async fn pushed_images_get_sboms_and_exactly_the_expected_findings() {
     let (_fixtures, out) = fixtures();
     let expected = read_json(&out.join("expected.json"));
     let summary = read_json(&out.join("summary.json"));
+    assert_eq!(
+        summary["zstd"], true,
+        "the debian fixture has a zstd layer only with the zstd tool (scripts/install-test-deps.sh)"
+    );
     let berth = BerthProcess::start().await;
     let data = berth.data_dir.clone();
     // The database first, so that the scan after each push matches at once.
