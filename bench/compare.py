@@ -2311,6 +2311,146 @@ def https_stage(args, tmp, servers):
     return out
 
 
+def scan_stage(args, tmp):
+    """Scanning (issue 15), berth alone (no scanner on these machines to set beside it;
+    Distribution has none). (1) Inventory of a --scan-image-mib MiB image: four gzip
+    layers of incompressible bytes under a Debian status file of 1,000 packages; `berth
+    scan` reads it cold (its stored scan removed before each run) — wall time and peak
+    RSS of the process (GNU time), beside `gzip -dc` of the same layers (the floor: one
+    decompression). (2) Matching --scan-images stored inventories (200 Debian packages
+    each) against --scan-advisories Debian:12 advisories: the time of `berth vulndb
+    import` of one more advisory, which matches every stored inventory again."""
+    import random
+    import sqlite3
+    import zipfile
+    rng = random.Random(15)
+    out = {}
+    data = os.path.join(tmp, "scan-data")
+    os.makedirs(data)
+    port = free_port()
+    pr = Proc(server_cmd("berth", args, port, data, tmp, berth_extra=["--scan-workers", "0", "--gc-interval", "0"]),
+              os.path.join(tmp, "scan-berth.log"), port, env=berth_env())
+    LIVE.append(pr)
+    try:
+        # (1) a big image with a package database on top.
+        files = os.path.join(tmp, "scan-files")
+        os.makedirs(files)
+        with open(os.path.join(files, "os-release"), "w") as f:
+            f.write('ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
+        with open(os.path.join(files, "status"), "w") as f:
+            for i in range(1000):
+                f.write("Package: pkg%d\nStatus: install ok installed\nArchitecture: amd64\n"
+                        "Version: 1.%d.0-1\nSource: src%d\nDescription: package %d\n long text\n\n"
+                        % (i, i % 50, i % 3000, i))
+        layer = args.scan_image_mib // 4
+        layout = os.path.join(tmp, "scan-image")
+        mk = subprocess.run([sys.executable, os.path.join(os.path.dirname(args.regbench), "..", "tools", "mkimage.py"),
+                             layout, "--layers", ",".join(["%dM" % layer] * 4), "--tag", "big", "--seed", "scan",
+                             "--file", "%s:/etc/os-release" % os.path.join(files, "os-release"),
+                             "--file", "%s:/var/lib/dpkg/status" % os.path.join(files, "status")],
+                            capture_output=True, text=True)
+        if mk.returncode != 0:
+            raise Failure("mkimage: %s" % mk.stderr[:300])
+        summary = json.loads(mk.stdout)
+        cp = subprocess.run(["skopeo", "copy", "--insecure-policy", "--dest-tls-verify=false",
+                             "oci:%s:big" % layout, "docker://127.0.0.1:%d/bench/scan:big" % port],
+                            capture_output=True, text=True)
+        if cp.returncode != 0:
+            raise Failure("skopeo copy: %s" % cp.stderr[:300])
+        blobs = [os.path.join(layout, "blobs", "sha256", f) for f in os.listdir(os.path.join(layout, "blobs", "sha256"))
+                 if os.path.getsize(os.path.join(layout, "blobs", "sha256", f)) > 1 << 20]
+        floor = []
+        for _ in range(args.runs):
+            t0 = now()
+            for b in blobs:
+                subprocess.run("gzip -dc < %s > /dev/null" % shlex.quote(b), shell=True, check=True)
+            floor.append(now() - t0)
+        times, rss = [], []
+        db = os.path.join(data, "berth.db")
+        for _ in range(args.runs):
+            with sqlite3.connect(db, timeout=30) as c:
+                c.execute("DELETE FROM image_scans")
+            t0 = now()
+            p = subprocess.run(["/usr/bin/time", "-f", "%M", args.berth_bin, "scan", "bench/scan:big",
+                                "--format", "json", "--data-dir", data], capture_output=True, text=True, env=berth_env())
+            times.append(now() - t0)
+            if p.returncode not in (0, 1):
+                raise Failure("berth scan: %s" % p.stderr[-300:])
+            rss.append(int(p.stderr.strip().splitlines()[-1]) / 1024.0)
+            found = json.loads(p.stdout)["images"][0]
+            if len(found["packages"]) != 1000:
+                raise Failure("berth scan found %d packages, not 1000" % len(found["packages"]))
+        out["image_mib"] = args.scan_image_mib
+        out["inventory_s"] = median(times)
+        out["inventory_rss_mib"] = max(rss)
+        out["gzip_s"] = median(floor)
+
+        # (2) a full ecosystem database and many stored inventories.
+        sources = 3000
+        advisories = os.path.join(tmp, "scan-osv.zip")
+        with zipfile.ZipFile(advisories, "w", zipfile.ZIP_DEFLATED) as z:
+            for i in range(args.scan_advisories):
+                src = i % sources
+                fixed = "1.%d.0-1" % rng.randrange(60)
+                z.writestr("DEBIAN-CVE-2099-%06d.json" % i, json.dumps({
+                    "id": "DEBIAN-CVE-2099-%06d" % i, "modified": "2026-01-01T00:00:00Z",
+                    "aliases": ["CVE-2099-%06d" % i], "summary": "bench advisory",
+                    "affected": [{"package": {"ecosystem": "Debian:12", "name": "src%d" % src},
+                                  "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}],
+                                  "database_specific": {"severity": rng.choice(["low", "medium", "high", "critical"])}}]}))
+        t0 = now()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", args.berth_bin, "vulndb", "import", advisories, "--data-dir", data],
+                           capture_output=True, text=True, env=berth_env())
+        out["import_s"] = now() - t0
+        if p.returncode != 0:
+            raise Failure("berth vulndb import: %s" % p.stderr[-300:])
+        out["import_rss_mib"] = int(p.stderr.strip().splitlines()[-1]) / 1024.0
+        with sqlite3.connect(db, timeout=30) as c:
+            c.execute("DELETE FROM image_scans")
+            rows = []
+            for n in range(args.scan_images):
+                packages = [{"kind": "deb", "name": "pkg%d" % k, "version": "1.%d.0-1" % rng.randrange(60),
+                             "source": "src%d" % (k % sources), "path": "var/lib/dpkg/status"}
+                            for k in rng.sample(range(sources * 2), 200)]
+                inventory = {"os": {"id": "debian", "version_id": "12", "pretty_name": ""}, "packages": packages}
+                digest = "sha256:" + hashlib.sha256(b"bench-image-%d" % n).hexdigest()
+                rows.append((digest, 0, 0, json.dumps(inventory), "[]", None))
+            c.executemany("INSERT INTO image_scans (digest, scanned_at, matched_at, inventory, findings, worst) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        extra = os.path.join(tmp, "scan-extra.json")
+        with open(extra, "w") as f:
+            json.dump({"id": "DEBIAN-CVE-2099-EXTRA", "modified": "2026-02-01T00:00:00Z",
+                       "affected": [{"package": {"ecosystem": "Debian:12", "name": "src1"},
+                                     "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]}]}, f)
+        t0 = now()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", args.berth_bin, "vulndb", "import", extra, "--data-dir", data],
+                           capture_output=True, text=True, env=berth_env())
+        out["rematch_s"] = now() - t0
+        if p.returncode != 0 or ("matched %d stored images" % args.scan_images) not in p.stdout:
+            raise Failure("berth vulndb import (re-match): %s %s" % (p.stdout[-300:], p.stderr[-300:]))
+        out["rematch_rss_mib"] = int(p.stderr.strip().splitlines()[-1]) / 1024.0
+        out["images"], out["advisories"] = args.scan_images, args.scan_advisories
+        with sqlite3.connect(db, timeout=30) as c:
+            out["findings"] = sum(len(json.loads(f)) for (f,) in c.execute("SELECT findings FROM image_scans"))
+    finally:
+        pr.stop()
+        LIVE.remove(pr)
+    return out
+
+
+def scan_table(s):
+    out = ["| scanning (berth alone) | time | peak RSS | note |", "|---|---:|---:|---|"]
+    out.append("| inventory of a %d MiB image (`berth scan`, cold) | %s s | %s MiB | `gzip -dc` of the same layers: %s s (%s of berth's time) |" % (
+        s["image_mib"], fmt(s["inventory_s"]), fmt(s["inventory_rss_mib"]), fmt(s["gzip_s"]),
+        ratio(s["gzip_s"], s["inventory_s"])))
+    out.append("| import of %s Debian:12 advisories (`berth vulndb import`, one zip) | %s s | %s MiB | %s advisories/s |" % (
+        fmt(s["advisories"]), fmt(s["import_s"]), fmt(s["import_rss_mib"]), fmt(s["advisories"] / s["import_s"])))
+    out.append("| matching %s stored inventories (200 packages each) against them | %s s | %s MiB | %s images/s, %s findings |" % (
+        fmt(s["images"]), fmt(s["rematch_s"]), fmt(s["rematch_rss_mib"]), fmt(s["images"] / s["rematch_s"]),
+        fmt(s["findings"])))
+    return "\n".join(out)
+
+
 def https_table(h):
     b, d = h.get("berth") or {}, h.get("distribution") or {}
     out = ["| over HTTPS ↑ | berth (rustls) | Distribution (crypto/tls) | berth ÷ Distribution |",
@@ -2890,6 +3030,15 @@ def report(args, info, c, results, g, a, errors, started, command, xs=None):
                  "against the CA." % (args.blob_mib, args.runs, args.duration))
         L.append("")
         L.append(https_table(xs["https"]))
+    if (xs or {}).get("scan"):
+        L.append("")
+        L.append("## Scanning")
+        L.append("")
+        L.append("berth on its embedded default; the image pushed with skopeo, scanned by the `berth scan` "
+                 "command (medians of %d). No scanner is installed on these machines to run beside it "
+                 "(Distribution has none)." % args.runs)
+        L.append("")
+        L.append(scan_table(xs["scan"]))
     if (xs or {}).get("web"):
         w = xs["web"]
         L.append("")
@@ -3003,6 +3152,12 @@ def main():
     ap.add_argument("--only-mirror", action="store_true", help="only the mirror rows (pulls through a pull-through cache)")
     ap.add_argument("--only-https", action="store_true", help="only the HTTPS rows (berth tls init's certificate, both servers)")
     ap.add_argument("--skip-https", action="store_true", help="skip the HTTPS rows")
+    ap.add_argument("--only-scan", action="store_true", help="only the scanning rows (inventory, advisory matching)")
+    ap.add_argument("--skip-scan", action="store_true", help="skip the scanning rows")
+    ap.add_argument("--scan-image-mib", type=int, default=1024, help="size of the scanned image (default 1024)")
+    ap.add_argument("--scan-images", type=int, default=10000, help="stored inventories matched again (default 10000)")
+    ap.add_argument("--scan-advisories", type=int, default=30000,
+                    help="advisories in the synthetic Debian:12 database (default 30000)")
     ap.add_argument("--skip-web", action="store_true", help="leave out the web site and search rows")
     ap.add_argument("--only-web", action="store_true", help="only the web site and search rows")
     ap.add_argument("--web-repos", type=int, default=100000, help="repositories for the web stage (default 100000)")
@@ -3046,12 +3201,12 @@ def main():
     args = ap.parse_args()
     if args.dist_growth_tags is None:
         args.dist_growth_tags = args.growth_tags
-    only = [x for x in ("auth", "s3", "gc", "pg", "trust", "web", "mirror", "https") if getattr(args, "only_" + x)]
+    only = [x for x in ("auth", "s3", "gc", "pg", "trust", "web", "mirror", "https", "scan") if getattr(args, "only_" + x)]
     for x in only:
         if getattr(args, "skip_" + x):
             ap.error("--only-%s and --skip-%s" % (x, x))
     if only:
-        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust", "web", "mirror", "https"):
+        for x in ("ceilings", "regbench", "growth", "auth", "s3", "gc", "pg", "trust", "web", "mirror", "https", "scan"):
             if x not in only:
                 setattr(args, "skip_" + x, True)
     args.gc_backends = [x.strip() for x in args.gc_backends.split(",") if x.strip()]
@@ -3199,6 +3354,12 @@ def main():
             except Exception as e:
                 errors.append("https: %s" % e)
                 log("FAILED: %s" % e)
+        if not args.skip_scan and "berth" in servers:
+            try:
+                xs["scan"] = scan_stage(args, tmp)
+            except Exception as e:
+                errors.append("scanning: %s" % e)
+                log("FAILED: %s" % e)
         if not args.skip_web and "berth" in servers:
             try:
                 xs["web"] = web_stage(args, tmp)
@@ -3242,7 +3403,7 @@ def main():
                                                for lab, r in v["rows"].items()})
                               for k, v in g.items()},
                    "auth": a, "s3": xs.get("s3"), "gc": xs.get("gc"), "trust": xs.get("trust"), "web": xs.get("web"), "mirror": xs.get("mirror"),
-                   "https": xs.get("https"),
+                   "https": xs.get("https"), "scan": xs.get("scan"),
                    "pg": dict(xs["pg"], rows={lab: {str(n): x for n, x in r.items()}
                                               for lab, r in xs["pg"]["rows"].items()}) if xs.get("pg") else None,
                    "errors": errors}, f, indent=1)

@@ -31,6 +31,7 @@ have_cmd taskset         || missing+=(util-linux)
 have_cmd python3         || missing+=(python3)
 have_cmd sha256sum       || missing+=(coreutils)
 have_cmd htpasswd        || missing+=(apache2-utils)   # bcrypt users for Distribution's auth rows
+have_cmd skopeo          || missing+=(skopeo)          # pushes the image of the scanning rows
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=()
     if [ "$(id -u)" -ne 0 ]; then
