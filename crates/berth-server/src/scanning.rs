@@ -5,7 +5,8 @@
 //! and what the queue drops is scanned on demand (`berth scan`, the API).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use berth_core::{Algorithm, Digest, Reference, RepoName};
 use berth_meta::{ImageScan, MetaStore};
@@ -38,26 +39,52 @@ const IMAGE_CONFIGS: &[&str] = &[
     "application/vnd.docker.container.image.v1+json",
 ];
 
+/// How long the registry must have been without requests for a scan to start at once;
+/// under steady load scans still run, one per [`BUSY_PACE`] per worker.
+const QUIET: Duration = Duration::from_millis(250);
+const BUSY_PACE: Duration = Duration::from_secs(1);
+
 /// The queue of pushed images and its workers.
 pub struct Scanner {
     queue: Option<mpsc::Sender<(RepoName, Digest)>>,
+    /// When the last registry request arrived (milliseconds since `epoch`): scans give
+    /// way to requests, since both share the same cores.
+    last_request: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Scanner {
     /// Starts `workers` scanning tasks (none: pushes are not scanned, only on demand).
     pub fn start(registry: Arc<Registry>, workers: usize) -> Scanner {
+        let last_request = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
         if workers == 0 {
-            return Scanner { queue: None };
+            return Scanner {
+                queue: None,
+                last_request,
+                epoch,
+            };
         }
         let (tx, rx) = mpsc::channel::<(RepoName, Digest)>(QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..workers {
-            let (registry, rx) = (registry.clone(), rx.clone());
+            let (registry, rx, last_request) = (registry.clone(), rx.clone(), last_request.clone());
             tokio::spawn(async move {
+                let mut last_scan = Instant::now();
                 loop {
                     let Some((repo, digest)) = rx.lock().await.recv().await else {
                         return;
                     };
+                    // Wait for a quiet moment, or for this worker's turn under load.
+                    loop {
+                        let since_request = epoch
+                            .elapsed()
+                            .saturating_sub(Duration::from_millis(last_request.load(Ordering::Relaxed)));
+                        if since_request >= QUIET || last_scan.elapsed() >= BUSY_PACE {
+                            break;
+                        }
+                        tokio::time::sleep(QUIET.saturating_sub(since_request).max(Duration::from_millis(10))).await;
+                    }
                     match scan_image(&registry, &repo, &digest).await {
                         Ok(Some(scan)) => {
                             tracing::debug!(%repo, %digest, findings = scan.findings.len(), "scanned")
@@ -65,10 +92,21 @@ impl Scanner {
                         Ok(None) => {}
                         Err(e) => tracing::warn!(%repo, %digest, error = %e, "scanning failed"),
                     }
+                    last_scan = Instant::now();
                 }
             });
         }
-        Scanner { queue: Some(tx) }
+        Scanner {
+            queue: Some(tx),
+            last_request,
+            epoch,
+        }
+    }
+
+    /// Notes that a registry request arrived (scans wait for quiet).
+    pub fn note_request(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_request.store(now, Ordering::Relaxed);
     }
 
     /// Queues a pushed manifest (an artifact or index is skipped by the worker).
@@ -365,7 +403,7 @@ async fn attach_sbom(
     report: &ScanReport,
 ) -> Result<Digest> {
     let scanned_at = humantime::format_rfc3339_seconds(
-        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(report.scanned_at.max(0) as u64),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(report.scanned_at.max(0) as u64),
     )
     .to_string();
     let document = sbom::cyclonedx(
@@ -494,13 +532,13 @@ pub async fn rematch_all(meta: &dyn MetaStore) -> Result<(Vec<Rematched>, u64)> 
 
 /// How long the `block-vulnerable` settings are reused before they are read again
 /// (a change made on another node, or by `berth policy set`, applies within this).
-const GATE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+const GATE_REFRESH: Duration = Duration::from_secs(5);
 
 /// `block-vulnerable` for pulls: the settings of every scope, kept in memory, so a pull
 /// where no scope blocks anything costs no database read.
 pub struct PullGate {
     meta: Arc<dyn MetaStore>,
-    known: std::sync::Mutex<Option<(std::time::Instant, Arc<GateRules>)>>,
+    known: std::sync::Mutex<Option<(Instant, Arc<GateRules>)>>,
 }
 
 #[derive(Default)]
@@ -561,7 +599,7 @@ impl PullGate {
                 .await?,
         });
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((std::time::Instant::now(), rules.clone()));
+            Some((Instant::now(), rules.clone()));
         Ok(rules)
     }
 

@@ -146,6 +146,7 @@ impl Req {
 }
 
 async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    app.scanner.note_request();
     let (parts, body) = request.into_parts();
     let result = async {
         let endpoint = Endpoint::parse(parts.method.as_str(), parts.uri.path())
