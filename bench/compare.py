@@ -2391,7 +2391,8 @@ def scan_stage(args, tmp):
         with zipfile.ZipFile(advisories, "w", zipfile.ZIP_DEFLATED) as z:
             for i in range(args.scan_advisories):
                 src = i % sources
-                fixed = "1.%d.0-1" % rng.randrange(60)
+                # Most advisories are fixed in versions older than what images run.
+                fixed = "1.%d.0-1" % rng.randrange(50)
                 z.writestr("DEBIAN-CVE-2099-%06d.json" % i, json.dumps({
                     "id": "DEBIAN-CVE-2099-%06d" % i, "modified": "2026-01-01T00:00:00Z",
                     "aliases": ["CVE-2099-%06d" % i], "summary": "bench advisory",
@@ -2409,7 +2410,7 @@ def scan_stage(args, tmp):
             c.execute("DELETE FROM image_scans")
             rows = []
             for n in range(args.scan_images):
-                packages = [{"kind": "deb", "name": "pkg%d" % k, "version": "1.%d.0-1" % rng.randrange(60),
+                packages = [{"kind": "deb", "name": "pkg%d" % k, "version": "1.%d.0-1" % rng.randrange(40, 60),
                              "source": "src%d" % (k % sources), "path": "var/lib/dpkg/status"}
                             for k in rng.sample(range(sources * 2), 200)]
                 inventory = {"os": {"id": "debian", "version_id": "12", "pretty_name": ""}, "packages": packages}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Inventory, Os, Package, PackageKind};
-use crate::osv::{Advisory, Affected, lookup_key};
+use crate::osv::{Advisory, lookup_key};
 use crate::versions;
 
 /// How bad a finding is.
@@ -151,11 +151,59 @@ pub fn lookup_keys(inventory: &Inventory) -> Vec<(String, String)> {
     keys
 }
 
-/// Advisories by the (ecosystem, package) they affect.
+/// Advisories by the (ecosystem, package) they affect: each key lists the advisories'
+/// `affected` entries about it (found once, when added, not at each match).
 #[derive(Default)]
 pub struct AdvisoryIndex {
-    by_key: HashMap<(String, String), Vec<Arc<Advisory>>>,
+    by_key: HashMap<(String, String), Vec<Entry>>,
     count: usize,
+}
+
+/// One `affected` entry of an advisory, ready to match: its ranges' events sorted in
+/// the ecosystem's version order once, when indexed.
+struct Entry {
+    advisory: Arc<Advisory>,
+    affected: usize,
+    /// The ecosystem's order, for `versions` (exact versions listed).
+    exact: Option<Compare>,
+    ranges: Vec<(Compare, Vec<(EventKind, String)>)>,
+}
+
+impl Entry {
+    fn new(advisory: Arc<Advisory>, affected: usize, ecosystem: &str) -> Entry {
+        let ranges = advisory.affected[affected]
+            .ranges
+            .iter()
+            .filter_map(|range| {
+                let cmp = compare_for(ecosystem, &range.kind)?;
+                Some((cmp, sorted_events(&range.events, cmp)))
+            })
+            .collect();
+        Entry {
+            exact: compare_for(ecosystem, "ECOSYSTEM"),
+            advisory,
+            affected,
+            ranges,
+        }
+    }
+
+    /// Whether `version` is affected; `Some(fixed)` (the first fixed version above it,
+    /// if any) when it is.
+    fn affects(&self, version: &str) -> Option<Option<String>> {
+        for (cmp, events) in &self.ranges {
+            if let Some(fixed) = walk(events, version, *cmp) {
+                return Some(fixed);
+            }
+        }
+        let listed = self.advisory.affected[self.affected]
+            .versions
+            .iter()
+            .any(|v| match self.exact {
+                Some(cmp) => cmp(v, version) == Some(Ordering::Equal),
+                None => v == version,
+            });
+        listed.then_some(None)
+    }
 }
 
 impl AdvisoryIndex {
@@ -168,10 +216,13 @@ impl AdvisoryIndex {
         if advisory.withdrawn.is_some() {
             return;
         }
-        let keys = advisory.keys();
         let advisory = Arc::new(advisory);
-        for key in keys {
-            self.by_key.entry(key).or_default().push(advisory.clone());
+        for (i, affected) in advisory.affected.iter().enumerate() {
+            if let Some(p) = &affected.package {
+                let key = lookup_key(&p.ecosystem, &p.name);
+                let entry = Entry::new(advisory.clone(), i, &key.0);
+                self.by_key.entry(key).or_default().push(entry);
+            }
         }
         self.count += 1;
     }
@@ -190,27 +241,24 @@ impl AdvisoryIndex {
         let mut findings = Vec::new();
         for package in &inventory.packages {
             for (ecosystem, name, version) in lookups(package, os.as_deref()) {
-                let Some(advisories) = self.by_key.get(&(ecosystem.clone(), name.clone())) else {
+                let key = (ecosystem, name);
+                let Some(entries) = self.by_key.get(&key) else {
                     continue;
                 };
-                for advisory in advisories {
-                    for affected in &advisory.affected {
-                        let Some(p) = &affected.package else { continue };
-                        if lookup_key(&p.ecosystem, &p.name) != (ecosystem.clone(), name.clone()) {
-                            continue;
-                        }
-                        if let Some(fixed) = affects(affected, &ecosystem, &version) {
-                            findings.push(Finding {
-                                id: advisory.id.clone(),
-                                package: package.name.clone(),
-                                kind: package.kind,
-                                installed: package.version.clone(),
-                                fixed,
-                                severity: advisory.severity_for(affected),
-                                aliases: advisory.aliases.clone(),
-                                summary: advisory.summary.clone(),
-                            });
-                        }
+                for entry in entries {
+                    let (advisory, affected) =
+                        (&entry.advisory, &entry.advisory.affected[entry.affected]);
+                    if let Some(fixed) = entry.affects(&version) {
+                        findings.push(Finding {
+                            id: advisory.id.clone(),
+                            package: package.name.clone(),
+                            kind: package.kind,
+                            installed: package.version.clone(),
+                            fixed,
+                            severity: advisory.severity_for(affected),
+                            aliases: advisory.aliases.clone(),
+                            summary: advisory.summary.clone(),
+                        });
                     }
                 }
             }
@@ -257,27 +305,6 @@ fn pep440_compare(a: &str, b: &str) -> Option<Ordering> {
     Some(parse(a)?.cmp(&parse(b)?))
 }
 
-/// Whether `version` is affected; `Some(fixed)` (the first fixed version above it, if
-/// any) when it is. Events are applied in version order as the OSV schema says:
-/// `introduced` opens, `fixed` and `limit` close at their version, `last_affected`
-/// closes after it.
-fn affects(affected: &Affected, ecosystem: &str, version: &str) -> Option<Option<String>> {
-    let exact = compare_for(ecosystem, "ECOSYSTEM");
-    let listed = affected.versions.iter().any(|v| match exact {
-        Some(cmp) => cmp(v, version) == Some(Ordering::Equal),
-        None => v == version,
-    });
-    for range in &affected.ranges {
-        let Some(cmp) = compare_for(ecosystem, &range.kind) else {
-            continue;
-        };
-        if let Some(fixed) = range_affects(&range.events, version, cmp) {
-            return Some(fixed);
-        }
-    }
-    listed.then_some(None)
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum EventKind {
     Introduced,
@@ -286,13 +313,10 @@ enum EventKind {
     Limit,
 }
 
-fn range_affects(
-    events: &[crate::osv::Event],
-    version: &str,
-    cmp: Compare,
-) -> Option<Option<String>> {
-    cmp(version, version)?;
-    let mut flat: Vec<(EventKind, &str)> = Vec::new();
+/// A range's events in version order (`"0"` first; versions the order cannot read sort
+/// as equal and are skipped by [`walk`]).
+fn sorted_events(events: &[crate::osv::Event], cmp: Compare) -> Vec<(EventKind, String)> {
+    let mut flat: Vec<(EventKind, String)> = Vec::new();
     for e in events {
         for (kind, v) in [
             (EventKind::Introduced, &e.introduced),
@@ -301,41 +325,58 @@ fn range_affects(
             (EventKind::Limit, &e.limit),
         ] {
             if let Some(v) = v {
-                flat.push((kind, v.as_str()));
+                flat.push((kind, v.clone()));
             }
         }
     }
-    // "0" is before every version; unreadable versions sort as equal and are skipped
-    // by the comparisons below.
     let order = |a: &str, b: &str| match (a == "0", b == "0") {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Less,
         (false, true) => Ordering::Greater,
         _ => cmp(a, b).unwrap_or(Ordering::Equal),
     };
-    flat.sort_by(|x, y| order(x.1, y.1));
+    flat.sort_by(|x, y| order(&x.1, &y.1));
+    flat
+}
+
+/// Applies sorted events to `version` as the OSV schema says: `introduced` opens,
+/// `fixed` and `limit` close at their version, `last_affected` closes after it.
+/// `Some(fixed)` (the first fixed version above it, if any) when affected.
+fn walk(events: &[(EventKind, String)], version: &str, cmp: Compare) -> Option<Option<String>> {
     let mut affected = false;
-    for (kind, at) in &flat {
-        let here = if *at == "0" {
+    let mut above = events.len();
+    // Whether the ecosystem can read `version` at all: asked only where no comparison
+    // says so (a `"0"` event needs none), as an unreadable version affects nothing.
+    let mut readable = None;
+    for (i, (kind, at)) in events.iter().enumerate() {
+        let here = if at == "0" {
+            if !*readable.get_or_insert_with(|| cmp(version, version).is_some()) {
+                return None;
+            }
             Some(Ordering::Greater)
         } else {
             cmp(version, at)
         };
         let Some(here) = here else { continue };
+        if here == Ordering::Less {
+            // Sorted: no later event applies to this version.
+            above = i;
+            break;
+        }
         match kind {
-            EventKind::Introduced if here != Ordering::Less => affected = true,
-            EventKind::Fixed | EventKind::Limit if here != Ordering::Less => affected = false,
+            EventKind::Introduced => affected = true,
+            EventKind::Fixed | EventKind::Limit => affected = false,
             EventKind::LastAffected if here == Ordering::Greater => affected = false,
-            _ => {}
+            EventKind::LastAffected => {}
         }
     }
     if !affected {
         return None;
     }
-    let fixed = flat
+    let fixed = events[above..]
         .iter()
         .find(|(kind, at)| *kind == EventKind::Fixed && cmp(version, at) == Some(Ordering::Less))
-        .map(|(_, at)| (*at).to_owned());
+        .map(|(_, at)| at.clone());
     Some(fixed)
 }
 
@@ -422,11 +463,8 @@ mod tests {
             ("2.1.0", Some(None)),
             ("2.1.1", None),
         ] {
-            assert_eq!(
-                range_affects(&two_ranges, version, semver),
-                want,
-                "{version}"
-            );
+            let sorted = sorted_events(&two_ranges, semver);
+            assert_eq!(walk(&sorted, version, semver), want, "{version}");
         }
     }
 

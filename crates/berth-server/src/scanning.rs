@@ -77,13 +77,18 @@ impl Scanner {
                     };
                     // Wait for a quiet moment, or for this worker's turn under load.
                     loop {
-                        let since_request = epoch
-                            .elapsed()
-                            .saturating_sub(Duration::from_millis(last_request.load(Ordering::Relaxed)));
+                        let since_request = epoch.elapsed().saturating_sub(Duration::from_millis(
+                            last_request.load(Ordering::Relaxed),
+                        ));
                         if since_request >= QUIET || last_scan.elapsed() >= BUSY_PACE {
                             break;
                         }
-                        tokio::time::sleep(QUIET.saturating_sub(since_request).max(Duration::from_millis(10))).await;
+                        tokio::time::sleep(
+                            QUIET
+                                .saturating_sub(since_request)
+                                .max(Duration::from_millis(10)),
+                        )
+                        .await;
                     }
                     match scan_image(&registry, &repo, &digest).await {
                         Ok(Some(scan)) => {
@@ -495,9 +500,10 @@ pub async fn rematch_all(meta: &dyn MetaStore) -> Result<(Vec<Rematched>, u64)> 
     let mut seen = 0u64;
     let mut after: Option<Digest> = None;
     loop {
-        let page = meta.image_scans(after.as_ref(), 500).await?;
+        let page = meta.image_scans(after.as_ref(), 100).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.digest.clone());
+        let mut saves = Vec::new();
         for stored in page {
             seen += 1;
             let mut report = ScanReport::from_stored(&stored)?;
@@ -517,7 +523,7 @@ pub async fn rematch_all(meta: &dyn MetaStore) -> Result<(Vec<Rematched>, u64)> 
                 .collect();
             report.findings = findings;
             report.matched_at = now();
-            meta.save_scan(&stored_scan(&report)?).await?;
+            saves.push(stored_scan(&report)?);
             if !new.is_empty() {
                 changed.push(Rematched {
                     digest: report.digest.clone(),
@@ -526,6 +532,8 @@ pub async fn rematch_all(meta: &dyn MetaStore) -> Result<(Vec<Rematched>, u64)> 
                 });
             }
         }
+        // Together, so that the store commits them in one group.
+        futures::future::try_join_all(saves.iter().map(|scan| meta.save_scan(scan))).await?;
     }
     Ok((changed, seen))
 }
