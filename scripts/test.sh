@@ -38,7 +38,8 @@ BERTH_TEST_AUTH=1 cargo test --locked -p berth --test it -- \
 # The protocol suites again as several nodes run them: blobs in S3 (Garage), metadata in
 # PostgreSQL (a scratch database per server).
 BERTH_TEST_STORAGE=s3 BERTH_TEST_DATABASE=postgres cargo test --locked -p berth --test it -- \
-    blobs:: uploads:: manifests:: errors:: oci_client:: gc:: tag_policies:: web:: mirror::
+    blobs:: uploads:: manifests:: errors:: oci_client:: gc:: tag_policies:: web:: mirror:: \
+    scanning::scans_read_layers_from_the_configured_stores
 # Every parser that reads client bytes, fuzzed for a short while (a smoke run; `scripts/
 # fuzz.sh 600` for a long one). Needs cargo-fuzz, which it installs when missing.
 bash scripts/fuzz.sh 20

@@ -522,3 +522,53 @@ async fn block_vulnerable_refuses_pulls_except_to_writers() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Scanning on whichever stores the suite runs on (files and SQLite, or S3 and
+/// PostgreSQL): a pushed image's layers are read from the blob store, its SBOM is
+/// attached, and the API gives its packages.
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_read_layers_from_the_configured_stores() {
+    let (_fixtures, out) = fixtures();
+    let expected = read_json(&out.join("expected.json"));
+    let summary = read_json(&out.join("summary.json"));
+    let server = crate::TestServer::start_with(|c| c.scan_workers = 1).await;
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let (source, target) = (
+        oci_ref(&out.join("layout"), "rocky"),
+        format!("docker://{host}/scan/stores:rocky"),
+    );
+    blocking(move || skopeo_ok(&["copy", "--dest-tls-verify=false", &source, &target])).await;
+    let digest = summary["images"]["rocky"]["manifest"].as_str().unwrap();
+    // The SBOM arrives by itself (the background worker).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let index: Value = crate::http()
+            .get(server.url(&format!("/v2/scan/stores/referrers/{digest}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["artifactType"] == "application/vnd.cyclonedx+json")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no SBOM after 30 s: {index:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report: Value = crate::http()
+        .get(server.url("/api/v1/repositories/scan/stores/scans/rocky"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (packages, _) = as_expected(&report["images"][0]);
+    assert_eq!(packages, expected["rocky"]["packages"]);
+}
