@@ -118,6 +118,7 @@ impl Inventory {
             }
         }
         inventory.os = os_release.and_then(parse_os_release);
+        inventory.notes.extend(files.truncated.clone());
         inventory.packages = packages.into_iter().collect();
         inventory
     }
@@ -288,19 +289,34 @@ fn npm_package(text: &[u8], path: &str) -> Option<Package> {
 
 /// The packages of an RPM database in SQLite form (rpm 4.16 and later).
 async fn read_rpm_sqlite(file: &std::path::Path) -> Result<Vec<Package>, String> {
+    // A pushed database is untrusted: no schema-defined functions, and `Packages` must be
+    // a table (a view could compute rows without end), read up to a bound.
     let options = SqliteConnectOptions::new()
         .filename(file)
         .read_only(true)
-        .immutable(true);
+        .immutable(true)
+        .pragma("trusted_schema", "OFF");
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(options)
         .await
         .map_err(|e| e.to_string())?;
-    let blobs: Vec<Vec<u8>> = sqlx::query_scalar("SELECT blob FROM Packages ORDER BY hnum")
-        .fetch_all(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    let is_table: Option<String> = sqlx::query_scalar(
+        "SELECT type FROM sqlite_master WHERE name = 'Packages' AND type = 'table'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    if is_table.is_none() {
+        pool.close().await;
+        return Err("no Packages table".into());
+    }
+    let blobs: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT blob FROM Packages WHERE length(blob) <= 16777216 ORDER BY hnum LIMIT 100000",
+    )
+    .fetch_all(&pool)
+    .await
+    .map_err(|e| e.to_string())?;
     pool.close().await;
     let mut packages = Vec::with_capacity(blobs.len());
     for blob in blobs {

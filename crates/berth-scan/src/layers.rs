@@ -20,6 +20,12 @@ use crate::ScanError;
 pub const MAX_TEXT_FILE: u64 = 32 << 20;
 /// The largest package database copied to a scratch file.
 pub const MAX_DATABASE_FILE: u64 = 1 << 30;
+/// What one image may make the scanner keep in memory, all text files together, and
+/// how many wanted files and whiteout markers it may have: a crafted image gets a note,
+/// not the server's memory.
+pub const MAX_KEPT_BYTES: u64 = 256 << 20;
+pub const MAX_WANTED_FILES: usize = 100_000;
+pub const MAX_MARKERS: usize = 1_000_000;
 
 /// How a layer blob is compressed, from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +123,10 @@ pub struct Collector<'s> {
     /// Directories whose lower contents are hidden by opaque markers.
     opaque: HashSet<String>,
     layers: u32,
+    /// Text bytes kept so far.
+    kept: u64,
+    /// Why something was left unread (a limit reached), once.
+    truncated: Option<String>,
 }
 
 impl<'s> Collector<'s> {
@@ -128,6 +138,8 @@ impl<'s> Collector<'s> {
             whited_out: HashSet::new(),
             opaque: HashSet::new(),
             layers: 0,
+            kept: 0,
+            truncated: None,
         }
     }
 
@@ -143,13 +155,23 @@ impl<'s> Collector<'s> {
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob).map_err(layer)?),
         };
         let mut archive = tar::Archive::new(reader);
-        // Markers take effect below this layer only.
+        // Markers take effect below this layer only; paths this layer decided may be
+        // decided again by a later entry of the same layer (as extraction does).
         let mut whiteouts = Vec::new();
         let mut opaque = Vec::new();
+        let mut this_layer: HashSet<String> = HashSet::new();
         for entry in archive.entries().map_err(layer)? {
             let mut entry = entry.map_err(layer)?;
             let path = normalize(&entry.path_bytes());
             let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            if name.starts_with(".wh.")
+                && self.whited_out.len() + self.opaque.len() + whiteouts.len() + opaque.len()
+                    >= MAX_MARKERS
+            {
+                self.truncated
+                    .get_or_insert_with(|| format!("more than {MAX_MARKERS} whiteouts"));
+                continue;
+            }
             if name == ".wh..wh..opq" {
                 opaque.push(dir.to_owned());
                 continue;
@@ -165,7 +187,14 @@ impl<'s> Collector<'s> {
             let Some(wanted) = Wanted::of(&path) else {
                 continue;
             };
-            if self.found.contains_key(&path) || self.hidden(&path) {
+            let decided_here = this_layer.contains(&path);
+            if (self.found.contains_key(&path) && !decided_here) || self.hidden(&path) {
+                continue;
+            }
+            if !decided_here && self.found.len() >= MAX_WANTED_FILES {
+                self.truncated.get_or_insert_with(|| {
+                    format!("more than {MAX_WANTED_FILES} package files: the rest not read")
+                });
                 continue;
             }
             let kind = entry.header().entry_type();
@@ -181,9 +210,20 @@ impl<'s> Collector<'s> {
                     }
                 } else if size > MAX_TEXT_FILE {
                     Found::Skipped(format!("{path}: {size} bytes, more than scanned"))
+                } else if self.kept + size > MAX_KEPT_BYTES {
+                    self.truncated.get_or_insert_with(|| {
+                        format!(
+                            "package files over {MAX_KEPT_BYTES} bytes in all: the rest not read"
+                        )
+                    });
+                    Found::Skipped(format!("{path}: not read (the image's limit)"))
                 } else {
                     let mut text = Vec::with_capacity(size as usize);
-                    entry.read_to_end(&mut text).map_err(layer)?;
+                    (&mut entry)
+                        .take(size)
+                        .read_to_end(&mut text)
+                        .map_err(layer)?;
+                    self.kept += text.len() as u64;
                     Found::Text(text)
                 }
             } else if kind.is_dir() {
@@ -193,7 +233,10 @@ impl<'s> Collector<'s> {
                 // the image shows (os-release is usually a link to usr/lib).
                 Found::Skipped(format!("{path}: not a regular file"))
             };
-            self.found.insert(path, (wanted, found));
+            this_layer.insert(path.clone());
+            if let Some((_, Found::Text(old))) = self.found.insert(path, (wanted, found)) {
+                self.kept -= old.len() as u64;
+            }
         }
         self.whited_out.extend(whiteouts);
         self.opaque.extend(opaque);
@@ -221,6 +264,7 @@ impl<'s> Collector<'s> {
         Files {
             files: self.found,
             layers: self.layers,
+            truncated: self.truncated,
         }
     }
 }
@@ -230,6 +274,8 @@ impl<'s> Collector<'s> {
 pub struct Files {
     pub files: BTreeMap<String, (Wanted, Found)>,
     pub layers: u32,
+    /// A limit the image reached, if any (for the inventory's notes).
+    pub truncated: Option<String>,
 }
 
 /// `./etc/x`, `/etc/x` and `etc/x/` all name `etc/x`.
@@ -331,6 +377,21 @@ mod tests {
                     "Package: openssl\n".into()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_later_entry_of_the_same_layer_wins_as_extraction_does() {
+        let scratch = tempfile::tempdir().unwrap();
+        let layer = layer_of(&[
+            ("var/lib/dpkg/status", Some("Package: decoy\n")),
+            ("var/lib/dpkg/status", Some("Package: real\n")),
+        ]);
+        let mut collector = Collector::new(scratch.path());
+        collector.read_layer(&layer[..], Compression::None).unwrap();
+        assert_eq!(
+            texts(&collector.finish()),
+            vec![("var/lib/dpkg/status".into(), "Package: real\n".into())]
         );
     }
 

@@ -96,7 +96,6 @@ pub fn os_ecosystem(os: &Os) -> Option<String> {
         "alpine" => format!("Alpine:v{major_minor}"),
         "rocky" => format!("Rocky Linux:{major}"),
         "almalinux" => format!("AlmaLinux:{major}"),
-        "rhel" => format!("Red Hat:{major}"),
         "opensuse-leap" => format!("openSUSE:Leap {version}"),
         "mageia" => format!("Mageia:{version}"),
         _ => return None,
@@ -335,7 +334,15 @@ fn sorted_events(events: &[crate::osv::Event], cmp: Compare) -> Vec<(EventKind, 
         (false, true) => Ordering::Greater,
         _ => cmp(a, b).unwrap_or(Ordering::Equal),
     };
-    flat.sort_by(|x, y| order(&x.1, &y.1));
+    // Insertion sort: an order that is not total (unreadable versions, RPM's missing
+    // release) must not panic, as `sort_by` may; ranges have a handful of events.
+    for i in 1..flat.len() {
+        let mut j = i;
+        while j > 0 && order(&flat[j - 1].1, &flat[j].1) == Ordering::Greater {
+            flat.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     flat
 }
 
@@ -373,9 +380,12 @@ fn walk(events: &[(EventKind, String)], version: &str, cmp: Compare) -> Option<O
     if !affected {
         return None;
     }
+    // The fix of this range: the next `fixed` above the version, before another range
+    // opens or one closes otherwise.
     let fixed = events[above..]
         .iter()
-        .find(|(kind, at)| *kind == EventKind::Fixed && cmp(version, at) == Some(Ordering::Less))
+        .take_while(|(kind, _)| *kind == EventKind::Fixed)
+        .find(|(_, at)| cmp(version, at) == Some(Ordering::Less))
         .map(|(_, at)| at.clone());
     Some(fixed)
 }

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 
 use crate::inventory::{Inventory, Package, PackageKind};
-use crate::matching::os_ecosystem;
 
 /// The SBOM's media type, and the `artifactType` of the manifest that carries it.
 pub const CYCLONEDX_JSON: &str = "application/vnd.cyclonedx+json";
@@ -154,11 +153,6 @@ fn percent_encode(s: &str) -> String {
         .remove(b'_')
         .remove(b'~');
     percent_encoding::utf8_percent_encode(s, PURL).to_string()
-}
-
-/// Ecosystem the inventory's OS packages are matched in, for the record in the SBOM.
-pub fn ecosystem_of(inventory: &Inventory) -> Option<String> {
-    inventory.os.as_ref().and_then(os_ecosystem)
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ const BUSY_PACE: Duration = Duration::from_secs(1);
 /// The queue of pushed images and its workers.
 pub struct Scanner {
     queue: Option<mpsc::Sender<(RepoName, Digest)>>,
+    /// What is queued and not yet taken: the same image pushed under many tags is
+    /// queued once.
+    pending: Arc<std::sync::Mutex<std::collections::HashSet<(RepoName, Digest)>>>,
     /// When the last registry request arrived (milliseconds since `epoch`): scans give
     /// way to requests, since both share the same cores.
     last_request: Arc<AtomicU64>,
@@ -58,9 +61,12 @@ impl Scanner {
     pub fn start(registry: Arc<Registry>, workers: usize) -> Scanner {
         let last_request = Arc::new(AtomicU64::new(0));
         let epoch = Instant::now();
+        let pending: Arc<std::sync::Mutex<std::collections::HashSet<(RepoName, Digest)>>> =
+            Arc::default();
         if workers == 0 {
             return Scanner {
                 queue: None,
+                pending,
                 last_request,
                 epoch,
             };
@@ -68,13 +74,22 @@ impl Scanner {
         let (tx, rx) = mpsc::channel::<(RepoName, Digest)>(QUEUE);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..workers {
-            let (registry, rx, last_request) = (registry.clone(), rx.clone(), last_request.clone());
+            let (registry, rx, last_request, pending) = (
+                registry.clone(),
+                rx.clone(),
+                last_request.clone(),
+                pending.clone(),
+            );
             tokio::spawn(async move {
                 let mut last_scan = Instant::now();
                 loop {
                     let Some((repo, digest)) = rx.lock().await.recv().await else {
                         return;
                     };
+                    pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&(repo.clone(), digest.clone()));
                     // Wait for a quiet moment, or for this worker's turn under load.
                     loop {
                         let since_request = epoch.elapsed().saturating_sub(Duration::from_millis(
@@ -90,7 +105,19 @@ impl Scanner {
                         )
                         .await;
                     }
-                    match scan_image(&registry, &repo, &digest).await {
+                    // In a task of its own: a panic ends that scan, not the worker.
+                    let job = {
+                        let (registry, repo, digest) =
+                            (registry.clone(), repo.clone(), digest.clone());
+                        tokio::spawn(async move {
+                            scan_image(&registry, &repo, &digest, Sbom::Always).await
+                        })
+                    };
+                    let outcome = match job.await {
+                        Ok(outcome) => outcome,
+                        Err(e) => Err(RegistryError::internal(e)),
+                    };
+                    match outcome {
                         Ok(Some(scan)) => {
                             tracing::debug!(%repo, %digest, findings = scan.findings.len(), "scanned")
                         }
@@ -103,6 +130,7 @@ impl Scanner {
         }
         Scanner {
             queue: Some(tx),
+            pending,
             last_request,
             epoch,
         }
@@ -116,9 +144,17 @@ impl Scanner {
 
     /// Queues a pushed manifest (an artifact or index is skipped by the worker).
     pub fn pushed(&self, repo: &RepoName, digest: &Digest) {
-        if let Some(queue) = &self.queue
-            && queue.try_send((repo.clone(), digest.clone())).is_err()
-        {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let job = (repo.clone(), digest.clone());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.contains(&job) {
+            return;
+        }
+        if queue.try_send(job.clone()).is_ok() {
+            pending.insert(job);
+        } else {
             tracing::warn!(%repo, %digest, "scan queue full: scanned when asked for");
         }
     }
@@ -164,13 +200,24 @@ fn now() -> i64 {
     crate::accounts::now()
 }
 
-/// An image's scan: the stored one, or (none yet) read from its layers now, stored,
-/// and its SBOM attached in `repo`. `None` when the manifest is not an image (an index
-/// or an artifact).
+/// When [`scan_image`] attaches the SBOM to the image in the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sbom {
+    /// After a push: the same image pushed to another repository gets its SBOM there.
+    Always,
+    /// When asked (`berth scan`, the API): only with a scan made now, so reading a
+    /// scan never writes.
+    WhenScanned,
+}
+
+/// An image's scan: the stored one, or (none yet) read from its layers now and stored,
+/// its SBOM attached in `repo` as `sbom` says. `None` when the manifest is not an image
+/// (an index or an artifact).
 pub async fn scan_image(
     registry: &Registry,
     repo: &RepoName,
     digest: &Digest,
+    sbom: Sbom,
 ) -> Result<Option<ScanReport>> {
     let manifest = registry
         .get_manifest(repo, &Reference::Digest(digest.clone()))
@@ -179,51 +226,48 @@ pub async fn scan_image(
         return Ok(None);
     };
     let meta = &*registry.meta;
-    if let Some(stored) = meta.image_scan(digest).await? {
-        let report = ScanReport::from_stored(&stored)?;
-        // The same image pushed to another repository gets its SBOM there too.
-        attach_sbom(
-            registry,
-            repo,
-            &manifest.media_type,
-            manifest.body.len(),
-            &report,
-        )
-        .await?;
-        return Ok(Some(report));
-    }
-    let inventory = read_inventory(registry, repo, &layers).await?;
-    // Scanned meanwhile (a worker and `berth scan` at once): one scan, one SBOM.
-    if let Some(stored) = meta.image_scan(digest).await? {
-        let report = ScanReport::from_stored(&stored)?;
-        attach_sbom(
-            registry,
-            repo,
-            &manifest.media_type,
-            manifest.body.len(),
-            &report,
-        )
-        .await?;
-        return Ok(Some(report));
-    }
-    let findings = match_findings(meta, &inventory).await?;
-    let at = now();
-    let report = ScanReport {
-        digest: digest.clone(),
-        inventory,
-        findings,
-        scanned_at: at,
-        matched_at: at,
+    let stored = match meta.image_scan(digest).await? {
+        Some(stored) => stored,
+        None => {
+            let inventory = read_inventory(registry, repo, &layers).await?;
+            // Scanned meanwhile (a worker and `berth scan` at once): that one stands.
+            match meta.image_scan(digest).await? {
+                Some(stored) => stored,
+                None => {
+                    let findings = match_findings(meta, &inventory).await?;
+                    let at = now();
+                    let report = ScanReport {
+                        digest: digest.clone(),
+                        inventory,
+                        findings,
+                        scanned_at: at,
+                        matched_at: at,
+                    };
+                    meta.save_scan(&stored_scan(&report)?).await?;
+                    attach_sbom(
+                        registry,
+                        repo,
+                        &manifest.media_type,
+                        manifest.body.len(),
+                        &report,
+                    )
+                    .await?;
+                    return Ok(Some(report));
+                }
+            }
+        }
     };
-    meta.save_scan(&stored_scan(&report)?).await?;
-    attach_sbom(
-        registry,
-        repo,
-        &manifest.media_type,
-        manifest.body.len(),
-        &report,
-    )
-    .await?;
+    let report = ScanReport::from_stored(&stored)?;
+    if sbom == Sbom::Always {
+        attach_sbom(
+            registry,
+            repo,
+            &manifest.media_type,
+            manifest.body.len(),
+            &report,
+        )
+        .await?;
+    }
     Ok(Some(report))
 }
 
@@ -262,14 +306,16 @@ pub async fn scan_reference(
     let manifest = registry.get_manifest(repo, reference).await?;
     let body: Value = serde_json::from_slice(&manifest.body).map_err(RegistryError::internal)?;
     let Some(children) = body.get("manifests").and_then(Value::as_array) else {
-        return Ok(scan_image(registry, repo, &manifest.digest)
-            .await?
-            .map(|report| ScannedImage {
-                platform: None,
-                report,
-            })
-            .into_iter()
-            .collect());
+        return Ok(
+            scan_image(registry, repo, &manifest.digest, Sbom::WhenScanned)
+                .await?
+                .map(|report| ScannedImage {
+                    platform: None,
+                    report,
+                })
+                .into_iter()
+                .collect(),
+        );
     };
     let mut images = Vec::new();
     for child in children {
@@ -289,7 +335,7 @@ pub async fn scan_reference(
                 .join("/")
         });
         // A sparse index may lack a platform here; an artifact in it is no image.
-        match scan_image(registry, repo, &digest).await {
+        match scan_image(registry, repo, &digest, Sbom::WhenScanned).await {
             Ok(Some(report)) => images.push(ScannedImage { platform, report }),
             Ok(None) | Err(RegistryError::ManifestUnknown) => {}
             Err(e) => return Err(e),
@@ -312,21 +358,27 @@ pub fn stored_scan(report: &ScanReport) -> Result<ImageScan> {
 
 /// An image manifest's layers (digest, media type), or `None` for anything else.
 fn image_layers(body: &[u8]) -> Option<Vec<(Digest, String)>> {
-    let manifest: Value = serde_json::from_slice(body).ok()?;
-    let config = manifest.get("config")?.get("mediaType")?.as_str()?;
-    if !IMAGE_CONFIGS.contains(&config) {
+    // Only these fields are read (annotations, however large, are skipped unparsed).
+    #[derive(serde::Deserialize)]
+    struct Described {
+        #[serde(rename = "mediaType")]
+        media_type: String,
+        #[serde(default)]
+        digest: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct ImageManifest {
+        config: Described,
+        layers: Vec<Described>,
+    }
+    let manifest: ImageManifest = serde_json::from_slice(body).ok()?;
+    if !IMAGE_CONFIGS.contains(&manifest.config.media_type.as_str()) {
         return None;
     }
     manifest
-        .get("layers")?
-        .as_array()?
-        .iter()
-        .map(|l| {
-            Some((
-                l.get("digest")?.as_str()?.parse().ok()?,
-                l.get("mediaType")?.as_str()?.to_owned(),
-            ))
-        })
+        .layers
+        .into_iter()
+        .map(|l| Some((l.digest.parse().ok()?, l.media_type)))
         .collect()
 }
 
@@ -354,16 +406,12 @@ async fn read_inventory(
         let mut collector = Collector::new(scratch.path());
         let mut notes = Vec::new();
         for (digest, compression) in opened {
+            // A layer the store cannot give (not fetched yet by a mirror, or the store
+            // failing) fails the scan: nothing is kept; it is tried again when asked.
             let body = match handle.block_on(blobs.open(&digest, None)) {
                 Ok(Some(body)) => body,
-                Ok(None) => {
-                    notes.push(format!("layer {digest}: not in storage"));
-                    continue;
-                }
-                Err(e) => {
-                    notes.push(format!("layer {digest}: {e}"));
-                    continue;
-                }
+                Ok(None) => return Err(RegistryError::BlobUnknown(digest)),
+                Err(e) => return Err(RegistryError::internal(e)),
             };
             let reader =
                 tokio_util::io::StreamReader::new(body.stream.map_err(std::io::Error::other));
@@ -373,10 +421,10 @@ async fn read_inventory(
                 notes.push(format!("layer {digest}: {e}"));
             }
         }
-        (collector.finish(), scratch, notes)
+        Ok((collector.finish(), scratch, notes))
     })
     .await
-    .map_err(RegistryError::internal)?;
+    .map_err(RegistryError::internal)??;
     let mut inventory = Inventory::from_files(&files).await;
     drop(files);
     drop(scratch);

@@ -283,9 +283,12 @@ pub struct FindingRow {
     pub fixed: String,
 }
 
-/// The stored scans of an image or of its platforms (the page never scans).
+/// The stored scans of an image or of its platforms (the page never scans). Only
+/// manifests this repository holds: an index may name any digest (a sparse one, even a
+/// private image's elsewhere), and scans are kept by digest for the whole registry.
 async fn scan_views(
     app: &AppState,
+    repo: &RepoName,
     images: &[(String, String)],
 ) -> Result<Vec<ScanView>, WebError> {
     let mut views = Vec::new();
@@ -293,6 +296,13 @@ async fn scan_views(
         let Ok(digest) = digest.parse::<berth_core::Digest>() else {
             continue;
         };
+        let here = app
+            .registry
+            .get_manifest(repo, &berth_core::Reference::Digest(digest.clone()))
+            .await;
+        if here.is_err() {
+            continue;
+        }
         let Some(stored) = app.accounts.meta().image_scan(&digest).await? else {
             continue;
         };
@@ -424,7 +434,7 @@ async fn tag_page(
             .map(|p| (p.name.clone(), p.digest.clone()))
             .collect()
     };
-    let scans = scan_views(app, &scanned).await?;
+    let scans = scan_views(app, repo, &scanned).await?;
     let page = TagPage {
         scans,
         layout: Layout::new(visitor, &format!("{name}:{tag}")),

@@ -15,6 +15,49 @@ use crate::clients::{DockerDaemon, blocking, oci_ref, skopeo_ok};
 use crate::process::{BerthProcess, berth_binary};
 use crate::{ADMIN_PASSWORD, anonymous, basic};
 
+/// `python3 -m http.server` over a directory, stopped when dropped (where `vulndb update
+/// --from` downloads from).
+struct WebServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl WebServer {
+    fn serve(dir: &Path) -> WebServer {
+        let port = crate::process::free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "python3 -m http.server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        WebServer { child, base }
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Generates the fixtures (layout, advisories, expectations) into a new directory.
 fn fixtures() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -162,21 +205,33 @@ async fn pushed_images_get_sboms_and_exactly_the_expected_findings() {
     );
     let berth = BerthProcess::start().await;
     let data = berth.data_dir.clone();
-    // The database first, so that the scan after each push matches at once.
+    // The database first, so that the scan after each push matches at once: files and
+    // folders from disk, and OSV's zip form fetched from a web server (`update --from`).
     let imported = berth_ok(
+        &["vulndb", "import", out.join("osv").to_str().unwrap()],
+        &data,
+    )
+    .await;
+    assert!(imported.contains("31 new"), "{imported}");
+    let web = WebServer::serve(&out);
+    let url = format!("{}/osv-zip/Debian.zip", web.base);
+    let updated = berth_ok(&["vulndb", "update", "--from", &url], &data).await;
+    assert!(updated.contains("5 new"), "{updated}");
+    let status = berth_ok(&["vulndb", "status"], &data).await;
+    assert!(status.contains("36 advisories"), "{status}");
+    assert!(status.contains("Debian:12"), "{status}");
+    assert!(status.contains(&format!("from {url}")), "{status}");
+    let missing = run_berth(
         &[
             "vulndb",
-            "import",
-            out.join("osv").to_str().unwrap(),
-            out.join("osv-zip").to_str().unwrap(),
+            "update",
+            "--from",
+            &format!("{}/nothing.zip", web.base),
         ],
         &data,
     )
     .await;
-    assert!(imported.contains("36 new"), "{imported}");
-    let status = berth_ok(&["vulndb", "status"], &data).await;
-    assert!(status.contains("36 advisories"), "{status}");
-    assert!(status.contains("Debian:12"), "{status}");
+    assert_ne!(missing.0, 0, "a failed download is an error");
 
     let layout = out.join("layout");
     let host = berth.url("").trim_start_matches("http://").to_owned();
