@@ -88,6 +88,43 @@ pub trait ScanStore: Send + Sync + 'static {
     async fn image_locations(&self, digest: &Digest) -> Result<Vec<(RepoName, Vec<String>)>>;
 }
 
+/// What importing one advisory does, given the `modified` stored for its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ImportStep {
+    /// Withdrawn and never stored: nothing to do.
+    Skip,
+    /// Withdrawn: its row and packages go.
+    Remove,
+    /// Stored with the same `modified`: left alone.
+    Unchanged,
+    /// New (`added`) or newer: its row is written and its packages replaced.
+    Write { added: bool },
+}
+
+impl ImportStep {
+    pub(crate) fn of(stored: Option<&str>, record: &AdvisoryRecord) -> ImportStep {
+        match (stored, record.withdrawn) {
+            (None, true) => ImportStep::Skip,
+            (Some(_), true) => ImportStep::Remove,
+            (Some(m), false) if m == record.modified => ImportStep::Unchanged,
+            (stored, false) => ImportStep::Write {
+                added: stored.is_none(),
+            },
+        }
+    }
+
+    /// Counts the step in `counts`.
+    pub(crate) fn count(self, counts: &mut ImportCounts) {
+        match self {
+            ImportStep::Skip => {}
+            ImportStep::Remove => counts.removed += 1,
+            ImportStep::Unchanged => counts.unchanged += 1,
+            ImportStep::Write { added: true } => counts.added += 1,
+            ImportStep::Write { added: false } => counts.updated += 1,
+        }
+    }
+}
+
 pub(crate) const SAVE_SCAN_SQL: &str = "INSERT INTO image_scans
         (digest, scanned_at, matched_at, inventory, findings, worst)
     VALUES ($1, $2, $3, $4, $5, $6)

@@ -8,8 +8,8 @@ use crate::Result;
 use crate::scans::{
     ADD_ADVISORY_PACKAGE_SQL, ADVISORIES_PAGE_SQL, ADVISORY_MODIFIED_SQL, AdvisoryRecord,
     DELETE_ADVISORY_PACKAGES_SQL, DELETE_ADVISORY_SQL, ECOSYSTEM_COUNTS_SQL, IMAGE_LOCATIONS_SQL,
-    ImageScan, ImportCounts, KEYS_PER_QUERY, LAST_IMPORT_SQL, RECORD_IMPORT_SQL, SAVE_SCAN_SQL,
-    SCAN_COLUMNS, STATUS_SQL, ScanRow, ScanStore, UPSERT_ADVISORY_SQL, VulnDbStatus,
+    ImageScan, ImportCounts, ImportStep, KEYS_PER_QUERY, LAST_IMPORT_SQL, RECORD_IMPORT_SQL,
+    SAVE_SCAN_SQL, SCAN_COLUMNS, STATUS_SQL, ScanRow, ScanStore, UPSERT_ADVISORY_SQL, VulnDbStatus,
     advisories_for_sql, locations, scan,
 };
 
@@ -61,30 +61,23 @@ impl ScanStore for PgMetaStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend)?;
-            if record.withdrawn || stored.as_deref() != Some(record.modified.as_str()) {
-                sqlx::query(DELETE_ADVISORY_PACKAGES_SQL)
+            let step = ImportStep::of(stored.as_deref(), record);
+            step.count(&mut counts);
+            if matches!(step, ImportStep::Skip | ImportStep::Unchanged) {
+                continue;
+            }
+            sqlx::query(DELETE_ADVISORY_PACKAGES_SQL)
+                .bind(&record.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if step == ImportStep::Remove {
+                sqlx::query(DELETE_ADVISORY_SQL)
                     .bind(&record.id)
                     .execute(&mut *tx)
                     .await
                     .map_err(backend)?;
-            }
-            match (&stored, record.withdrawn) {
-                (None, true) => continue,
-                (Some(_), true) => {
-                    sqlx::query(DELETE_ADVISORY_SQL)
-                        .bind(&record.id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                    counts.removed += 1;
-                    continue;
-                }
-                (Some(m), false) if *m == record.modified => {
-                    counts.unchanged += 1;
-                    continue;
-                }
-                (Some(_), false) => counts.updated += 1,
-                (None, false) => counts.added += 1,
+                continue;
             }
             sqlx::query(UPSERT_ADVISORY_SQL)
                 .bind(&record.id)
